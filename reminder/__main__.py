@@ -1,0 +1,5 @@
+"""`python -m reminder`."""
+
+from reminder.cli import main
+
+main()

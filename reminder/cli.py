@@ -1,0 +1,201 @@
+"""The `reminder` command: wiring only, and the one exception boundary.
+
+Every command loads what it needs through ``App`` (config, contacts, store) and
+leaves the work to the modules that own it. ``main`` turns a ``ReminderError`` into
+``错误/Error: <what, where>`` on stderr and the error's exit code, with no traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+import sys
+import time
+from functools import cached_property
+from pathlib import Path
+
+import click
+from rich.console import Console
+from sqlalchemy.exc import DBAPIError
+
+from reminder.check import check as run_check
+from reminder.contacts import Contacts, load_contacts
+from reminder.errors import InputError, ReminderError, StoreError
+from reminder.ledger import read_ledger
+from reminder.settings import Config, load_config
+from reminder.store.db import Store, describe, open_store
+from reminder.store.importer import import_ledger
+from reminder.store.tasks import StoredLedger, StoredTask, load_ledger
+from reminder.views import (
+    import_lines,
+    ledger_json,
+    print_lines,
+    summarise,
+    summary_lines,
+    task_table,
+)
+
+
+class App:
+    """What a command may need, loaded on first use and only once."""
+
+    def __init__(self) -> None:
+        console = Console()
+        # piped output (less, files, CI logs) should not be cut to 80 columns
+        self.out = console if console.is_terminal else Console(width=160)
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config()
+
+    @cached_property
+    def contacts(self) -> Contacts:
+        return load_contacts(self.config.contacts_path)
+
+    @cached_property
+    def store(self) -> Store:
+        store = open_store(self.config.settings.db)
+        context = click.get_current_context(silent=True)
+        if context is not None:  # close pooled connections when the command ends
+            context.find_root().call_on_close(store.dispose)
+        return store
+
+    def ledger(self) -> StoredLedger:
+        with self.store.read() as session:
+            ledger = load_ledger(session)
+        if ledger is None:
+            raise InputError(
+                f"{describe(self.config.settings.db)}: no ledger imported yet; "
+                "run `reminder import FILE` first"
+            )
+        return ledger
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="reminder")
+def cli() -> None:
+    """督办提醒: keeps a task ledger and reminds every responsible unit of its deadlines."""
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--year", type=click.IntRange(1990, 2100), help="The ledger's year (default: from its title)."
+)
+@click.option("--dry-run", is_flag=True, help="Read and compare, change nothing.")
+@click.option("--by", "actor", default=None, help="Who imports (default: the login name).")
+@pass_app
+def import_command(
+    app: App, file: Path, year: int | None, dry_run: bool, actor: str | None
+) -> None:
+    """Read a ledger (.txt, .docx, .xlsx, .csv) into the store, in one transaction."""
+    started = time.perf_counter()
+    settings = app.config.settings
+    ledger = read_ledger(file, app.contacts.directory, settings.ledger.season, year)
+    sha = hashlib.sha256(file.read_bytes()).hexdigest()
+    with app.store.write() as session:
+        report = import_ledger(session, ledger, sha, _now(), actor or getpass.getuser())
+        if dry_run:
+            session.rollback()
+    seconds = time.perf_counter() - started
+    summary = summarise(ledger.tasks, len(ledger.sections), app.contacts)
+    print_lines(app.out, import_lines(report, summary, seconds))
+    if dry_run:
+        app.out.print("(dry run: nothing was written)", markup=False)
+
+
+def _select(
+    app: App, ledger: StoredLedger, unit: str | None, section: str | None, status: str | None
+) -> list[StoredTask]:
+    tasks = list(ledger.tasks)
+    if unit:
+        entry = app.contacts.directory.resolve(unit)
+        name = entry.name if entry else unit
+        groups = {g.name for g in app.contacts.groups if name in g.members}
+        tasks = [t for t in tasks if any(u.name == name or u.name in groups for u in t.task.units)]
+        if not tasks and entry is None:
+            raise InputError(f"--unit {unit}: no such unit in the ledger or contacts")
+    if section:
+        numbers = {
+            s.no for s in ledger.sections if section in (str(s.no), s.numeral) or section in s.title
+        }
+        if not numbers:
+            raise InputError(f"--section {section}: no such section")
+        tasks = [t for t in tasks if t.task.section_no in numbers]
+    if status:
+        tasks = [t for t in tasks if t.status == status]
+    return tasks
+
+
+@cli.command("tasks")
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
+@click.option("--unit", help="Only tasks of this unit (or of a group it belongs to).")
+@click.option("--section", help="Only this section: number, numeral or part of its title.")
+@click.option("--status", type=click.Choice(["open", "done"]), help="Only tasks in this state.")
+@click.option("--summary", is_flag=True, help="Print the ledger's summary instead.")
+@pass_app
+def tasks_command(
+    app: App,
+    as_json: bool,
+    unit: str | None,
+    section: str | None,
+    status: str | None,
+    summary: bool,
+) -> None:
+    """List the ledger's tasks, with their units, deadlines and status."""
+    ledger = app.ledger()
+    selected = _select(app, ledger, unit, section, status)
+    if as_json:
+        click.echo(json.dumps(ledger_json(ledger, selected), ensure_ascii=False, indent=2))
+    elif summary:
+        app.out.print(f"{ledger.title} — year {ledger.year} ({ledger.source})", markup=False)
+        facts = summarise([t.task for t in selected], len(ledger.sections), app.contacts)
+        print_lines(app.out, summary_lines(facts))
+    else:
+        app.out.print(task_table(ledger, selected))
+
+
+@cli.command("check")
+@pass_app
+def check_command(app: App) -> None:
+    """Report config and ledger problems; exit 1 if any is an error."""
+    with app.store.read() as session:
+        ledger = load_ledger(session)
+    problems = run_check(app.contacts, ledger)
+    for problem in problems:
+        click.echo(f"{problem.severity:<8}{problem}")
+    errors = sum(1 for p in problems if p.severity == "error")
+    warnings = len(problems) - errors
+    click.echo(f"{errors} errors, {warnings} warnings")
+    if errors:
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script entry point: the single place where errors become exit codes."""
+    try:
+        cli.main(args=argv, prog_name="reminder", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ReminderError as exc:
+        click.echo(f"错误/Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        click.echo(f"错误/Error: database: {reason}", err=True)
+        sys.exit(StoreError.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,238 @@
+"""contacts.toml: the units, their aliases and addresses, the groups and the supervisors.
+
+Loaded once, validated up front. Structure errors (bad TOML, unknown keys, duplicate
+names, a group member that is no unit) are a ``ConfigError`` naming file and item.
+An address that is present but invalid does not stop the program: it is kept out of
+delivery and reported by ``reminder check`` as an error (``Contacts.problems``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from reminder.errors import ConfigError
+from reminder.ledger.model import UnitKind
+from reminder.ledger.units import Directory, DirectoryEntry, normalise_name
+
+_MOBILE = re.compile(r"^(?:\+?86)?1[3-9]\d{9}$")
+
+
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class UnitContact(_Strict):
+    name: str = Field(min_length=1)
+    aliases: StrList = []
+    kind: Literal["unit", "enterprise"] = "unit"
+    contact: str = ""
+    email: StrList = []
+    mobile: StrList = []
+    webhook: str = ""
+
+
+class Group(_Strict):
+    name: str = Field(min_length=1)
+    aliases: StrList = []
+    members: StrList = []
+
+
+class Supervisor(_Strict):
+    name: str = Field(min_length=1)
+    contact: str = ""
+    email: StrList = []
+    mobile: StrList = []
+    webhook: str = ""
+    sections: list[str | int] = []
+    units: StrList = []
+
+
+class _ContactsFile(_Strict):
+    unit: list[UnitContact] = []
+    group: list[Group] = []
+    supervisor: list[Supervisor] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding of a check: ``error`` makes `reminder check` exit 1."""
+
+    severity: Literal["error", "warning"]
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Contacts:
+    path: str
+    units: tuple[UnitContact, ...]
+    groups: tuple[Group, ...]
+    supervisors: tuple[Supervisor, ...]
+    directory: Directory
+    problems: tuple[Problem, ...]
+
+    def unit(self, name: str) -> UnitContact | None:
+        for unit in self.units:
+            if unit.name == name:
+                return unit
+        return None
+
+    def group(self, name: str) -> Group | None:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        return None
+
+    def has_contact(self, name: str) -> bool:
+        """A unit can be reached, or a group has members."""
+        unit = self.unit(name)
+        if unit is not None:
+            return bool(valid_emails(unit.email) or valid_mobiles(unit.mobile) or unit.webhook)
+        group = self.group(name)
+        return group is not None and bool(group.members)
+
+
+def valid_emails(addresses: list[str]) -> list[str]:
+    return [address for address in addresses if _email_problem(address) is None]
+
+
+def valid_mobiles(numbers: list[str]) -> list[str]:
+    return [number for number in numbers if _MOBILE.match(number)]
+
+
+def _email_problem(address: str) -> str | None:
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+def _address_problems(kind: str, item: UnitContact | Supervisor) -> list[Problem]:
+    where = f"{kind} {item.name}"
+    problems = [
+        Problem("error", where, f"invalid email {address!r}: {reason}")
+        for address in item.email
+        if (reason := _email_problem(address)) is not None
+    ]
+    problems += [
+        Problem("error", where, f"invalid mobile number {number!r} (11 digits, 1[3-9]…)")
+        for number in item.mobile
+        if not _MOBILE.match(number)
+    ]
+    if item.webhook and not re.match(r"^https?://[^\s/]+", item.webhook):
+        problems.append(Problem("error", where, f"invalid webhook URL {item.webhook!r}"))
+    return problems
+
+
+def _pydantic_message(path: str, data: dict[str, object], exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    loc = list(error["loc"])
+    where = path
+    if len(loc) >= 2 and isinstance(loc[1], int):
+        table, index = str(loc[0]), loc[1]
+        items = data.get(table)
+        name = ""
+        if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
+            name = str(items[index].get("name", ""))
+        where += f": [[{table}]] #{index + 1}" + (f" {name!r}" if name else "")
+        loc = loc[2:]
+    key = ".".join(str(part) for part in loc)
+    value = f" (got {error['input']!r})" if "input" in error and key else ""
+    return f"{where}: {key + ': ' if key else ''}{error['msg']}{value}"
+
+
+def parse_contacts(text: str, path: str) -> Contacts:
+    """Contacts from the text of a contacts.toml; ``path`` is used in messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        parsed = _ContactsFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_message(path, data, exc)) from None
+
+    entries: list[DirectoryEntry] = []
+    owner: dict[str, str] = {}
+    for kind, items in (("unit", parsed.unit), ("group", parsed.group)):
+        for item in items:
+            for key in (item.name, *item.aliases):
+                normal = normalise_name(key)
+                if normal in owner and owner[normal] != item.name:
+                    raise ConfigError(
+                        f"{path}: [[{kind}]] {item.name!r}: name or alias {key!r} "
+                        f"is already used by {owner[normal]!r}"
+                    )
+                owner[normal] = item.name
+    unit_names = {unit.name for unit in parsed.unit}
+    for group in parsed.group:
+        for member in group.members:
+            if member not in unit_names:
+                raise ConfigError(
+                    f"{path}: [[group]] {group.name!r}: member {member!r} is not a [[unit]] name"
+                )
+    entries += [
+        DirectoryEntry(unit.name, UnitKind(unit.kind), tuple(unit.aliases)) for unit in parsed.unit
+    ]
+    entries += [
+        DirectoryEntry(group.name, UnitKind.GROUP, tuple(group.aliases), tuple(group.members))
+        for group in parsed.group
+    ]
+
+    problems: list[Problem] = []
+    for unit in parsed.unit:
+        problems += _address_problems("unit", unit)
+    for supervisor in parsed.supervisor:
+        problems += _address_problems("supervisor", supervisor)
+        if not (supervisor.email or supervisor.mobile or supervisor.webhook):
+            problems.append(
+                Problem("warning", f"supervisor {supervisor.name}", "no email, mobile or webhook")
+            )
+        problems += [
+            Problem("error", f"supervisor {supervisor.name}", f"watches unknown unit {name!r}")
+            for name in supervisor.units
+            if normalise_name(name) not in owner
+        ]
+    for group in parsed.group:
+        if not group.members:
+            problems.append(
+                Problem("warning", f"group {group.name}", "has no members: nobody is reminded")
+            )
+    return Contacts(
+        path=path,
+        units=tuple(parsed.unit),
+        groups=tuple(parsed.group),
+        supervisors=tuple(parsed.supervisor),
+        directory=Directory(tuple(entries)),
+        problems=tuple(problems),
+    )
+
+
+def load_contacts(path: Path) -> Contacts:
+    """Read contacts.toml; a missing file is an empty directory (``check`` warns)."""
+    if not path.exists():
+        warning = Problem("warning", str(path), "no contacts file: no unit can be reached")
+        return Contacts(str(path), (), (), (), Directory(), (warning,))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_contacts(text, str(path))

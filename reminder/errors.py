@@ -1,0 +1,59 @@
+"""The one error tree of the package.
+
+Every error a user can cause or meet (bad ledger, bad config, unreachable server)
+is a ``ReminderError``. The CLI catches exactly this base class, prints
+``错误/Error: <message>`` on one line and exits with the class's ``exit_code``;
+anything else is a bug and keeps its traceback.
+
+Exit codes are part of the contract with systemd: ``ConfigError`` has its own code
+so that ``RestartPreventExitStatus=`` can stop a restart loop on a broken config.
+"""
+
+from __future__ import annotations
+
+
+class ReminderError(Exception):
+    """Base class of every error the CLI reports without a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(ReminderError, ValueError):
+    """Bad input given to a command: a missing file, an unknown task, a bad option."""
+
+    exit_code = 2
+
+
+class LedgerError(InputError):
+    """A ledger file that cannot be read: names the file, the line and the text."""
+
+    def __init__(self, message: str, *, source: str = "", line: int | None = None) -> None:
+        where = source if line is None else f"{source}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.source = source
+        self.line = line
+
+
+class ConfigError(ReminderError, ValueError):
+    """Invalid configuration, contacts or templates: names the file, key and value."""
+
+    exit_code = 78  # EX_CONFIG from sysexits.h; systemd: RestartPreventExitStatus=78
+
+
+class StoreError(ReminderError, RuntimeError):
+    """The store cannot be opened or is in a state this version cannot use."""
+
+    exit_code = 74  # EX_IOERR
+
+
+class AlreadyRunningError(StoreError):
+    """A second daemon was started on the same SQLite file."""
+
+    exit_code = 75  # EX_TEMPFAIL

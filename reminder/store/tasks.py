@@ -1,0 +1,133 @@
+"""Reading the ledger back from the store: what `tasks`, `check` and the planner see."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from reminder.ledger.model import (
+    Deadline,
+    DeadlineKind,
+    Role,
+    Section,
+    Task,
+    UnitKind,
+    UnitRef,
+)
+from reminder.store.models import ImportRun, SectionRow, TaskRow, TaskUnitRow
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUnit:
+    ref: UnitRef
+    done_at: dt.datetime | None
+    done_note: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTask:
+    id: int
+    task: Task
+    status: str  # open | done
+    done_at: dt.datetime | None
+    units: tuple[StoredUnit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLedger:
+    title: str
+    year: int
+    source: str
+    imported_at: dt.datetime
+    sections: tuple[Section, ...]
+    tasks: tuple[StoredTask, ...]
+
+    def section_title(self, no: int) -> str:
+        return next((s.title for s in self.sections if s.no == no), "")
+
+
+def deadline_of(row: TaskRow) -> Deadline:
+    return Deadline(
+        raw=row.deadline_raw,
+        kind=DeadlineKind(row.deadline_kind),
+        start=row.deadline_start,
+        milestones=tuple(dt.date.fromisoformat(day) for day in row.milestones),
+        recurrence=row.recurrence,
+        action=row.action,
+    )
+
+
+def unit_ref_of(row: TaskUnitRow) -> UnitRef:
+    return UnitRef(name=row.unit, role=Role(row.role), kind=UnitKind(row.kind), raw=row.raw)
+
+
+def task_of(row: TaskRow, units: list[TaskUnitRow]) -> Task:
+    assert row.id is not None
+    return Task(
+        no=row.no,
+        section_no=row.section_no,
+        text=row.text,
+        units=tuple(unit_ref_of(unit) for unit in sorted(units, key=lambda u: u.position)),
+        deadline=deadline_of(row),
+        remarks=row.remarks,
+        line=row.source_line,
+    )
+
+
+def active_task_rows(session: Session) -> list[TaskRow]:
+    statement = select(TaskRow).where(col(TaskRow.removed_at).is_(None)).order_by(col(TaskRow.no))
+    return list(session.exec(statement))
+
+
+def units_by_task(session: Session, task_ids: list[int]) -> dict[int, list[TaskUnitRow]]:
+    grouped: dict[int, list[TaskUnitRow]] = defaultdict(list)
+    if not task_ids:
+        return grouped
+    statement = select(TaskUnitRow).where(col(TaskUnitRow.task_id).in_(task_ids))
+    for unit in session.exec(statement):
+        grouped[unit.task_id].append(unit)
+    return grouped
+
+
+def latest_import(session: Session) -> ImportRun | None:
+    return session.exec(select(ImportRun).order_by(col(ImportRun.id).desc()).limit(1)).first()
+
+
+def load_ledger(session: Session) -> StoredLedger | None:
+    """The current ledger, or None before the first import."""
+    run = latest_import(session)
+    if run is None:
+        return None
+    rows = active_task_rows(session)
+    units = units_by_task(session, [row.id for row in rows if row.id is not None])
+    sections = tuple(
+        Section(no=s.no, numeral=s.numeral, title=s.title)
+        for s in session.exec(select(SectionRow).order_by(col(SectionRow.no)))
+    )
+    tasks = []
+    for row in rows:
+        assert row.id is not None
+        task_units = sorted(units[row.id], key=lambda u: u.position)
+        tasks.append(
+            StoredTask(
+                id=row.id,
+                task=task_of(row, task_units),
+                status=row.status,
+                done_at=row.done_at,
+                units=tuple(
+                    StoredUnit(unit_ref_of(unit), unit.done_at, unit.done_note)
+                    for unit in task_units
+                ),
+            )
+        )
+    return StoredLedger(
+        title=run.title,
+        year=run.year,
+        source=run.source,
+        imported_at=run.at,
+        sections=sections,
+        tasks=tuple(tasks),
+    )

@@ -1,0 +1,176 @@
+"""What the CLI prints: ledger summaries, task tables and the JSON contract."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from reminder.contacts import Contacts
+from reminder.ledger.model import Deadline, DeadlineKind, Role, Task
+from reminder.store.importer import ImportReport
+from reminder.store.tasks import StoredLedger, StoredTask
+
+KIND_ORDER = [kind.value for kind in DeadlineKind]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    tasks: int
+    sections: int
+    units: list[str]
+    by_kind: Counter[str]
+    unreadable: list[tuple[int, str]]
+    without_contact: list[str]
+
+
+def summarise(tasks: Iterable[Task], sections: int, contacts: Contacts) -> LedgerSummary:
+    tasks = list(tasks)
+    units: list[str] = []
+    for task in tasks:
+        units += [unit.name for unit in task.units if unit.name not in units]
+    return LedgerSummary(
+        tasks=len(tasks),
+        sections=sections,
+        units=units,
+        by_kind=Counter(task.deadline.kind.value for task in tasks),
+        unreadable=[
+            (task.no, task.deadline.raw)
+            for task in tasks
+            if task.deadline.kind is DeadlineKind.UNKNOWN
+        ],
+        without_contact=[name for name in units if not contacts.has_contact(name)],
+    )
+
+
+def summary_lines(summary: LedgerSummary) -> list[str]:
+    kinds = ", ".join(
+        f"{kind} {summary.by_kind[kind]}" for kind in KIND_ORDER if summary.by_kind[kind]
+    )
+    unreadable = (
+        "; ".join(f"task {no}: {raw!r}" for no, raw in summary.unreadable)
+        if summary.unreadable
+        else "none"
+    )
+    without = ", ".join(summary.without_contact) if summary.without_contact else "none"
+    return [
+        f"  {summary.tasks} tasks in {summary.sections} sections, {len(summary.units)} units",
+        f"  deadlines: {kinds}",
+        f"  unreadable deadlines: {unreadable}",
+        f"  units without contacts: {without}",
+    ]
+
+
+def import_lines(report: ImportReport, summary: LedgerSummary, seconds: float) -> list[str]:
+    ledger = report.ledger
+    lines = [
+        f"Imported {ledger.source} ({ledger.format}) in {seconds:.2f} s",
+        f"  {ledger.title} — year {ledger.year}",
+        *summary_lines(summary),
+    ]
+    if report.first:
+        lines.append(f"  changes: first import, {len(report.added)} tasks added")
+        return lines
+    lines.append(
+        f"  changes: {len(report.added)} added, {len(report.removed)} removed, "
+        f"{len(report.changed)} changed, {report.kept_done} done tasks kept done"
+    )
+    lines += [f"    + {task.no} {shorten(task.text, 40)}" for task in report.added]
+    lines += [f"    - {no} {shorten(text, 40)}" for no, text in report.removed]
+    lines += [f"    ~ {change.no}: {'; '.join(change.what)}" for change in report.changed]
+    lines += [f"  warning: {warning}" for warning in ledger.warnings]
+    return lines
+
+
+def shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def deadline_json(deadline: Deadline) -> dict[str, Any]:
+    return {
+        "kind": deadline.kind.value,
+        "raw": deadline.raw,
+        "start": _iso(deadline.start),
+        "due": _iso(deadline.due),
+        "milestones": [day.isoformat() for day in deadline.milestones],
+        "recurrence": deadline.recurrence,
+        "action": deadline.action,
+    }
+
+
+def ledger_json(ledger: StoredLedger, tasks: Iterable[StoredTask]) -> dict[str, Any]:
+    """The contract of `reminder tasks --json` (DESIGN.md)."""
+    return {
+        "title": ledger.title,
+        "year": ledger.year,
+        "tasks": [
+            {
+                "no": stored.task.no,
+                "section": ledger.section_title(stored.task.section_no),
+                "text": stored.task.text,
+                "units": [
+                    {"name": unit.name, "role": unit.role.value, "kind": unit.kind.value}
+                    for unit in stored.task.units
+                ],
+                "deadline": deadline_json(stored.task.deadline),
+                "status": stored.status,
+            }
+            for stored in tasks
+        ],
+    }
+
+
+def deadline_text(deadline: Deadline) -> str:
+    raw = " ".join(deadline.raw.split()) or "—"
+    if deadline.kind is DeadlineKind.UNKNOWN:
+        return f"{raw} (?)"
+    span = ""
+    if deadline.start and deadline.due:
+        span = f"{deadline.start:%m-%d}→{deadline.due:%m-%d}"
+    elif deadline.due:
+        span = " ".join(f"{day:%m-%d}" for day in deadline.milestones[-3:])
+    elif deadline.start:
+        span = f"{deadline.start:%m-%d}→"
+    return f"{raw} [{span}]" if span and span != raw else raw
+
+
+def task_table(ledger: StoredLedger, tasks: Iterable[StoredTask]) -> Table:
+    """One line per task: number, section, task, lead (+ cooperating count), deadline."""
+    table = Table(title=f"{ledger.title}（{ledger.year}）", box=None, pad_edge=False)
+    table.add_column("No", justify="right", no_wrap=True)
+    table.add_column("节", no_wrap=True)
+    table.add_column("任务 Task", no_wrap=True, max_width=28)
+    table.add_column("牵头 Lead", no_wrap=True, max_width=16)
+    table.add_column("配合", justify="right", no_wrap=True)
+    table.add_column("完成时限 Deadline", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    numerals = {section.no: section.numeral for section in ledger.sections}
+    for stored in tasks:
+        task = stored.task
+        lead = [unit.name for unit in task.units if unit.role is Role.LEAD]
+        others = sum(1 for unit in task.units if unit.role is Role.COOPERATING)
+        table.add_row(
+            str(task.no),
+            numerals.get(task.section_no, ""),
+            shorten(task.text, 28),
+            "、".join(lead),
+            f"+{others}" if others else "",
+            deadline_text(task.deadline),
+            stored.status,
+        )
+    return table
+
+
+def print_lines(console: Console, lines: Iterable[str]) -> None:
+    for line in lines:
+        console.print(line, markup=False, highlight=False)

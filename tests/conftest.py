@@ -1,0 +1,94 @@
+"""Shared fixtures: an isolated environment per test, the seed, the bundled contacts."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
+
+from reminder.cli import main
+from reminder.contacts import Contacts, load_contacts
+from reminder.ledger import read_ledger
+from reminder.ledger.model import Ledger
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "data" / "jiyuan-2018-ledger.txt"
+CONFIG = ROOT / "config"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every test runs in its own folder with its own store and the bundled config."""
+    for name in list(os.environ):
+        if name.startswith("REMINDER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("REMINDER_CONFIG", str(CONFIG))
+    monkeypatch.setenv("REMINDER_DB", f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def contacts() -> Contacts:
+    return load_contacts(CONFIG / "contacts.toml")
+
+
+@pytest.fixture(scope="session")
+def seed_ledger(contacts: Contacts) -> Ledger:
+    return read_ledger(SEED, contacts.directory)
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capsys)
+
+
+class Cli:
+    """Runs `reminder …` in-process through the same entry point as the console script."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> Result:
+        self.capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the machine's PostgreSQL (database `test`), dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN)
+    try:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except OperationalError as exc:  # pragma: no cover - the machine's PostgreSQL is down
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required for this test: {exc}")
+    try:
+        yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()

@@ -1,0 +1,108 @@
+"""`reminder check`: what would stop a reminder from going out."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from reminder.contacts import parse_contacts
+from tests.conftest import SEED, Cli
+from tests.test_bad_input import config_copy, seed_with
+
+
+def test_seed_with_bundled_contacts_is_clean(cli: Cli) -> None:
+    assert cli("import", str(SEED)).code == 0
+    result = cli("check")
+    assert result.code == 0
+    assert result.out.strip() == "0 errors, 0 warnings"
+
+
+def test_before_any_import(cli: Cli) -> None:
+    result = cli("check")
+    assert result.code == 0
+    assert "warning store: no ledger imported yet" in result.out
+
+
+def edit_contacts(folder: Path, edit: str) -> None:
+    path = folder / "contacts.toml"
+    text = path.read_text(encoding="utf-8")
+    if edit == "drop 统计局":
+        text = re.sub(r'\[\[unit\]\]\nname = "统计局"\n(?:[^\[].*\n)*', "", text)
+    elif edit == "bad addresses":
+        text = text.replace(
+            'email = "hbj@example.org"', 'email = ["hbj@example", "ok@example.org"]'
+        )
+        text = text.replace('mobile = "13800000002"', 'mobile = "1234"')
+        text = text.replace('name = "林业局"', 'name = "林业局"\nwebhook = "ftp://robot"')
+    elif edit == "no contact":
+        text = re.sub(r'(name = "民政局"\n(?:.*\n)*?)email = .*\nmobile = .*\n', r"\1", text)
+    elif edit == "empty group":
+        text = re.sub(
+            r'(name = "有关企业"\n.*\n)members = \[\n(?:.*\n)*?\]\n', r"\1members = []\n", text
+        )
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "expected"),
+    [
+        ("drop 统计局", 1, ["error   unit 统计局: not in", "(tasks 21)"]),
+        (
+            "bad addresses",
+            1,
+            [
+                "error   unit 环境保护局: invalid email 'hbj@example'",
+                "error   unit 住房和城乡建设局: invalid mobile number '1234'",
+                "error   unit 林业局: invalid webhook URL 'ftp://robot'",
+            ],
+        ),
+        ("no contact", 0, ["warning unit 民政局: no contact (tasks 89)"]),
+        (
+            "empty group",
+            0,
+            [
+                "warning group 有关企业: has no members",
+                "warning unit 有关企业: group has no members",
+            ],
+        ),
+    ],
+)
+def test_config_problems(
+    cli: Cli,
+    isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    edit: str,
+    code: int,
+    expected: list[str],
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    folder = config_copy(isolated_env)
+    edit_contacts(folder, edit)
+    monkeypatch.setenv("REMINDER_CONFIG", str(folder))
+    result = cli("check")
+    assert result.code == code, result.out
+    for line in expected:
+        assert line in result.out
+
+
+def test_unreadable_deadline_is_a_warning(cli: Cli, isolated_env: Path) -> None:
+    ledger = seed_with(isolated_env, "tbd.txt", lambda t: t.replace("\t6月30日\n", "\t待定\n", 1))
+    result = cli("import", str(ledger))
+    assert result.code == 0
+    assert "unreadable deadlines: task 3: '待定'" in result.out
+    check = cli("check")
+    assert "warning task 3 (line 25): cannot read 完成时限 '待定'" in check.out
+    assert check.code == 0
+
+
+def test_invalid_address_is_kept_out_of_delivery() -> None:
+    contacts = parse_contacts(
+        '[[unit]]\nname = "甲局"\nemail = ["bad", "ok@example.org"]\nmobile = "13800000001"\n',
+        "contacts.toml",
+    )
+    assert contacts.has_contact("甲局")
+    assert [p.severity for p in contacts.problems] == ["error"]
+    none_valid = parse_contacts('[[unit]]\nname = "乙局"\nemail = "bad"\n', "contacts.toml")
+    assert not none_valid.has_contact("乙局")
