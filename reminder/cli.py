@@ -20,17 +20,25 @@ import click
 from rich.console import Console
 from sqlalchemy.exc import DBAPIError
 
+from reminder import logs
 from reminder.check import check as run_check
 from reminder.contacts import Contacts, load_contacts
 from reminder.errors import InputError, ReminderError, StoreError
 from reminder.ledger import read_ledger
+from reminder.planning import Planning
 from reminder.settings import Config, load_config
+from reminder.simulate import simulate
+from reminder.store.completion import Outcome, mark_done, record_progress, reopen
 from reminder.store.db import Store, describe, open_store
 from reminder.store.importer import import_ledger
+from reminder.store.targets import replan_all
 from reminder.store.tasks import StoredLedger, StoredTask, load_ledger
+from reminder.tick import preview
 from reminder.views import (
     import_lines,
     ledger_json,
+    plan_json,
+    plan_table,
     print_lines,
     summarise,
     summary_lines,
@@ -62,6 +70,17 @@ class App:
             context.find_root().call_on_close(store.dispose)
         return store
 
+    @cached_property
+    def planning(self) -> Planning:
+        settings = self.config.settings
+        log = logs.get_logger()
+        calendar = self.config.calendar(
+            on_uncovered=lambda year: log.warning(
+                "calendar_year_not_covered", year=year, fallback="Monday to Friday"
+            )
+        )
+        return Planning(settings.policy, calendar, settings.zone, self.contacts)
+
     def ledger(self) -> StoredLedger:
         with self.store.read() as session:
             ledger = load_ledger(session)
@@ -84,6 +103,7 @@ def _now() -> dt.datetime:
 @click.version_option(package_name="reminder")
 def cli() -> None:
     """督办提醒: keeps a task ledger and reminds every responsible unit of its deadlines."""
+    logs.configure()
 
 
 @cli.command("import")
@@ -104,6 +124,7 @@ def import_command(
     sha = hashlib.sha256(file.read_bytes()).hexdigest()
     with app.store.write() as session:
         report = import_ledger(session, ledger, sha, _now(), actor or getpass.getuser())
+        replan_all(session, app.planning)
         if dry_run:
             session.rollback()
     seconds = time.perf_counter() - started
@@ -178,6 +199,119 @@ def check_command(app: App) -> None:
     click.echo(f"{errors} errors, {warnings} warnings")
     if errors:
         sys.exit(1)
+
+
+def _moment(app: App, text: str | None, option: str) -> dt.datetime:
+    """A local "YYYY-MM-DD HH:MM" in the configured zone (now if not given), as UTC."""
+    if text is None:
+        return _now()
+    try:
+        local = dt.datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected YYYY-MM-DD HH:MM") from None
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=app.config.settings.zone)
+    return local.astimezone(dt.UTC)
+
+
+def _day(text: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected YYYY-MM-DD") from None
+
+
+@cli.command("plan")
+@click.option(
+    "--at", "at", metavar="'YYYY-MM-DD HH:MM'", help="The moment (local time); now if not given."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def plan_command(app: App, at: str | None, as_json: bool) -> None:
+    """What would be sent at a moment, given the store. Sends nothing, writes nothing."""
+    moment = _moment(app, at, "--at")
+    app.ledger()  # a clear message before the first import
+    messages = preview(app.store, app.planning, moment)
+    if as_json:
+        click.echo(
+            json.dumps(plan_json(messages, app.config.settings.zone), ensure_ascii=False, indent=2)
+        )
+        return
+    app.out.print(plan_table(messages, app.config.settings.zone))
+    app.out.print(f"{len(messages)} messages", markup=False)
+
+
+@cli.command("simulate")
+@click.option("--from", "start", required=True, metavar="YYYY-MM-DD", help="First day.")
+@click.option("--to", "end", required=True, metavar="YYYY-MM-DD", help="Last day.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Write every message here (JSON lines)."
+)
+@pass_app
+def simulate_command(app: App, start: str, end: str, out: Path | None) -> None:
+    """Run the policy over a period on a virtual clock, on a copy of the store."""
+    first, last = _day(start, "--from"), _day(end, "--to")
+    if last < first:
+        raise InputError(f"--to {end} is before --from {start}")
+    app.ledger()
+    report = simulate(app.store, app.planning, first, last, out)
+    print_lines(app.out, report.lines())
+
+
+def _outcome(app: App, verb: str, outcome: Outcome) -> None:
+    shown = "、".join(outcome.units[:5]) if outcome.units else "no unit"
+    more = len(outcome.units) - 5
+    units = f"{shown} and {more} more" if more > 0 else shown
+    changed = "" if outcome.changed else " (nothing changed)"
+    app.out.print(
+        f"task {outcome.task_no}: {verb} for {units}; task is {outcome.status}{changed}",
+        markup=False,
+    )
+
+
+_BY = click.option("--by", "actor", default=None, help="Who records it (default: the login name).")
+
+
+@cli.command("done")
+@click.argument("number", type=int)
+@click.option("--unit", help="Only this unit's part (a group: all its members).")
+@click.option("--note", default="", help="A note kept with the completion.")
+@_BY
+@pass_app
+def done_command(app: App, number: int, unit: str | None, note: str, actor: str | None) -> None:
+    """Mark a task (or one unit's part of it) done: its reminders stop."""
+    with app.store.write() as session:
+        outcome = mark_done(
+            session, app.planning, number, unit, note, actor or getpass.getuser(), _now()
+        )
+    _outcome(app, "done", outcome)
+
+
+@cli.command("reopen")
+@click.argument("number", type=int)
+@click.option("--note", default="", help="Why it is open again.")
+@_BY
+@pass_app
+def reopen_command(app: App, number: int, note: str, actor: str | None) -> None:
+    """Open a task again: its reminders resume."""
+    with app.store.write() as session:
+        outcome = reopen(session, app.planning, number, note, actor or getpass.getuser(), _now())
+    _outcome(app, "reopened", outcome)
+
+
+@cli.command("progress")
+@click.argument("number", type=int)
+@click.option("--unit", required=True, help="The unit reporting.")
+@click.option("--note", required=True, help="What was done.")
+@_BY
+@pass_app
+def progress_command(app: App, number: int, unit: str, note: str, actor: str | None) -> None:
+    """Record a unit's progress on a task (it answers this month's check-in)."""
+    with app.store.write() as session:
+        outcome = record_progress(
+            session, app.planning, number, unit, note, actor or getpass.getuser(), _now()
+        )
+    _outcome(app, "progress noted", outcome)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ delivery and reported by ``reminder check`` as an error (``Contacts.problems``).
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from reminder.errors import ConfigError
 from reminder.ledger.model import UnitKind
 from reminder.ledger.units import Directory, DirectoryEntry, normalise_name
+from reminder.policy import Channel, Kind
 
 _MOBILE = re.compile(r"^(?:\+?86)?1[3-9]\d{9}$")
 
@@ -35,14 +37,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-class UnitContact(_Strict):
+class _Reachable(_Strict):
+    """Someone a message can go to: a unit or a supervisor."""
+
     name: str = Field(min_length=1)
-    aliases: StrList = []
-    kind: Literal["unit", "enterprise"] = "unit"
     contact: str = ""
     email: StrList = []
     mobile: StrList = []
-    webhook: str = ""
+    webhook: str = ""  # a WeCom or DingTalk group robot
+    robot: Literal["wecom", "dingtalk", ""] = ""  # default: told by the webhook's host
+    # per kind of message, the channels to use instead of [policy.channels]
+    channels: dict[Kind, list[Channel]] = {}
+
+    @property
+    def robot_kind(self) -> str:
+        if self.robot:
+            return self.robot
+        return "dingtalk" if "dingtalk" in self.webhook else "wecom"
+
+
+class UnitContact(_Reachable):
+    aliases: StrList = []
+    kind: Literal["unit", "enterprise"] = "unit"
 
 
 class Group(_Strict):
@@ -51,14 +67,17 @@ class Group(_Strict):
     members: StrList = []
 
 
-class Supervisor(_Strict):
-    name: str = Field(min_length=1)
-    contact: str = ""
-    email: StrList = []
-    mobile: StrList = []
-    webhook: str = ""
+class Supervisor(_Reachable):
     sections: list[str | int] = []
     units: StrList = []
+
+    def watches(self, section: tuple[int, str, str], unit: str) -> bool:
+        """A supervisor with no sections and no units watches everything."""
+        no, numeral, title = section
+        in_section = not self.sections or any(
+            item in (no, str(no), numeral, title) for item in self.sections
+        )
+        return in_section and (not self.units or unit in self.units)
 
 
 class _ContactsFile(_Strict):
@@ -89,16 +108,14 @@ class Contacts:
     problems: tuple[Problem, ...]
 
     def unit(self, name: str) -> UnitContact | None:
-        for unit in self.units:
-            if unit.name == name:
-                return unit
-        return None
+        entry = self.directory.resolve(name)
+        canonical = entry.name if entry else name
+        return next((unit for unit in self.units if unit.name == canonical), None)
 
     def group(self, name: str) -> Group | None:
-        for group in self.groups:
-            if group.name == name:
-                return group
-        return None
+        entry = self.directory.resolve(name)
+        canonical = entry.name if entry else name
+        return next((group for group in self.groups if group.name == canonical), None)
 
     def has_contact(self, name: str) -> bool:
         """A unit can be reached, or a group has members."""
@@ -117,6 +134,7 @@ def valid_mobiles(numbers: list[str]) -> list[str]:
     return [number for number in numbers if _MOBILE.match(number)]
 
 
+@functools.lru_cache(maxsize=4096)
 def _email_problem(address: str) -> str | None:
     try:
         validate_email(address, check_deliverability=False)
@@ -125,7 +143,7 @@ def _email_problem(address: str) -> str | None:
     return None
 
 
-def _address_problems(kind: str, item: UnitContact | Supervisor) -> list[Problem]:
+def _address_problems(kind: str, item: _Reachable) -> list[Problem]:
     where = f"{kind} {item.name}"
     problems = [
         Problem("error", where, f"invalid email {address!r}: {reason}")

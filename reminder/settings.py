@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -24,8 +25,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from reminder.calendar import WorkCalendar, load_calendar_overrides
 from reminder.errors import ConfigError
 from reminder.ledger.deadline import SeasonRule
+from reminder.policy import Policy
 
 ENV_PREFIX = "REMINDER_"
 DEFAULT_CONFIG_DIR = "config"
@@ -71,6 +74,20 @@ class Settings(BaseSettings):
     db: str = DEFAULT_DB
     timezone: str = "Asia/Shanghai"
     ledger: LedgerSettings = LedgerSettings()
+    policy: Policy = Policy()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai)") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @classmethod
     def settings_customise_sources(
@@ -99,6 +116,20 @@ class Config:
     @property
     def reminder_path(self) -> Path:
         return self.folder / "reminder.toml"
+
+    @property
+    def calendar_path(self) -> Path:
+        return self.folder / "calendar.toml"
+
+    def calendar(self, on_uncovered: Callable[[int], None] | None = None) -> WorkCalendar:
+        """Working days: chinese-calendar, calendar.toml on top, the policy's choice."""
+        days_off, working_days = load_calendar_overrides(self.calendar_path)
+        return WorkCalendar(
+            days_off,
+            working_days,
+            on_uncovered,
+            working_days_only=self.settings.policy.working_days_only,
+        )
 
 
 def config_folder(env: Mapping[str, str]) -> Path:

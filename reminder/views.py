@@ -7,12 +7,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
 
 from reminder.contacts import Contacts
 from reminder.ledger.model import Deadline, DeadlineKind, Role, Task
+from reminder.recipients import Message
 from reminder.store.importer import ImportReport
 from reminder.store.tasks import StoredLedger, StoredTask
 
@@ -174,3 +176,39 @@ def task_table(ledger: StoredLedger, tasks: Iterable[StoredTask]) -> Table:
 def print_lines(console: Console, lines: Iterable[str]) -> None:
     for line in lines:
         console.print(line, markup=False, highlight=False)
+
+
+def plan_json(messages: Iterable[Message], zone: ZoneInfo) -> list[dict[str, Any]]:
+    """The contract of `reminder plan --json` (DESIGN.md)."""
+    return [
+        {
+            "key": message.key,
+            "kind": message.kind.value,
+            "task": message.task_no,
+            "unit": message.unit,
+            "role": message.role,
+            "channel": message.channel,
+            "to": message.to,
+            "scheduled_for": message.scheduled_for.astimezone(zone).isoformat(),
+        }
+        for message in messages
+    ]
+
+
+def plan_table(messages: Iterable[Message], zone: ZoneInfo) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for name in ("When", "Kind", "No", "Unit", "Role", "To"):
+        table.add_column(name, no_wrap=True)
+    for message in messages:
+        to = f"{message.channel}:{message.to}" if message.to else "— no contact —"
+        if message.kind.value == "escalation":
+            to += f" ({message.recipient_name})"
+        table.add_row(
+            f"{message.scheduled_for.astimezone(zone):%Y-%m-%d %H:%M}",
+            message.kind.value,
+            str(message.task_no or ""),
+            message.unit or "",
+            message.role or "",
+            to,
+        )
+    return table

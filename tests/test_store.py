@@ -127,3 +127,33 @@ def test_a_store_from_a_newer_program_is_refused(isolated_env: Path) -> None:
         con.execute("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(StoreError, match="schema revision 9999, newer than this program"):
         open_store(url)
+
+
+def test_upgrade_keeps_the_data_of_an_older_store(isolated_env: Path) -> None:
+    from alembic import command  # noqa: PLC0415 - only this test drives alembic directly
+    from sqlalchemy import create_engine  # noqa: PLC0415
+
+    from reminder.store.migrate import alembic_config  # noqa: PLC0415
+
+    url = f"sqlite:///{isolated_env / 'ledger.db'}"
+    engine = create_engine(url)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.exec_driver_sql(
+            "INSERT INTO task (id, no, section_no, text, deadline_raw, deadline_kind, milestones,"
+            " remarks, source_line, status, created_at, updated_at) VALUES (1, 1, 1, '任务',"
+            " '全年', 'all_year', '[]', '', 1, 'open', '2018-01-01', '2018-01-01')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO task_unit (task_id, unit, role, kind, raw, position, done_note)"
+            " VALUES (1, '环境保护局', 'lead', 'unit', '环境保护局', 0, '')"
+        )
+    engine.dispose()
+    open_store(url).dispose()
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        assert con.execute("SELECT unit, is_target, next_at FROM task_unit").fetchall() == [
+            ("环境保护局", 1, None)
+        ]
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]

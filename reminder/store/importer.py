@@ -128,19 +128,25 @@ def _differences(row: TaskRow, units: list[TaskUnitRow], task: Task) -> list[str
     return what
 
 
-def _update_units(session: Session, task_id: int, units: list[TaskUnitRow], task: Task) -> None:
-    existing = {row.unit: row for row in units}
+def _update_units(session: Session, task_id: int, rows: list[TaskUnitRow], task: Task) -> None:
+    """Listed units as the ledger now says; member rows are left to ``sync_members``.
+
+    A unit that was a group's member and is now listed itself keeps its row (and so its
+    completion and planning state).
+    """
+    listed = {row.unit: row for row in rows if row.via is None}
+    members = {row.unit: row for row in rows if row.via is not None}
     wanted = {ref.name for ref in task.units}
-    for name, row in existing.items():
+    for name, row in listed.items():
         if name not in wanted:
             session.delete(row)
     for position, ref in enumerate(task.units):
-        kept = existing.get(ref.name)
+        kept = listed.get(ref.name) or members.get(ref.name)
         if kept is None:
             session.add(_unit_row(task_id, position, task))
             continue
         kept.role, kept.kind, kept.raw = ref.role.value, ref.kind.value, ref.raw
-        kept.position = position
+        kept.position, kept.via = position, None
         session.add(kept)
 
 
@@ -155,7 +161,7 @@ def import_ledger(
 
     for row, task in sorted(pairs, key=lambda pair: pair[1].no):
         assert row.id is not None
-        what = _differences(row, units[row.id], task)
+        what = _differences(row, [u for u in units[row.id] if u.via is None], task)
         if what:
             report.changed.append(Change(task.no, what))
     # numbers must stay unique among active tasks: park matched rows on temporary ones
@@ -164,9 +170,13 @@ def import_ledger(
         row.no = -row.id
         session.add(row)
     for row in removed:
+        assert row.id is not None
         row.removed_at = now
         session.add(row)
         report.removed.append((row.no, row.text))
+        for unit in units[row.id]:
+            unit.next_at = None
+            session.add(unit)
     session.flush()
 
     for row, task in pairs:

@@ -76,7 +76,13 @@ class TaskRow(SQLModel, table=True):
 
 
 class TaskUnitRow(SQLModel, table=True):
-    """One responsible unit of one task, with its own completion."""
+    """One unit of one task: as the ledger lists it, or a member of a listed group.
+
+    A *target* of reminders (``is_target``) is a listed unit, a member of a listed group,
+    or a group nobody can be found in (so that it is reported, never skipped). Its
+    planning state: reminders are planned up to ``planned_until``; the next one is due
+    at ``next_at`` (NULL: none), which a tick reads through its index.
+    """
 
     __tablename__ = "task_unit"
     __table_args__ = (UniqueConstraint("task_id", "unit", name="uq_task_unit"),)
@@ -90,8 +96,13 @@ class TaskUnitRow(SQLModel, table=True):
     kind: str  # unit | enterprise | group
     raw: str
     position: int
+    via: str | None = None  # the group this member row was expanded from
+    is_target: bool = True
     done_at: dt.datetime | None = utc_field(nullable=True)
     done_note: str = ""
+    last_progress_at: dt.datetime | None = utc_field(nullable=True)
+    planned_until: dt.datetime | None = utc_field(nullable=True)
+    next_at: dt.datetime | None = utc_field(nullable=True, index=True)
 
 
 class EventRow(SQLModel, table=True):
@@ -108,3 +119,47 @@ class EventRow(SQLModel, table=True):
     unit: str | None = None
     note: str = ""
     actor: str = ""
+
+
+class MetaRow(SQLModel, table=True):
+    """Small facts about the store, e.g. the fingerprint of the config it was planned with."""
+
+    __tablename__ = "meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class OutboxRow(SQLModel, table=True):
+    """One message to one recipient. ``key`` is unique: enqueueing is insert-or-ignore.
+
+    States: pending → sending (claimed, ``lease_until``) → sent; or retry (again at
+    ``next_attempt_at``) and dead (permanent error, retries exhausted, no contact);
+    superseded (a more urgent reminder of the same task × unit went out instead).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    kind: str
+    task_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("task.id"), nullable=True, index=True)
+    )
+    task_no: int | None = None
+    unit: str | None = None
+    role: str | None = None
+    channel: str  # email | sms | robot | none
+    recipient: str  # the address: e-mail, mobile number, webhook URL; "" when there is none
+    recipient_name: str  # the unit or supervisor it goes to
+    scheduled_for: dt.datetime = utc_field()
+    status: str = "pending"
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: dt.datetime = utc_field()
+    next_attempt_at: dt.datetime = utc_field()
+    attempts: int = 0
+    lease_until: dt.datetime | None = utc_field(nullable=True)
+    sent_at: dt.datetime | None = utc_field(nullable=True)
+    last_error: str = ""
+    superseded_by: str | None = None

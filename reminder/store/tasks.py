@@ -82,11 +82,16 @@ def active_task_rows(session: Session) -> list[TaskRow]:
     return list(session.exec(statement))
 
 
-def units_by_task(session: Session, task_ids: list[int]) -> dict[int, list[TaskUnitRow]]:
+def units_by_task(
+    session: Session, task_ids: list[int], *, listed_only: bool = False
+) -> dict[int, list[TaskUnitRow]]:
+    """The unit rows of some tasks; ``listed_only``: as the ledger lists them (no members)."""
     grouped: dict[int, list[TaskUnitRow]] = defaultdict(list)
     if not task_ids:
         return grouped
     statement = select(TaskUnitRow).where(col(TaskUnitRow.task_id).in_(task_ids))
+    if listed_only:
+        statement = statement.where(col(TaskUnitRow.via).is_(None))
     for unit in session.exec(statement):
         grouped[unit.task_id].append(unit)
     return grouped
@@ -110,7 +115,9 @@ def load_ledger(session: Session) -> StoredLedger | None:
     tasks = []
     for row in rows:
         assert row.id is not None
-        task_units = sorted(units[row.id], key=lambda u: u.position)
+        task_units = sorted(
+            (unit for unit in units[row.id] if unit.via is None), key=lambda u: u.position
+        )
         tasks.append(
             StoredTask(
                 id=row.id,

@@ -1,0 +1,63 @@
+"""structlog, configured once: JSON lines when not on a terminal (journald), readable on one.
+
+Event names are stable snake_case (``tick``, ``reminder_enqueued``, ``reminder_sent``,
+``delivery_failed``, ``digest_sent``) with key-value context. Values under a key that
+names a secret are masked, as a last line of defence: secrets are never passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_SECRET_KEYS = ("password", "secret", "token", "authorization", "webhook")
+
+
+def _mask_secrets(
+    _logger: object, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if any(word in key.lower() for word in _SECRET_KEYS):
+            event[key] = "***"
+    return event
+
+
+def configure(*, to_stdout: bool = False, level: str = "info", force: bool = False) -> None:
+    """Set structlog up once (``force`` to change it, as the daemon does).
+
+    Commands log to stderr so that their output (JSON, tables) stays clean; the daemon
+    logs to stdout (journald). The stream is looked up when a logger is made, not now.
+    """
+    if structlog.is_configured() and not force:
+        return
+
+    def stream() -> TextIO:
+        return sys.stdout if to_stdout else sys.stderr
+
+    renderer: structlog.typing.Processor
+    if stream().isatty():
+        renderer = structlog.dev.ConsoleRenderer()
+    else:
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _mask_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=lambda *_args: structlog.PrintLogger(stream()),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("reminder")
+    return logger

@@ -1,0 +1,298 @@
+"""The planner: pure. (targets, policy, calendar, now) → the reminders due at ``now``.
+
+A *target* is one task × one responsible unit (a group is expanded to its members)
+with its planning state: whether it is done, and ``planned_until``, the moment up to
+which its reminders have already been planned. An *occasion* is one moment a policy
+rule wants the unit to hear of the task (``upcoming`` 7 days before 06-30, ``overdue``
+on the 4th working day after it, …), always at the send hour of a working day.
+
+``due`` takes the clock as an argument and never reads it, never does I/O:
+
+1. For each target that is not done, list its occasions in (planned_until, now].
+2. Of each kind keep only the latest: a newer overdue reminder replaces an older one.
+3. The most urgent of what is left is sent (overdue > due today > upcoming > window
+   start > progress; among overdue, the longest overdue); the others are superseded.
+   A catch-up never reminds of a date already past: an upcoming or due-today reminder
+   whose date has gone is left to the overdue one, a window-start notice more than a
+   week late is dropped.
+4. The target's next occasion after ``now`` is returned too: the store keeps it as the
+   target's ``next_at`` (indexed), so a tick reads only the targets that are due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from reminder.calendar import WorkCalendar
+from reminder.ledger.model import DeadlineKind, Role, Task
+from reminder.policy import Kind, Policy
+
+# a window-start notice more than this late is dropped rather than sent in a catch-up
+WINDOW_START_GRACE = dt.timedelta(days=7)
+_RANK = {
+    Kind.PROGRESS: 1,
+    Kind.WINDOW_START: 2,
+    Kind.UPCOMING: 3,
+    Kind.DUE_TODAY: 4,
+    Kind.OVERDUE: 5,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One task × unit, as the planner needs it."""
+
+    id: int
+    task_id: int
+    task: Task
+    section: tuple[int, str, str]  # (no, numeral, title) of the task's section
+    year: int  # the ledger's year: where ongoing tasks start their check-ins
+    unit: str
+    role: Role
+    via: str | None = None  # the group the unit was listed through
+    done: bool = False
+    planned_until: dt.datetime | None = None
+    last_progress: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Occasion:
+    kind: Kind
+    day: dt.date  # the local day it goes out
+    at: dt.datetime  # aware, UTC: that day at the send hour
+    milestone: dt.date | None = None  # the due (or start) date it is about
+    days_left: int | None = None  # calendar days from `day` to the milestone; < 0 overdue
+    overdue_days: int = 0  # working days overdue, for overdue reminders
+    escalate: bool = False
+
+    def expired(self, today: dt.date) -> bool:
+        """A reminder about a date already past is not sent late: the overdue one is."""
+        if self.milestone is None:
+            return False
+        if self.kind in (Kind.UPCOMING, Kind.DUE_TODAY):
+            return self.milestone < today
+        if self.kind is Kind.WINDOW_START:
+            return self.milestone + WINDOW_START_GRACE < today
+        return False
+
+    @property
+    def urgency(self) -> tuple[int, int, dt.date]:
+        detail = self.overdue_days if self.kind is Kind.OVERDUE else -(self.days_left or 0)
+        return (_RANK[self.kind], detail, self.day)
+
+
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    target: Target
+    occasion: Occasion
+
+
+@dataclass(slots=True)
+class Plan:
+    send: list[Reminder] = field(default_factory=list)
+    superseded: list[Reminder] = field(default_factory=list)
+    next_at: dict[int, dt.datetime | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Turns a local day into the aware UTC moment reminders go out."""
+
+    zone: ZoneInfo
+    send_at: dt.time
+
+    def moment(self, day: dt.date) -> dt.datetime:
+        return dt.datetime.combine(day, self.send_at, tzinfo=self.zone).astimezone(dt.UTC)
+
+    def local_day(self, moment: dt.datetime) -> dt.date:
+        return moment.astimezone(self.zone).date()
+
+
+class _Rules:
+    """Occasions of one target under one policy; see the module docstring."""
+
+    def __init__(self, target: Target, policy: Policy, calendar: WorkCalendar, zone: ZoneInfo):
+        self.target = target
+        self.policy = policy
+        self.calendar = calendar
+        self.clock = Clock(zone, policy.send_at)
+
+    def occasion(
+        self,
+        kind: Kind,
+        day: dt.date,
+        milestone: dt.date | None = None,
+        overdue_days: int = 0,
+        escalate: bool = False,
+    ) -> Occasion:
+        days_left = (milestone - day).days if milestone else None
+        return Occasion(
+            kind, day, self.clock.moment(day), milestone, days_left, overdue_days, escalate
+        )
+
+    def shift_back(self, day: dt.date) -> dt.date:
+        return self.calendar.on_or_before(day)
+
+    def finite(self) -> Iterator[Occasion]:
+        """Upcoming, due today and window start: a fixed number per milestone."""
+        deadline = self.target.task.deadline
+        upcoming = self.policy.upcoming
+        if upcoming.enabled:
+            for milestone in deadline.milestones:
+                for before in upcoming.days_before:
+                    day = self.shift_back(milestone - dt.timedelta(days=before))
+                    if day < milestone:
+                        yield self.occasion(Kind.UPCOMING, day, milestone)
+                if upcoming.due_today:
+                    day = self.shift_back(milestone)
+                    # due on a day off: the working day before says "due on <day>"
+                    kind = Kind.DUE_TODAY if day == milestone else Kind.UPCOMING
+                    yield self.occasion(kind, day, milestone)
+        start = self.policy.window_start
+        if start.enabled and deadline.start and deadline.kind in start.kinds:
+            befores = [*start.days_before, *([0] if start.on_start else [])]
+            for before in befores:
+                day = self.shift_back(deadline.start - dt.timedelta(days=before))
+                yield self.occasion(Kind.WINDOW_START, day, deadline.start)
+
+    def overdue(self, until: dt.date, since: dt.date | None) -> Iterator[Occasion]:
+        """The first working day after the final milestone, then every K working days.
+
+        Starts near ``since`` (what was planned already needs no listing again).
+        """
+        due = self.target.task.deadline.due
+        overdue = self.policy.overdue
+        if due is None or not overdue.enabled:
+            return
+        skip = 0  # how many repeats lie wholly before `since`
+        if since is not None and since > due:
+            skip = max(
+                0, (self.calendar.working_days_between(due, since) - 1) // overdue.repeat_every - 1
+            )
+        count = 1 + skip * overdue.repeat_every  # working days overdue on `day`
+        day = self.calendar.add_working_days(due, count)
+        while True:
+            escalate = overdue.escalate and count >= overdue.escalate_after
+            yield self.occasion(Kind.OVERDUE, day, due, count, escalate)
+            if day > until:  # one past `until`: the target's next_at
+                return
+            day = self.calendar.add_working_days(day, overdue.repeat_every)
+            count += overdue.repeat_every
+
+    def progress(self, until: dt.date, since: dt.date | None) -> Iterator[Occasion]:
+        """A monthly check-in, skipped in a month the unit already reported progress."""
+        rule = self.policy.progress
+        deadline = self.target.task.deadline
+        if not rule.enabled or deadline.kind not in rule.kinds:
+            return
+        first = deadline.start or dt.date(self.target.year, 1, 1)
+        if deadline.kind is DeadlineKind.RECURRING:
+            first = dt.date(self.target.year, 1, 1)
+        last = deadline.due if deadline.kind is not DeadlineKind.FROM else None
+        reported = self.target.last_progress
+        reported_month = (
+            (self.clock.local_day(reported).year, self.clock.local_day(reported).month)
+            if reported
+            else None
+        )
+        year, month = first.year, first.month
+        if since is not None and (since.year, since.month) > (year, month):
+            year, month = (
+                (since.year - 1, 12) if since.month == 1 else (since.year, since.month - 1)
+            )
+        while True:
+            check_in = dt.date(year, month, rule.day_of_month)
+            if last is not None and check_in > last:
+                return
+            if check_in >= first and (year, month) != reported_month:
+                yield self.occasion(Kind.PROGRESS, self.shift_back(check_in))
+                if check_in > until:  # one past `until`: the target's next_at
+                    return
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+    def all(self, until: dt.datetime, since: dt.datetime | None = None) -> list[Occasion]:
+        """Every occasion up to ``until`` and the first after it, one per (kind, day), by time.
+
+        Finite rules (upcoming, due today, window start) give all their occasions; the
+        open-ended series (overdue, progress) stop at the first occasion after ``until``.
+        """
+        if self.target.done:
+            return []
+        limit = self.clock.local_day(until)
+        start = self.clock.local_day(since) if since else None
+        best: dict[tuple[Kind, dt.date], Occasion] = {}
+        series = (*self.overdue(limit, start), *self.progress(limit, start))
+        for occasion in (*self.finite(), *series):
+            key = (occasion.kind, occasion.day)
+            if key not in best or occasion.urgency > best[key].urgency:
+                best[key] = occasion
+        return sorted(best.values(), key=lambda o: (o.at, o.urgency))
+
+
+PolicyFor = Callable[[Target], Policy]
+
+
+def occasions(
+    target: Target,
+    policy: Policy,
+    calendar: WorkCalendar,
+    zone: ZoneInfo,
+    until: dt.datetime,
+    since: dt.datetime | None = None,
+) -> list[Occasion]:
+    """The occasions of a target up to ``until`` and the first after it.
+
+    With ``since``, the open-ended series may leave out what lies well before it.
+    """
+    return _Rules(target, policy, calendar, zone).all(until, since)
+
+
+def due(
+    targets: Iterable[Target],
+    policy_for: PolicyFor,
+    calendar: WorkCalendar,
+    zone: ZoneInfo,
+    now: dt.datetime,
+) -> Plan:
+    """What goes out at ``now``; see the module docstring for the steps."""
+    plan = Plan()
+    for target in targets:
+        after = target.planned_until
+        # a clock that went back finds nothing due before what was already planned
+        horizon_from = max(now, after) if after is not None else now
+        found = occasions(target, policy_for(target), calendar, zone, horizon_from, after)
+        latest: dict[Kind, Occasion] = {}
+        today = now.astimezone(zone).date()
+        for occasion in found:
+            if occasion.at > now or (after is not None and occasion.at <= after):
+                continue
+            if occasion.expired(today):
+                continue
+            if occasion.kind not in latest or occasion.at >= latest[occasion.kind].at:
+                latest[occasion.kind] = occasion
+        if latest:
+            chosen = max(latest.values(), key=lambda o: o.urgency)
+            plan.send.append(Reminder(target, chosen))
+            plan.superseded += [Reminder(target, o) for o in latest.values() if o is not chosen]
+        plan.next_at[target.id] = next((o.at for o in found if o.at > horizon_from), None)
+    return plan
+
+
+def next_at(
+    target: Target,
+    policy: Policy,
+    calendar: WorkCalendar,
+    zone: ZoneInfo,
+    after: dt.datetime | None,
+) -> dt.datetime | None:
+    """The first occasion after ``after`` (the very first if None): the store's ``next_at``."""
+    start_of_year = local_midnight(dt.date(target.year, 1, 1), zone)
+    found = occasions(target, policy, calendar, zone, after or start_of_year, after)
+    return next((o.at for o in found if after is None or o.at > after), None)
+
+
+def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC)

@@ -1,0 +1,323 @@
+"""Every planning rule, with fixed `now`s around the 2018 holidays and year ends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from reminder.calendar import WorkCalendar
+from reminder.ledger.deadline import parse_deadline
+from reminder.ledger.model import Role, Task, UnitKind, UnitRef
+from reminder.planner import Occasion, Plan, Target, due, next_at, occasions
+from reminder.policy import Kind, Policy
+
+ZONE = ZoneInfo("Asia/Shanghai")
+CAL = WorkCalendar()
+D = dt.date
+SECTION = (1, "一", "加快调整能源消费结构")
+
+
+def at(day: str, time: str = "09:00") -> dt.datetime:
+    local = dt.datetime.fromisoformat(f"{day}T{time}").replace(tzinfo=ZONE)
+    return local.astimezone(dt.UTC)
+
+
+def target(
+    raw: str,
+    *,
+    year: int = 2018,
+    no: int = 1,
+    done: bool = False,
+    planned_until: dt.datetime | None = None,
+    last_progress: dt.datetime | None = None,
+    section: tuple[int, str, str] = SECTION,
+) -> Target:
+    unit = UnitRef("环境保护局", Role.LEAD, UnitKind.UNIT, "环境保护局")
+    task = Task(no, section[0], "任务", (unit,), parse_deadline(raw, year), "", 1)
+    return Target(
+        id=no,
+        task_id=no,
+        task=task,
+        section=section,
+        year=year,
+        unit=unit.name,
+        role=unit.role,
+        done=done,
+        planned_until=planned_until,
+        last_progress=last_progress,
+    )
+
+
+def schedule(t: Target, until: str = "2019-12-31", policy: Policy | None = None) -> list[Occasion]:
+    found = occasions(t, policy or Policy(), CAL, ZONE, at(until))
+    return [o for o in found if o.at <= at(until)]
+
+
+def days(found: list[Occasion], kind: Kind) -> list[dt.date]:
+    return [o.day for o in found if o.kind is kind]
+
+
+def plan_at(t: Target, when: dt.datetime, policy: Policy | None = None) -> Plan:
+    return due([t], lambda _t: policy or Policy(), CAL, ZONE, when)
+
+
+# --- upcoming and due today ----------------------------------------------------------------
+
+
+def test_upcoming_14_7_3_1_days_and_on_the_day() -> None:
+    found = schedule(target("6月30日"), until="2018-07-01")
+    # 06-16 is a Saturday → Friday 06-15; 06-30 is a Saturday → the 29th says "due on the 30th"
+    assert days(found, Kind.UPCOMING) == [
+        D(2018, 6, 15),
+        D(2018, 6, 22),
+        D(2018, 6, 27),
+        D(2018, 6, 29),
+    ]
+    assert days(found, Kind.DUE_TODAY) == []
+    last = [o for o in found if o.day == D(2018, 6, 29)]
+    assert [(o.kind, o.days_left) for o in last] == [(Kind.UPCOMING, 1)]
+
+
+def test_due_today_on_a_working_day() -> None:
+    found = schedule(target("1月31日"), until="2018-02-01")
+    assert days(found, Kind.DUE_TODAY) == [D(2018, 1, 31)]
+    assert all(o.at.astimezone(ZONE).time() == dt.time(9, 0) for o in found)
+
+
+def test_reminders_before_national_day_move_to_the_working_day_before() -> None:
+    # due Monday 10-08: 7 days before is 10-01 (holiday) → Sunday 09-30, a make-up working day;
+    # 14 days before is 09-24, Mid-Autumn → Friday 09-21
+    found = schedule(target("10月8日"), until="2018-10-09")
+    assert days(found, Kind.UPCOMING) == [D(2018, 9, 21), D(2018, 9, 30)]  # 3 and 1 also → 09-30
+    assert days(found, Kind.DUE_TODAY) == [D(2018, 10, 8)]
+
+
+def test_due_on_a_holiday_is_announced_the_working_day_before() -> None:
+    found = schedule(target("10月3日"), until="2018-10-04")
+    on_sunday = [o for o in found if o.day == D(2018, 9, 30)]
+    assert [(o.kind, o.days_left) for o in on_sunday] == [(Kind.UPCOMING, 3)]
+    assert days(found, Kind.DUE_TODAY) == []
+
+
+def test_two_milestones_each_get_reminders() -> None:
+    found = schedule(target("6月底和7月底"), until="2018-08-01")
+    assert D(2018, 7, 31) in days(found, Kind.DUE_TODAY)
+    assert D(2018, 6, 29) in days(found, Kind.UPCOMING)  # the 30th is a Saturday
+    assert days(found, Kind.OVERDUE) == [D(2018, 8, 1)]  # only after the last
+
+
+def test_leap_day_due_date() -> None:
+    found = schedule(target("2月29日", year=2020), until="2020-03-03")
+    # Saturday 02-29: announced Friday 02-28, which is also the "1 day before"
+    assert [(o.kind, o.day, o.days_left) for o in found if o.day == D(2020, 2, 28)] == [
+        (Kind.UPCOMING, D(2020, 2, 28), 1)
+    ]
+    assert days(found, Kind.OVERDUE) == [D(2020, 3, 2)]
+
+
+# --- overdue and escalation -------------------------------------------------------------------
+
+
+def test_overdue_after_national_day_every_3_working_days_escalating_from_the_5th() -> None:
+    found = schedule(target("9月30日"), until="2018-10-25")
+    overdue = [o for o in found if o.kind is Kind.OVERDUE]
+    assert [(o.day, o.overdue_days, o.escalate) for o in overdue] == [
+        (D(2018, 10, 8), 1, False),
+        (D(2018, 10, 11), 4, False),
+        (D(2018, 10, 16), 7, True),
+        (D(2018, 10, 19), 10, True),
+        (D(2018, 10, 24), 13, True),
+    ]
+
+
+def test_overdue_over_the_year_end() -> None:
+    found = schedule(target("12月28日"), until="2019-01-10")
+    # 12-29 is a make-up Saturday; 12-30 … 01-01 are off
+    assert days(found, Kind.OVERDUE) == [D(2018, 12, 29), D(2019, 1, 4), D(2019, 1, 9)]
+
+
+def test_overdue_policy_is_configurable() -> None:
+    policy = Policy.model_validate({"overdue": {"repeat_every": 1, "escalate_after": 2}})
+    found = schedule(target("9月28日"), until="2018-10-10", policy=policy)
+    overdue = [(o.day, o.escalate) for o in found if o.kind is Kind.OVERDUE]
+    assert overdue == [
+        (D(2018, 9, 29), False),
+        (D(2018, 9, 30), True),
+        (D(2018, 10, 8), True),
+        (D(2018, 10, 9), True),
+        (D(2018, 10, 10), True),
+    ]
+
+
+# --- windows, seasons, open-ended tasks ----------------------------------------------------------
+
+
+def test_window_start_3_days_before_and_on_the_day() -> None:
+    found = schedule(target("9月1日—10月31日"), until="2018-11-02")
+    # 09-01 is a Saturday: both notices move to working days before
+    assert days(found, Kind.WINDOW_START) == [D(2018, 8, 29), D(2018, 8, 31)]
+    assert days(found, Kind.DUE_TODAY) == [D(2018, 10, 31)]
+    assert days(found, Kind.OVERDUE) == [D(2018, 11, 1)]
+
+
+def test_heating_season_spans_the_new_year() -> None:
+    found = schedule(target("采暖季"), until="2019-03-20")
+    assert days(found, Kind.WINDOW_START) == [D(2018, 11, 12), D(2018, 11, 15)]
+    assert days(found, Kind.UPCOMING) == [
+        D(2019, 3, 1),
+        D(2019, 3, 8),
+        D(2019, 3, 12),
+        D(2019, 3, 14),
+    ]
+    assert days(found, Kind.DUE_TODAY) == [D(2019, 3, 15)]
+    assert days(found, Kind.OVERDUE) == [D(2019, 3, 18)]
+    assert days(found, Kind.PROGRESS) == []  # a season is not in the default progress kinds
+
+
+def test_from_task_gets_start_notice_and_monthly_progress_but_no_overdue() -> None:
+    found = schedule(target("7月1日-"), until="2018-12-31")
+    assert days(found, Kind.WINDOW_START) == [D(2018, 6, 28), D(2018, 6, 29)]
+    # 08-25 is a Saturday, 11-25 a Sunday
+    assert days(found, Kind.PROGRESS) == [
+        D(2018, 7, 25), D(2018, 8, 24), D(2018, 9, 25), D(2018, 10, 25), D(2018, 11, 23),
+        D(2018, 12, 25),
+    ]  # fmt: skip
+    assert days(found, Kind.OVERDUE) == []
+
+
+def test_all_year_task_progress_on_the_25th_moved_to_a_working_day() -> None:
+    found = schedule(target("全年"), until="2019-01-31")
+    progress = days(found, Kind.PROGRESS)
+    assert len(progress) == 12
+    assert progress[1] == D(2018, 2, 24)  # Sunday 02-25 → the make-up working Saturday
+    assert progress[2] == D(2018, 3, 23)  # Sunday 03-25 → Friday
+    assert days(found, Kind.DUE_TODAY) == []  # 12-31 is a holiday: announced on the 29th
+    assert days(found, Kind.OVERDUE)[0] == D(2019, 1, 2)
+
+
+def test_ongoing_task_has_only_progress() -> None:
+    found = schedule(target("持续开展"), until="2018-04-30")
+    assert {o.kind for o in found} == {Kind.PROGRESS}
+    assert days(found, Kind.PROGRESS)[0] == D(2018, 1, 25)
+
+
+def test_recurring_deadline_makes_its_own_milestones() -> None:
+    found = schedule(target("每月10日前"), until="2018-12-31")
+    assert D(2018, 1, 10) in days(found, Kind.DUE_TODAY)
+    assert D(2018, 3, 9) in days(found, Kind.UPCOMING)  # 03-10 is a Saturday
+    assert len(days(found, Kind.PROGRESS)) == 11  # none after the last milestone, 12-10
+
+
+def test_unknown_deadline_has_no_reminders() -> None:
+    assert schedule(target("待定")) == []
+
+
+def test_progress_note_answers_the_months_check_in() -> None:
+    reported = at("2018-05-20")
+    found = schedule(target("全年", last_progress=reported), until="2018-07-01")
+    assert days(found, Kind.PROGRESS) == [
+        D(2018, 1, 25), D(2018, 2, 24), D(2018, 3, 23), D(2018, 4, 25), D(2018, 6, 25),
+    ]  # fmt: skip
+
+
+# --- due(): catch-up, supersession, done, clock jumps ----------------------------------------
+
+
+def test_three_days_of_downtime_give_one_message_per_task() -> None:
+    # planned up to Tuesday 06-26; back on Friday 06-29 at 10:00: upcoming 3 (06-27)
+    # and "due on Saturday" (06-29) fell due; only the more urgent goes out
+    t = target("6月30日", planned_until=at("2018-06-26", "10:00"))
+    plan = plan_at(t, at("2018-06-29", "10:00"))
+    assert [(r.occasion.kind, r.occasion.day) for r in plan.send] == [
+        (Kind.UPCOMING, D(2018, 6, 29))
+    ]
+    assert [(r.occasion.kind, r.occasion.day) for r in plan.superseded] == []  # same kind: latest
+    overdue_t = target("6月1日", planned_until=at("2018-06-20", "10:00"))
+    plan = plan_at(overdue_t, at("2018-06-29", "10:00"))
+    assert len(plan.send) == 1
+    assert plan.send[0].occasion.kind is Kind.OVERDUE
+
+
+def test_most_urgent_wins_and_the_rest_are_superseded() -> None:
+    # down from 12-20 to 12-26: the 7-day reminder (12-24) and the check-in (12-25) fell due
+    t = target("全年", planned_until=at("2018-12-20"))
+    plan = plan_at(t, at("2018-12-26", "10:00"))
+    assert [(r.occasion.kind, r.occasion.day) for r in plan.send] == [
+        (Kind.UPCOMING, D(2018, 12, 24))
+    ]
+    assert [(r.occasion.kind, r.occasion.day) for r in plan.superseded] == [
+        (Kind.PROGRESS, D(2018, 12, 25))
+    ]
+
+
+def test_first_start_sends_the_latest_overdue_only() -> None:
+    plan = plan_at(target("1月31日"), at("2018-10-08", "09:30"))
+    assert len(plan.send) == 1
+    reminder = plan.send[0].occasion
+    assert reminder.kind is Kind.OVERDUE
+    assert reminder.escalate
+    assert plan.superseded == []  # the stale upcoming/due-today reminders are not sent late
+
+
+def test_a_stale_window_notice_is_dropped_a_recent_one_is_sent() -> None:
+    assert plan_at(target("1月1日—12月31日"), at("2018-10-08")).send == []
+    recent = plan_at(
+        target("10月8日—12月31日", planned_until=at("2018-09-29")), at("2018-10-08", "10:00")
+    )
+    assert [r.occasion.kind for r in recent.send] == [Kind.WINDOW_START]
+
+
+def test_nothing_for_done_work() -> None:
+    plan = plan_at(target("1月31日", done=True), at("2018-10-08"))
+    assert plan.send == []
+    assert plan.next_at == {1: None}
+
+
+def test_a_clock_that_went_back_finds_nothing_new() -> None:
+    planned = at("2018-10-11", "09:00")
+    t = target("9月30日", planned_until=planned)
+    plan = plan_at(t, at("2018-10-11", "07:00"))
+    assert plan.send == []
+    assert plan.next_at[1] == at("2018-10-16")
+
+
+def test_next_at_is_the_first_occasion_after_what_was_planned() -> None:
+    t = target("9月30日", planned_until=at("2018-10-08", "09:00"))
+    assert next_at(t, Policy(), CAL, ZONE, t.planned_until) == at("2018-10-11")
+    fresh = target("9月30日")
+    assert next_at(fresh, Policy(), CAL, ZONE, None) == at(
+        "2018-09-14"
+    )  # 14 days before 09-30 → Friday
+
+
+def test_send_time_and_zone_follow_the_policy() -> None:
+    policy = Policy.model_validate({"send_at": "08:15"})
+    found = schedule(target("1月31日"), until="2018-02-01", policy=policy)
+    assert found[0].at == dt.datetime(2018, 1, 17, 0, 15, tzinfo=dt.UTC)
+
+
+def test_overrides_per_section_and_task() -> None:
+    policy = Policy.model_validate(
+        {
+            "override": [
+                {"sections": ["加快调整能源消费结构"], "upcoming": {"days_before": [5]}},
+                {"tasks": [2], "upcoming": {"enabled": False}},
+            ]
+        }
+    )
+    other_section = (2, "二", "着力优化产业结构")
+    in_section = policy.for_task(SECTION, 1)
+    assert in_section.upcoming.days_before == [5]
+    assert policy.for_task(SECTION, 2).upcoming.enabled is False
+    assert policy.for_task(other_section, 3).upcoming.days_before == [14, 7, 3, 1]
+    found = schedule(target("6月29日"), until="2018-06-30", policy=in_section)
+    assert days(found, Kind.UPCOMING) == [D(2018, 6, 22)]
+
+
+def test_invalid_override_is_reported_with_its_key() -> None:
+    with pytest.raises(ValueError, match="days before must be 1 or more"):
+        Policy.model_validate({"override": [{"tasks": [1], "upcoming": {"days_before": [0]}}]})
+    with pytest.raises(ValueError, match="needs `sections` or `tasks`"):
+        Policy.model_validate({"override": [{"upcoming": {"days_before": [3]}}]})

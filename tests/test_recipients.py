@@ -1,0 +1,112 @@
+"""Who hears a reminder: channels per kind, fallbacks, opt-outs, escalation copies."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from reminder.contacts import parse_contacts
+from reminder.ledger.deadline import parse_deadline
+from reminder.ledger.model import Role, Task, UnitKind, UnitRef
+from reminder.planner import Occasion, Reminder, Target
+from reminder.policy import Kind, Policy
+from reminder.recipients import address, superseded
+
+CONTACTS = """
+[[unit]]
+name = "甲局"
+email = "jia@example.org"
+mobile = "13800000001"
+webhook = "https://oapi.dingtalk.com/robot/send?access_token=SECRET"
+channels = { progress = [] }
+
+[[unit]]
+name = "乙局"
+mobile = "13800000002"
+
+[[unit]]
+name = "丙局"
+
+[[supervisor]]
+name = "督查室"
+email = "duchashi@example.org"
+
+[[supervisor]]
+name = "二科"
+email = "erke@example.org"
+sections = [2]
+
+[[supervisor]]
+name = "不看升级的"
+email = "quiet@example.org"
+channels = { escalation = [] }
+"""
+
+
+def reminder(unit: str, kind: Kind, escalate: bool = False) -> Reminder:
+    ref = UnitRef(unit, Role.LEAD, UnitKind.UNIT, unit)
+    task = Task(7, 1, "任务", (ref,), parse_deadline("9月30日", 2018), "", 1)
+    target = Target(7, 70, task, (1, "一", "一"), 2018, unit, Role.LEAD)
+    day = dt.date(2018, 10, 16)
+    moment = dt.datetime(2018, 10, 16, 1, tzinfo=dt.UTC)
+    occasion = Occasion(kind, day, moment, dt.date(2018, 9, 30), -16, 7, escalate)
+    return Reminder(target, occasion)
+
+
+def routes_of(
+    unit: str, kind: Kind, escalate: bool = False, policy: Policy | None = None
+) -> list[tuple[str, str, str]]:
+    contacts = parse_contacts(CONTACTS, "contacts.toml")
+    messages = address(reminder(unit, kind, escalate), contacts, policy or Policy())
+    return [(m.kind.value, m.channel, m.to) for m in messages]
+
+
+def test_channels_per_kind_from_the_policy() -> None:
+    assert routes_of("甲局", Kind.UPCOMING) == [("upcoming", "email", "jia@example.org")]
+    assert routes_of("甲局", Kind.OVERDUE) == [
+        ("overdue", "email", "jia@example.org"),
+        ("overdue", "sms", "13800000001"),
+        ("overdue", "dingtalk", "甲局"),  # the robot's URL (a secret) is looked up when sending
+    ]
+
+
+def test_fallback_to_a_channel_that_reaches_the_unit() -> None:
+    assert routes_of("乙局", Kind.UPCOMING) == [("upcoming", "sms", "13800000002")]
+
+
+def test_unit_with_no_address_is_recorded_undeliverable() -> None:
+    contacts = parse_contacts(CONTACTS, "contacts.toml")
+    messages = address(reminder("丙局", Kind.UPCOMING), contacts, Policy())
+    assert [(m.channel, m.status, m.error) for m in messages] == [
+        ("none", "dead", "no contact for 丙局 in contacts.toml")
+    ]
+    unknown = address(reminder("丁局", Kind.UPCOMING), contacts, Policy())
+    assert [(m.channel, m.status) for m in unknown] == [("none", "dead")]
+
+
+def test_a_kind_switched_off_sends_nothing_and_records_nothing() -> None:
+    assert routes_of("甲局", Kind.PROGRESS) == []
+    policy = Policy.model_validate({"channels": {"upcoming": []}})
+    assert routes_of("丙局", Kind.UPCOMING, policy=policy) == []
+
+
+def test_escalation_goes_to_supervisors_watching_the_section() -> None:
+    found = routes_of("甲局", Kind.OVERDUE, escalate=True)
+    escalations = [r for r in found if r[0] == "escalation"]
+    # 二科 watches section 2 only; 不看升级的 switched escalations off
+    assert escalations == [("escalation", "email", "duchashi@example.org")]
+
+
+def test_superseded_records_point_at_the_reminder_sent() -> None:
+    contacts = parse_contacts(CONTACTS, "contacts.toml")
+    sent = reminder("甲局", Kind.OVERDUE, escalate=True)
+    records = superseded(reminder("甲局", Kind.UPCOMING), sent, contacts, Policy())
+    assert [(r.status, r.superseded_by) for r in records] == [
+        ("superseded", address(sent, contacts, Policy())[0].key)
+    ]
+
+
+def test_keys_name_kind_task_unit_recipient_and_day() -> None:
+    contacts = parse_contacts(CONTACTS, "contacts.toml")
+    keys = [m.key for m in address(reminder("甲局", Kind.OVERDUE), contacts, Policy())]
+    assert keys[0] == "overdue:70:甲局:email:jia@example.org:2018-10-16"
+    assert len(set(keys)) == len(keys)

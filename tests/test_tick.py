@@ -1,0 +1,269 @@
+"""Ticks through the real store: plan, enqueue once, done/reopen/progress, simulate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from structlog.testing import capture_logs
+
+from reminder.contacts import load_contacts
+from reminder.planning import Planning
+from reminder.settings import load_config
+from reminder.store.db import open_store
+from reminder.tick import run_tick
+from tests.conftest import SEED, Cli
+from tests.test_bad_input import config_copy
+from tests.test_import import dump
+
+ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=ZONE).astimezone(dt.UTC)
+
+
+def planning() -> Planning:
+    config = load_config()
+    contacts = load_contacts(config.contacts_path)
+    return Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+
+
+def plan(cli: Cli, when: str) -> list[dict[str, Any]]:
+    result = cli("plan", "--at", when, "--json")
+    assert result.code == 0, result.err
+    data: list[dict[str, Any]] = json.loads(result.out)
+    return data
+
+
+def outbox(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT key, status FROM outbox ORDER BY key").fetchall()
+
+
+def test_plan_json_contract_on_the_seed(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    before = dump(isolated_env / "ledger.db")
+    messages = plan(cli, "2018-10-08 09:00")
+    assert dump(isolated_env / "ledger.db") == before  # plan writes nothing
+    assert set(messages[0]) == {
+        "key",
+        "kind",
+        "task",
+        "unit",
+        "role",
+        "channel",
+        "to",
+        "scheduled_for",
+    }
+    task8 = [m for m in messages if m["task"] == 8]
+    assert sorted((m["kind"], m["channel"], m["to"]) for m in task8) == [
+        ("overdue", "email", "hbj@example.org"),
+        ("overdue", "sms", "13800000001"),
+    ]
+    assert task8[0]["scheduled_for"] == "2018-10-08T09:00:00+08:00"
+    assert task8[0]["role"] == "lead"
+    assert (
+        task8[0]["key"]
+        == f"overdue:{task8[0]['key'].split(':')[1]}:环境保护局:email:hbj@example.org:2018-10-08"
+    )
+    # every key once; nothing for a task that is not due yet (task 95 is due 10-31)
+    assert len({m["key"] for m in messages}) == len(messages)
+    assert not [m for m in messages if m["task"] == 95]
+    # the group 镇人民政府 of task 22 (due 09-30) is expanded to its towns
+    towns = {m["unit"] for m in messages if m["task"] == 22 and m["unit"].endswith("镇人民政府")}
+    assert len(towns) == 11
+    assert plan(cli, "2018-10-08 09:00") == messages  # the same answer twice
+
+
+def test_escalation_goes_to_the_supervisors_watching(cli: Cli) -> None:
+    assert cli("import", str(SEED)).code == 0
+    messages = plan(cli, "2018-10-16 09:00")
+    escalations = [m for m in messages if m["kind"] == "escalation"]
+    assert escalations
+    by_supervisor = Counter(m["to"] for m in escalations)
+    # the office watching everything hears of every escalated unit; the transport group
+    # only of 交通运输局 and 公安局 in section 三
+    assert by_supervisor["gongjianban@example.org"] >= by_supervisor["jiaotong@example.org"] > 0
+    transport = [m for m in escalations if m["to"] == "jiaotong@example.org"]
+    assert {m["unit"] for m in transport} <= {"交通运输局", "公安局"}
+    assert all(27 <= m["task"] <= 46 for m in transport)
+
+
+def test_a_unit_without_contact_is_reported_not_skipped(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = config_copy(isolated_env)
+    contacts = folder / "contacts.toml"
+    text = contacts.read_text(encoding="utf-8")
+    text = text.replace('email = "hbj@example.org"\nmobile = "13800000001"\n', "")
+    contacts.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("REMINDER_CONFIG", str(folder))
+    assert cli("import", str(SEED)).code == 0
+    messages = [m for m in plan(cli, "2018-10-08 09:00") if m["task"] == 8]
+    assert [(m["unit"], m["channel"], m["to"]) for m in messages] == [("环境保护局", "none", "")]
+
+
+def test_ticks_enqueue_each_key_once(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
+    planner = planning()
+    first = run_tick(store, planner, at("2018-10-08T09:00"))
+    assert first.enqueued == len(first.messages) + first.superseded > 0
+    again = run_tick(store, planner, at("2018-10-08T09:00"))
+    assert (again.targets, again.enqueued) == (0, 0)
+    # the clock jumps back two hours: nothing new
+    back = run_tick(store, planner, at("2018-10-08T07:00"))
+    assert back.enqueued == 0
+    # forward a day: only what is due that day
+    later = run_tick(store, planner, at("2018-10-09T09:00"))
+    rows = outbox(isolated_env / "ledger.db")
+    assert len(rows) == first.enqueued + later.enqueued
+    assert len({key for key, _ in rows}) == len(rows)
+    store.dispose()
+
+
+def test_concurrent_ticks_on_postgresql_enqueue_once(
+    cli: Cli, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REMINDER_DB", pg_url)
+    assert cli("import", str(SEED)).code == 0
+    planner = planning()
+    stores = [open_store(pg_url) for _ in range(3)]
+    results: list[int] = []
+    barrier = threading.Barrier(len(stores))
+
+    def tick(index: int) -> None:
+        barrier.wait(timeout=10)
+        results.append(run_tick(stores[index], planner, at("2018-10-16T09:00")).enqueued)
+
+    threads = [threading.Thread(target=tick, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with stores[0].engine.connect() as connection:
+        total, distinct = connection.exec_driver_sql(
+            "SELECT count(*), count(DISTINCT key) FROM outbox"
+        ).one()
+    assert total == distinct == sum(results) > 0
+    for store in stores:
+        store.dispose()
+
+
+def test_done_stops_reminders_and_reopen_resumes_them(cli: Cli) -> None:
+    assert cli("import", str(SEED)).code == 0
+    assert [m for m in plan(cli, "2018-10-08 09:00") if m["task"] == 8]
+    result = cli("done", "8", "--note", "已安装监控", "--by", "张三")
+    assert result.code == 0
+    assert "task 8: done for 环境保护局; task is done" in result.out
+    assert not [m for m in plan(cli, "2018-10-08 09:00") if m["task"] == 8]
+    assert cli("tasks", "--status", "done", "--json").out.count('"no": 8') == 1
+    assert cli("reopen", "8").code == 0
+    assert [m for m in plan(cli, "2018-10-08 09:00") if m["task"] == 8]
+
+
+def test_done_for_one_unit_and_for_a_group(cli: Cli) -> None:
+    assert cli("import", str(SEED)).code == 0
+    assert (
+        "task 12: done for 克井镇人民政府; task is open"
+        in cli("done", "12", "--unit", "克井镇").out
+    )
+    units = {m["unit"] for m in plan(cli, "2018-11-01 09:00") if m["task"] == 12}
+    assert "克井镇人民政府" not in units
+    assert "五龙口镇人民政府" in units
+    result = cli("done", "12", "--unit", "镇人民政府")
+    assert "and 6 more; task is open" in result.out
+    units = {m["unit"] for m in plan(cli, "2018-11-01 09:00") if m["task"] == 12}
+    assert not [u for u in units if u.endswith("镇人民政府")]
+    # the lead unit's part done: the task is done, nobody is reminded
+    assert "task is done" in cli("done", "12", "--unit", "发展和改革委员会").out
+    assert not [m for m in plan(cli, "2018-11-01 09:00") if m["task"] == 12]
+
+
+def test_done_when_all_units(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REMINDER_POLICY__DONE_WHEN", "all")
+    assert cli("import", str(SEED)).code == 0
+    assert "task is open" in cli("done", "2", "--unit", "发展和改革委员会").out
+    assert "task is done" in cli("done", "2", "--unit", "国土资源局").out
+
+
+def test_progress_note_answers_the_check_in(cli: Cli) -> None:
+    assert cli("import", str(SEED)).code == 0
+    check_ins = [m for m in plan(cli, "2018-11-26 09:00") if m["task"] == 6]
+    assert {m["kind"] for m in check_ins} == {"progress"}
+    assert "住房和城乡建设局" in {m["unit"] for m in check_ins}
+    # the daemon ran up to the 19th; the unit reports on the 20th
+    store = open_store("sqlite:///ledger.db")
+    run_tick(store, planning(), at("2018-11-19T09:00"))
+    store.dispose()
+    with time_machine.travel(at("2018-11-20T15:00"), tick=False):
+        result = cli("progress", "6", "--unit", "住建局", "--note", "宣传已开展")
+    assert result.code == 0
+    assert "progress noted for 住房和城乡建设局" in result.out
+    after_note = {m["unit"] for m in plan(cli, "2018-11-26 09:00") if m["task"] == 6}
+    assert "住房和城乡建设局" not in after_note  # November's check-in is answered
+    assert after_note == {m["unit"] for m in check_ins} - {"住房和城乡建设局"}
+    with sqlite3.connect("ledger.db") as con:
+        rows = con.execute(
+            "SELECT kind, unit, note, at FROM event WHERE kind = 'progress'"
+        ).fetchall()
+    assert rows == [("progress", "住建局", "宣传已开展", "2018-11-20 07:00:00.000000")]
+    assert cli("progress", "6", "--unit", "住建局", "--note", " ").code == 2
+
+
+def test_bad_arguments(cli: Cli) -> None:
+    assert cli("import", str(SEED)).code == 0
+    for args, fragment in [
+        (("done", "500"), "task 500: no such task"),
+        (("done", "99", "--unit", "火星局"), "'火星局' is not one of its units"),
+        (("plan", "--at", "tomorrow"), "--at 'tomorrow': expected YYYY-MM-DD HH:MM"),
+        (("simulate", "--from", "2018-12-31", "--to", "2018-01-01"), "is before --from"),
+    ]:
+        result = cli(*args)
+        assert result.code == 2
+        assert fragment in result.err
+        assert result.err.count("\n") == 1
+
+
+def test_simulate_a_month_on_a_copy(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    before = dump(isolated_env / "ledger.db")
+    out = isolated_env / "sim"
+    result = cli("simulate", "--from", "2018-09-25", "--to", "2018-10-20", "--out", str(out))
+    assert result.code == 0, result.err
+    assert dump(isolated_env / "ledger.db") == before  # the real store is only read
+    assert "Simulated 2018-09-25 → 2018-10-20 (26 days, 16 working days)" in result.out
+    lines = [json.loads(line) for line in (out / "messages.jsonl").read_text().splitlines()]
+    assert lines
+    assert len({line["key"] for line in lines}) == len(lines)
+    assert f"messages: {len(lines)}" in result.out
+    # nothing goes out on the National Day holiday, and the 8th has the overdue of task 8
+    sent_days = {line["scheduled_for"][:10] for line in lines}
+    assert not sent_days & {f"2018-10-0{d}" for d in range(1, 8)}
+    assert any(
+        line["task"] == 8 and line["kind"] == "overdue" and line["day"] == "2018-10-08"
+        for line in lines
+    )
+    busiest = Counter(line["scheduled_for"][:10] for line in lines).most_common(1)[0]
+    assert f"busiest day: {busiest[0]} ({busiest[1]} messages)" in result.out
+
+
+def test_a_year_the_calendar_does_not_cover_is_logged(cli: Cli) -> None:
+    assert cli("import", str(SEED), "--year", "2031").code == 0
+    with capture_logs() as logs:
+        messages = plan(cli, "2031-10-08 09:00")
+    assert messages
+    warnings = [e for e in logs if e["event"] == "calendar_year_not_covered"]
+    years = [e["year"] for e in warnings]
+    assert 2031 in years
+    assert len(years) == len(set(years))  # each year once
+    assert warnings[0]["log_level"] == "warning"
