@@ -6,11 +6,25 @@ an unknown unit or an invalid address means someone will not hear of a deadline.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 
 from reminder.contacts import Contacts, Problem
-from reminder.ledger.model import DeadlineKind, Task, UnitKind
+from reminder.ledger.model import DeadlineKind, Role, Task, UnitKind
+from reminder.messages import TaskFacts, context
+from reminder.policy import Kind
+from reminder.render import PARTS, Renderer, TemplateProblem
+from reminder.settings import MessagesSettings
 from reminder.store.tasks import StoredLedger
+
+UNIT_KINDS = (
+    Kind.UPCOMING,
+    Kind.DUE_TODAY,
+    Kind.WINDOW_START,
+    Kind.OVERDUE,
+    Kind.ESCALATION,
+    Kind.PROGRESS,
+)
 
 
 def unit_problems(tasks: list[Task], contacts: Contacts) -> list[Problem]:
@@ -57,16 +71,73 @@ def ledger_problems(ledger: StoredLedger) -> list[Problem]:
     return problems
 
 
-def check(contacts: Contacts, ledger: StoredLedger | None) -> list[Problem]:
+def check(
+    contacts: Contacts, ledger: StoredLedger | None, templates: list[Problem] | None = None
+) -> list[Problem]:
     problems = list(contacts.problems)
     if ledger is None:
         problems.append(Problem("warning", "store", "no ledger imported yet"))
         return problems
     problems += ledger_problems(ledger)
     problems += unit_problems([stored.task for stored in ledger.tasks], contacts)
+    problems += templates or []
     return problems
 
 
 def _numbers(numbers: list[int], limit: int = 8) -> str:
     shown = ", ".join(str(n) for n in numbers[:limit])
     return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
+
+
+def template_problems(
+    renderer: Renderer,
+    facts: dict[int, TaskFacts],
+    contacts: Contacts,
+    settings: MessagesSettings,
+) -> list[Problem]:
+    """Render every part of every unit template for every task, in both roles.
+
+    A template that fails is reported once, with the first task it failed on and how
+    many more it would fail on.
+    """
+    failures: dict[str, list[int]] = defaultdict(list)
+    for task in facts.values():
+        lead = next((name for name, role in task.units if role == Role.LEAD.value), "")
+        cooperating = next(
+            (name for name, role in task.units if role == Role.COOPERATING.value), lead
+        )
+        day = task.due or task.start or dt.date.today()
+        for kind in UNIT_KINDS:
+            for role, unit in ((Role.LEAD.value, lead), (Role.COOPERATING.value, cooperating)):
+                payload = {
+                    "day": day.isoformat(),
+                    "milestone": day.isoformat(),
+                    "days_left": 3,
+                    "overdue_days": 7,
+                    "escalated": kind is Kind.OVERDUE,
+                }
+                values = context(
+                    kind=kind.value,
+                    unit=unit,
+                    role=role,
+                    recipient=unit,
+                    task=task,
+                    payload=payload,
+                    contacts=contacts,
+                    settings=settings,
+                )
+                for part in PARTS:
+                    try:
+                        renderer.part(kind.value, part, values)
+                    except TemplateProblem as problem:
+                        if task.no not in failures[problem.message]:
+                            failures[problem.message].append(task.no)
+    return [
+        Problem(
+            "error",
+            "templates",
+            f"{message} (task {numbers[0]}"
+            + (f" and {len(numbers) - 1} more)" if len(numbers) > 1 else ")"),
+        )
+        for message, numbers in failures.items()
+    ]

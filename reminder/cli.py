@@ -11,6 +11,7 @@ import datetime as dt
 import getpass
 import hashlib
 import json
+import os
 import sys
 import time
 from functools import cached_property
@@ -22,21 +23,28 @@ from sqlalchemy.exc import DBAPIError
 
 from reminder import logs
 from reminder.check import check as run_check
+from reminder.check import template_problems
 from reminder.contacts import Contacts, load_contacts
-from reminder.errors import InputError, ReminderError, StoreError
+from reminder.delivery import Delivery, DeliveryReport, close_all, make_senders, send_test
+from reminder.errors import DeliveryError, InputError, ReminderError, StoreError
 from reminder.ledger import read_ledger
+from reminder.loop import run_async
+from reminder.outbox import outbox_rows, requeue
 from reminder.planning import Planning
+from reminder.render import Renderer
 from reminder.settings import Config, load_config
 from reminder.simulate import simulate
 from reminder.store.completion import Outcome, mark_done, record_progress, reopen
 from reminder.store.db import Store, describe, open_store
 from reminder.store.importer import import_ledger
 from reminder.store.targets import replan_all
-from reminder.store.tasks import StoredLedger, StoredTask, load_ledger
-from reminder.tick import preview
+from reminder.store.tasks import StoredLedger, StoredTask, load_ledger, task_facts
+from reminder.tick import preview, run_tick
 from reminder.views import (
     import_lines,
     ledger_json,
+    outbox_json,
+    outbox_table,
     plan_json,
     plan_table,
     print_lines,
@@ -81,6 +89,11 @@ class App:
         )
         return Planning(settings.policy, calendar, settings.zone, self.contacts)
 
+    @cached_property
+    def renderer(self) -> Renderer:
+        folder = self.config.settings.messages.templates
+        return Renderer(Path(folder) if folder else None)
+
     def ledger(self) -> StoredLedger:
         with self.store.read() as session:
             ledger = load_ledger(session)
@@ -103,7 +116,7 @@ def _now() -> dt.datetime:
 @click.version_option(package_name="reminder")
 def cli() -> None:
     """督办提醒: keeps a task ledger and reminds every responsible unit of its deadlines."""
-    logs.configure()
+    logs.configure(level=os.environ.get("REMINDER_LOG_LEVEL", "warning"))
 
 
 @cli.command("import")
@@ -191,7 +204,9 @@ def check_command(app: App) -> None:
     """Report config and ledger problems; exit 1 if any is an error."""
     with app.store.read() as session:
         ledger = load_ledger(session)
-    problems = run_check(app.contacts, ledger)
+        facts = task_facts(session, [stored.id for stored in ledger.tasks]) if ledger else {}
+    templates = template_problems(app.renderer, facts, app.contacts, app.config.settings.messages)
+    problems = run_check(app.contacts, ledger, templates)
     for problem in problems:
         click.echo(f"{problem.severity:<8}{problem}")
     errors = sum(1 for p in problems if p.severity == "error")
@@ -312,6 +327,85 @@ def progress_command(app: App, number: int, unit: str, note: str, actor: str | N
             session, app.planning, number, unit, note, actor or getpass.getuser(), _now()
         )
     _outcome(app, "progress noted", outcome)
+
+
+@cli.command("run")
+@click.option("--once", is_flag=True, help="One tick (plan, enqueue, deliver), then exit.")
+@click.option("--at", "at", metavar="'YYYY-MM-DD HH:MM'", help="With --once: the tick's moment.")
+@pass_app
+def run_command(app: App, once: bool, at: str | None) -> None:
+    """The daemon; with --once, one tick and exit (0, or non-zero if the tick failed)."""
+    if not once:
+        raise InputError("the daemon is not part of this version yet; use `reminder run --once`")
+    moment = _moment(app, at, "--at")
+    app.ledger()
+    result = run_tick(app.store, app.planning, moment)
+    local = moment.astimezone(app.config.settings.zone)
+    app.out.print(
+        f"tick at {local:%Y-%m-%d %H:%M}: {result.targets} due, {len(result.messages)} "
+        f"messages, {result.enqueued} enqueued ({result.superseded} superseded)",
+        markup=False,
+    )
+    report = run_async(deliver_due(app, moment))
+    app.out.print(report.line(), markup=False)
+
+
+async def deliver_due(app: App, due_by: dt.datetime) -> DeliveryReport:
+    senders = make_senders(app.config.settings, app.contacts)
+    delivery = Delivery(app.store, app.config.settings, app.contacts, app.renderer, senders)
+    try:
+        return await delivery.run(due_by)
+    finally:
+        delivery.close()
+        await close_all(senders)
+
+
+@cli.command("outbox")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "sending", "sent", "retry", "dead", "superseded"]),
+    help="Only messages in this state.",
+)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def outbox_command(app: App, status: str | None, limit: int, as_json: bool) -> None:
+    """The newest messages of the outbox, with their last attempt."""
+    with app.store.read() as session:
+        rows = outbox_rows(session, status, limit)
+    zone = app.config.settings.zone
+    if as_json:
+        click.echo(
+            json.dumps([outbox_json(row, zone) for row in rows], ensure_ascii=False, indent=2)
+        )
+        return
+    app.out.print(outbox_table(rows, zone))
+
+
+@cli.command("retry")
+@click.argument("key", required=False)
+@click.option("--dead", is_flag=True, help="Every dead message.")
+@pass_app
+def retry_command(app: App, key: str | None, dead: bool) -> None:
+    """Send a dead (or waiting) message again at the next delivery."""
+    if (key is None) == (not dead):
+        raise InputError("give a message KEY or --dead, not both")
+    with app.store.write() as session:
+        count = requeue(session, key, _now())
+    if key is not None and count == 0:
+        raise InputError(f"{key}: no such message waiting or dead in the outbox")
+    app.out.print(f"{count} messages queued again", markup=False)
+
+
+@cli.command("send-test")
+@click.option("--to", "address", required=True, help="Where to send the test message.")
+@pass_app
+def send_test_command(app: App, address: str) -> None:
+    """Send one test e-mail now through the configured SMTP server (or the file channel)."""
+    outcome = run_async(send_test(app.config.settings, app.contacts, address, _now()))
+    if outcome.status != "sent":
+        raise DeliveryError(f"test message to {address}: {outcome.detail}", permanent=True)
+    app.out.print(f"sent to {address}: {outcome.detail}", markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -46,6 +46,7 @@ class _Reachable(_Strict):
     mobile: StrList = []
     webhook: str = ""  # a WeCom or DingTalk group robot
     robot: Literal["wecom", "dingtalk", ""] = ""  # default: told by the webhook's host
+    robot_secret_env: str = ""  # the environment variable holding a DingTalk signing secret
     # per kind of message, the channels to use instead of [policy.channels]
     channels: dict[Kind, list[Channel]] = {}
 
@@ -106,11 +107,30 @@ class Contacts:
     supervisors: tuple[Supervisor, ...]
     directory: Directory
     problems: tuple[Problem, ...]
+    _by_name: dict[str, UnitContact | Supervisor] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for supervisor in self.supervisors:
+            self._by_name[supervisor.name] = supervisor
+        for unit in self.units:  # a unit wins over a supervisor of the same name
+            self._by_name[unit.name] = unit
+
+    def reachable(self, name: str) -> UnitContact | Supervisor | None:
+        """A unit or a supervisor by name: whoever a message is addressed to."""
+        found = self._by_name.get(name)
+        return found if found is not None else self.unit(name)
 
     def unit(self, name: str) -> UnitContact | None:
+        found = self._by_name.get(name)
+        if isinstance(found, UnitContact):
+            return found
         entry = self.directory.resolve(name)
-        canonical = entry.name if entry else name
-        return next((unit for unit in self.units if unit.name == canonical), None)
+        if entry is None or entry.name == name:
+            return None
+        found = self._by_name.get(entry.name)
+        return found if isinstance(found, UnitContact) else None
 
     def group(self, name: str) -> Group | None:
         entry = self.directory.resolve(name)

@@ -57,3 +57,26 @@ class AlreadyRunningError(StoreError):
     """A second daemon was started on the same SQLite file."""
 
     exit_code = 75  # EX_TEMPFAIL
+
+
+class DeliveryError(ReminderError):
+    """A message that could not be delivered.
+
+    ``permanent``: SMTP 5xx, a refused recipient, HTTP 4xx, a bad template: retrying
+    cannot help, the message goes to dead-letter. Otherwise (SMTP 4xx, timeouts,
+    disconnects, HTTP 5xx) it is retried with capped backoff. ``retry_after_s`` is a
+    delay the other side asked for (HTTP Retry-After, a robot's rate limit).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+        self.retry_after_s = retry_after_s

@@ -1,21 +1,33 @@
-"""The durable queue of messages: enqueue exactly once.
+"""The durable queue of messages: enqueue exactly once, claim, record the outcome.
 
 A message's key is unique in the table, and enqueueing is an insert that ignores a
 conflict (``ON CONFLICT (key) DO NOTHING`` on both SQLite and PostgreSQL), so a tick
 that runs twice, a second daemon, or a clock that jumps cannot add a message twice.
+
+Sending is at-least-once: a sender claims rows with a lease (status ``sending``,
+``lease_until``) and commits; sends; then records the outcomes in their own commit.
+A crash between send and record leaves the rows claimed: when the lease runs out they
+are claimed and sent again, with the same Message-ID. Nothing is lost; what can repeat
+is what was in flight. States: pending → sending → sent | retry (next attempt at
+``next_attempt_at``, capped exponential backoff) | dead (permanent error, attempts
+exhausted, no contact) | superseded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+from sqlalchemy import Connection, and_, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, col
+from sqlmodel import select as sqlmodel_select
 
+from reminder.channels import Result
 from reminder.recipients import Message
-from reminder.store.models import OutboxRow
+from reminder.settings import DeliverySettings
+from reminder.store.models import AttemptRow, OutboxRow
 
 
 def _row(message: Message, now: dt.datetime) -> dict[str, Any]:
@@ -51,3 +63,209 @@ def enqueue(session: Session, messages: Sequence[Message], now: dt.datetime) -> 
     unique = {message.key: message for message in messages}  # the first of a key wins
     result = connection.execute(statement, [_row(message, now) for message in unique.values()])
     return [row.key for row in result]
+
+
+# --- claiming and recording outcomes ----------------------------------------------------
+
+CLAIMABLE = ("pending", "retry")
+
+
+class Claimed(NamedTuple):
+    """An outbox row taken for sending, with a lease (a tuple: cheap to pickle)."""
+
+    id: int
+    key: str
+    kind: str
+    task_id: int | None
+    task_no: int | None
+    unit: str | None
+    role: str | None
+    channel: str
+    recipient: str
+    recipient_name: str
+    scheduled_for: dt.datetime
+    payload: dict[str, Any]
+    attempts: int
+
+
+def _placeholder(connection: Connection) -> str:
+    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
+
+
+def _bind(connection: Connection, column: str, value: Any) -> Any:
+    """A value as the driver wants it, through the column's own SQLAlchemy type."""
+    table = OutboxRow.__table__  # type: ignore[attr-defined]
+    dialect = connection.dialect
+    processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    return processor(value) if processor else value
+
+
+def claim(
+    session: Session,
+    *,
+    due_by: dt.datetime,
+    now: dt.datetime,
+    lease_s: float,
+    limit: int,
+    lock: bool,
+) -> list[Claimed]:
+    """Take up to ``limit`` messages that are due, or whose lease ran out.
+
+    A claimed row's ``next_attempt_at`` is set to when its lease ends, so both kinds
+    are found through the one index on (status, next_attempt_at): first rows left
+    ``sending`` by a sender that died (lease over by ``now``), then ``pending`` and
+    ``retry`` rows due by ``due_by``. On SQLite the caller's transaction holds the write
+    lock (BEGIN IMMEDIATE); on PostgreSQL rows are picked with FOR UPDATE SKIP LOCKED,
+    so two senders never take the same row.
+
+    This runs for every message sent, so it is one statement written out in SQL, with
+    values converted through the columns' own types (3× faster than the ORM path).
+    """
+    connection = session.connection()
+    table = OutboxRow.__table__  # type: ignore[attr-defined]
+    p = _placeholder(connection)
+    lease_until = _bind(connection, "lease_until", now + dt.timedelta(seconds=lease_s))
+    locking = " FOR UPDATE SKIP LOCKED" if lock else ""
+    returning = ", ".join(Claimed._fields)
+    dialect = connection.dialect
+    decode_time = table.c.scheduled_for.type.dialect_impl(dialect).result_processor(dialect, None)
+    decode_json = table.c.payload.type.dialect_impl(dialect).result_processor(dialect, None)
+    claimed: list[Claimed] = []
+    for statuses, cutoff in ((("sending",), now), (CLAIMABLE, due_by)):
+        if len(claimed) >= limit:
+            break
+        wanted = ", ".join(f"'{status}'" for status in statuses)
+        sql = (
+            f"UPDATE outbox SET status = 'sending', lease_until = {p}, next_attempt_at = {p} "
+            f"WHERE id IN (SELECT id FROM outbox WHERE status IN ({wanted}) "
+            f"AND next_attempt_at <= {p} ORDER BY next_attempt_at, id LIMIT {p}{locking}) "
+            f"RETURNING {returning}"
+        )
+        params = (
+            lease_until,
+            lease_until,
+            _bind(connection, "next_attempt_at", cutoff),
+            limit - len(claimed),
+        )
+        for row in connection.exec_driver_sql(sql, params):
+            values = list(row)
+            values[10] = decode_time(values[10]) if decode_time else values[10]  # scheduled_for
+            values[11] = decode_json(values[11]) if decode_json else values[11]  # payload
+            claimed.append(Claimed(*values))
+    return sorted(claimed, key=lambda c: (c.scheduled_for, c.id))
+
+
+def backoff_s(attempts: int, settings: DeliverySettings) -> float:
+    """Capped exponential backoff: base, 2 × base, 4 × base, … up to the cap."""
+    return float(min(settings.backoff_cap_s, settings.backoff_s * 2 ** max(0, attempts - 1)))
+
+
+def mark(
+    session: Session,
+    results: Sequence[Result],
+    attempts: dict[int, int],
+    now: dt.datetime,
+    settings: DeliverySettings,
+) -> None:
+    """Record outcomes: sent, retry later (backoff, Retry-After), dead.
+
+    Every outcome updates the row (attempts, last result); a failed or deferred one
+    also gets an attempt row with its code, text and time.
+    """
+    if not results:
+        return
+    table = OutboxRow.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
+    sent = [
+        {"row_id": result.id, "result": result.detail[:200]}
+        for result in results
+        if result.status == "sent"
+    ]
+    if sent:  # the common case, written out in SQL like claim(); no attempt row
+        p = _placeholder(connection)
+        stamp = _bind(connection, "sent_at", now)
+        connection.exec_driver_sql(
+            f"UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = {p}, "
+            f"next_attempt_at = {p}, last_error = '', last_result = {p}, lease_until = NULL "
+            f"WHERE id = {p} AND status = 'sending'",
+            [(stamp, stamp, row["result"], row["row_id"]) for row in sent],
+        )
+    updates: list[dict[str, Any]] = []
+    for result in results:
+        if result.status == "sent":
+            continue
+        tried = attempts[result.id] + (result.status != "deferred")
+        values: dict[str, Any] = {
+            "row_id": result.id,
+            "status": result.status,
+            "attempts": tried,
+            "next_attempt_at": now,
+            "last_error": result.detail[:500],
+            "last_result": f"{result.code or ''} {result.detail}".strip()[:200],
+        }
+        if result.status in ("retry", "deferred"):
+            wait = result.retry_after_s or 0.0
+            if result.status == "retry":
+                wait = max(wait, backoff_s(tried, settings))
+            values["status"] = "retry"
+            values["next_attempt_at"] = now + dt.timedelta(seconds=wait)
+            if result.status == "retry" and tried >= settings.max_attempts:
+                values["status"] = "dead"
+                values["last_error"] = f"gave up after {tried} attempts: {result.detail}"[:500]
+        updates.append(values)
+    if updates:
+        connection.execute(
+            update(table)
+            .where(table.c.id == bindparam("row_id"), table.c.status == "sending")
+            .values(
+                status=bindparam("status"),
+                attempts=bindparam("attempts"),
+                next_attempt_at=bindparam("next_attempt_at"),
+                last_error=bindparam("last_error"),
+                last_result=bindparam("last_result"),
+                lease_until=None,
+            ),
+            updates,
+        )
+    failed = [r for r in results if r.status != "sent"]
+    if failed:
+        connection.execute(
+            insert(AttemptRow.__table__),  # type: ignore[attr-defined]
+            [
+                {
+                    "outbox_id": r.id,
+                    "at": now,
+                    "outcome": r.status,
+                    "code": r.code,
+                    "detail": r.detail[:500],
+                }
+                for r in failed
+            ],
+        )
+
+
+def outbox_rows(session: Session, status: str | None, limit: int) -> list[OutboxRow]:
+    """The newest messages, or the newest in one state."""
+    statement = sqlmodel_select(OutboxRow).order_by(col(OutboxRow.id).desc()).limit(limit)
+    if status:
+        statement = statement.where(col(OutboxRow.status) == status)
+    return list(session.exec(statement))
+
+
+def requeue(session: Session, key: str | None, now: dt.datetime) -> int:
+    """Dead (or waiting) messages back to pending: one by key, or every dead one.
+
+    Messages that had no address (channel ``none``) stay dead: sending them again cannot
+    reach anyone; they are planned anew once the unit has a contact.
+    """
+    table = OutboxRow.__table__  # type: ignore[attr-defined]
+    if key is not None:
+        condition = and_(table.c.key == key, table.c.status.in_(("dead", "retry")))
+    else:
+        condition = and_(table.c.status == "dead", table.c.channel != "none")
+    result = session.connection().execute(
+        update(table)
+        .where(condition)
+        .values(status="pending", next_attempt_at=now, lease_until=None, attempts=0)
+    )
+    return int(result.rowcount)

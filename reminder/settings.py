@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -66,6 +75,97 @@ class LedgerSettings(_Section):
         return SeasonRule(start=self.season_start, end=self.season_end)
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+class SmtpSettings(_Section):
+    """Email goes through SMTP when ``host`` is set, else to the file channel."""
+
+    host: str = ""
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["none", "starttls", "tls"] | None = None  # default: starttls, none on loopback
+    allow_plaintext: bool = False  # plaintext to a non-loopback server, knowingly
+    username: str = ""  # the password: REMINDER_SMTP_PASSWORD[_FILE], credential smtp_password
+    from_address: str = "duban@example.org"
+    from_name: str = "督办提醒"
+    reply_to: str = ""
+    connections: int = Field(default=16, ge=1, le=64)
+    timeout_s: float = Field(default=30.0, gt=0)
+    ca_file: str = ""  # a CA bundle for a server with a private certificate
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in _LOOPBACK
+
+    @property
+    def security(self) -> str:
+        if self.tls is not None:
+            return self.tls
+        return "none" if self.loopback else "starttls"
+
+    @model_validator(mode="after")
+    def _no_silent_plaintext(self) -> SmtpSettings:
+        if self.host and self.security == "none" and not self.loopback and not self.allow_plaintext:
+            raise ValueError(
+                f'plaintext SMTP to {self.host} refused: set tls = "starttls" or "tls", '
+                "or allow_plaintext = true"
+            )
+        for name in ("from_address", "reply_to"):
+            value = getattr(self, name)
+            if value and not _ADDRESS.match(value):
+                raise ValueError(f"{name} {value!r} is not an e-mail address")
+        return self
+
+
+_ADDRESS = re.compile(r"^[^\s<>@\"]+@[^\s<>@\"]+\.[^\s<>@\"]+$")
+
+
+class SmsSettings(_Section):
+    """An HTTP SMS gateway; with no ``url`` SMS go to the file channel."""
+
+    url: str = ""  # the token: REMINDER_SMS_TOKEN[_FILE] or credential sms_token
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    body: str = '{"to": {{ to | tojson }}, "text": {{ text | tojson }}}'
+    ok_json: dict[str, Any] = {}  # keys the gateway's JSON answer must have, e.g. {Code = "OK"}
+    signature: str = "【督办提醒】"
+    max_segments: int = Field(default=3, ge=1, le=10)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class RobotSettings(_Section):
+    """WeCom and DingTalk group robots (webhook URLs in contacts.toml)."""
+
+    per_minute: int = Field(default=20, ge=1)  # both services allow 20 messages a minute
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class DeliverySettings(_Section):
+    batch: int = Field(default=1000, ge=1)  # messages claimed at once
+    lease_s: float = Field(default=300.0, gt=0)  # a claim not marked by then is taken again
+    mark_every: int = Field(default=200, ge=1)  # outcomes committed together (the in-flight window)
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_s: float = Field(default=60.0, gt=0)  # first retry; doubles each attempt …
+    backoff_cap_s: float = Field(default=3600.0, gt=0)  # … up to this
+    outbox_dir: str = "var/outbox"  # the file channel
+    # processes that render and build messages beside the one that sends them; -1: one
+    # per CPU but the first (0 on a single CPU), 0: render in the sending process
+    render_workers: int = Field(default=-1, ge=-1, le=16)
+
+    @property
+    def workers(self) -> int:
+        if self.render_workers >= 0:
+            return self.render_workers
+        return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+class MessagesSettings(_Section):
+    sender: str = "济源市环境污染防治攻坚战领导小组办公室"
+    report_hint: str = "办结或进展情况请回复本邮件，或告知督办联系人。"
+    templates: str = ""  # a folder whose templates override the bundled ones
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -75,6 +175,11 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     ledger: LedgerSettings = LedgerSettings()
     policy: Policy = Policy()
+    smtp: SmtpSettings = SmtpSettings()
+    sms: SmsSettings = SmsSettings()
+    robots: RobotSettings = RobotSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    messages: MessagesSettings = MessagesSettings()
 
     @field_validator("timezone")
     @classmethod
@@ -148,8 +253,10 @@ def _validation_message(path: Path, exc: ValidationError, env: Mapping[str, str]
     env_name = ENV_PREFIX + "__".join(loc).upper()
     key = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "")
     origin = f" (from {env_name})" if env_name in env else ""
-    got = f" (got {error['input']!r})" if "input" in error and loc else ""
-    return f"{path}: {key}: {error['msg']}{got}{origin}"
+    value = error.get("input")
+    got = f" (got {value!r})" if loc and value is not None and not isinstance(value, dict) else ""
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {key}: {message}{got}{origin}"
 
 
 def load_config() -> Config:

@@ -16,6 +16,7 @@ from reminder.contacts import Contacts
 from reminder.ledger.model import Deadline, DeadlineKind, Role, Task
 from reminder.recipients import Message
 from reminder.store.importer import ImportReport
+from reminder.store.models import OutboxRow
 from reminder.store.tasks import StoredLedger, StoredTask
 
 KIND_ORDER = [kind.value for kind in DeadlineKind]
@@ -210,5 +211,41 @@ def plan_table(messages: Iterable[Message], zone: ZoneInfo) -> Table:
             message.unit or "",
             message.role or "",
             to,
+        )
+    return table
+
+
+def outbox_json(row: OutboxRow, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "kind": row.kind,
+        "status": row.status,
+        "task": row.task_no,
+        "unit": row.unit,
+        "recipient": row.recipient_name,
+        "channel": row.channel,
+        "to": row.recipient,
+        "scheduled_for": row.scheduled_for.astimezone(zone).isoformat(),
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at.astimezone(zone).isoformat(),
+        "sent_at": row.sent_at.astimezone(zone).isoformat() if row.sent_at else None,
+        "last_error": row.last_error,
+    }
+
+
+def outbox_table(rows: Iterable[OutboxRow], zone: ZoneInfo) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for name in ("Scheduled", "Status", "Kind", "No", "Recipient", "To", "Tries", "Last error"):
+        table.add_column(name, no_wrap=True)
+    for row in rows:
+        table.add_row(
+            f"{row.scheduled_for.astimezone(zone):%Y-%m-%d %H:%M}",
+            row.status,
+            row.kind,
+            str(row.task_no or ""),
+            row.recipient_name,
+            f"{row.channel}:{row.recipient}" if row.recipient else row.channel,
+            str(row.attempts),
+            shorten(row.last_error, 40),
         )
     return table

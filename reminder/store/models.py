@@ -162,4 +162,24 @@ class OutboxRow(SQLModel, table=True):
     lease_until: dt.datetime | None = utc_field(nullable=True)
     sent_at: dt.datetime | None = utc_field(nullable=True)
     last_error: str = ""
+    last_result: str = ""  # the last answer of the server or gateway, e.g. "250 2.0.0 Ok"
     superseded_by: str | None = None
+
+
+class AttemptRow(SQLModel, table=True):
+    """A delivery attempt that did not succeed (retry, deferred, dead), kept for `outbox`.
+
+    A successful attempt is recorded on the outbox row itself (``sent_at``,
+    ``attempts``, ``last_result``): it is the common case and the last one.
+    """
+
+    __tablename__ = "attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("outbox.id"), nullable=False, index=True)
+    )
+    at: dt.datetime = utc_field(index=True)
+    outcome: str  # sent | retry | dead | deferred
+    code: int | None = None
+    detail: str = ""

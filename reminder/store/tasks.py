@@ -17,6 +17,7 @@ from reminder.ledger.model import (
     UnitKind,
     UnitRef,
 )
+from reminder.messages import TaskFacts
 from reminder.store.models import ImportRun, SectionRow, TaskRow, TaskUnitRow
 
 
@@ -138,3 +139,28 @@ def load_ledger(session: Session) -> StoredLedger | None:
         sections=sections,
         tasks=tuple(tasks),
     )
+
+
+def task_facts(session: Session, task_ids: list[int]) -> dict[int, TaskFacts]:
+    """What messages say about some tasks, loaded once for a batch of messages."""
+    if not task_ids:
+        return {}
+    rows = session.exec(select(TaskRow).where(col(TaskRow.id).in_(task_ids))).all()
+    units = units_by_task(session, task_ids, listed_only=True)
+    sections = {s.no: s.title for s in session.exec(select(SectionRow))}
+    facts: dict[int, TaskFacts] = {}
+    for row in rows:
+        assert row.id is not None
+        listed = sorted(units[row.id], key=lambda unit: unit.position)
+        facts[row.id] = TaskFacts(
+            no=row.no,
+            text=row.text,
+            section=sections.get(row.section_no, ""),
+            deadline=row.deadline_raw,
+            due=row.deadline_due,
+            start=row.deadline_start,
+            action=row.action,
+            kind=row.deadline_kind,
+            units=tuple((unit.unit, unit.role) for unit in listed),
+        )
+    return facts

@@ -1,0 +1,217 @@
+"""Delivery speed: N reminders from the outbox, rendered, into Postfix's smtp-sink.
+
+    .venv/bin/python -m bench.delivery [-n 10000] [--runs 3] [--baseline-n 10000]
+
+Needs smtp-sink (Debian package postfix; only that program, on loopback; see BENCH.md).
+In one run it measures, against the same sink:
+
+- reminder: ``Delivery.run`` over an outbox of N pending e-mails (claim with a lease,
+  render subject + text + HTML from the templates, build the MIME bytes, send over
+  ``[smtp] connections`` sessions, record outcomes), end to end;
+- a plain smtplib script that builds each message with ``EmailMessage`` and opens one
+  connection per message (the usual cron job).
+
+It prints messages per second for each (median of ``--runs``) and their ratio, and
+checks that the sink counted every message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import signal
+import smtplib
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from reminder import logs
+from reminder.contacts import load_contacts
+from reminder.delivery import Delivery, close_all, make_senders
+from reminder.ledger import read_ledger
+from reminder.loop import run_async
+from reminder.render import Renderer
+from reminder.settings import Settings
+from reminder.store.db import open_store
+from reminder.store.importer import import_ledger
+from reminder.store.models import OutboxRow
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "data" / "jiyuan-2018-ledger.txt"
+BODY = "这是一封督办提醒测试邮件，请按时完成任务并报告办结情况。" * 30  # ~1 KB of Chinese
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sink:
+    """smtp-sink on a free port, counting messages."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.counts = folder / f"counts-{self.port}.txt"
+        self.handle = self.counts.open("w")
+        self.process = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", "-c", "-m", "1024", f"127.0.0.1:{self.port}", "4096"],
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("smtp-sink did not start")
+
+    def messages(self) -> int:
+        time.sleep(0.3)  # the counter line is written when sessions end
+        found = re.findall(r"mesg=(\d+)", self.counts.read_text(errors="replace"))
+        return int(found[-1]) if found else 0
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=10)
+        self.handle.close()
+
+
+def fill_outbox(url: str, n: int, now: dt.datetime) -> None:
+    store = open_store(url)
+    contacts = load_contacts(ROOT / "config" / "contacts.toml")
+    ledger = read_ledger(SEED, contacts.directory)
+    addresses = [u.email[0] for u in contacts.units if u.email]
+    with store.write() as session:
+        import_ledger(session, ledger, "", now, "bench")
+    with store.write() as session:
+        task_ids = [row[0] for row in session.connection().exec_driver_sql("SELECT id FROM task")]
+        rows = []
+        for i in range(n):
+            task_id = task_ids[i % len(task_ids)]
+            rows.append(
+                {
+                    "key": f"overdue:{task_id}:单位{i}:email:{addresses[i % len(addresses)]}:{i}",
+                    "kind": "overdue",
+                    "task_id": task_id,
+                    "task_no": i % len(task_ids) + 1,
+                    "unit": "环境保护局",
+                    "role": "lead" if i % 3 else "cooperating",
+                    "channel": "email",
+                    "recipient": addresses[i % len(addresses)],
+                    "recipient_name": "环境保护局",
+                    "scheduled_for": now,
+                    "status": "pending",
+                    "payload": {
+                        "day": "2018-10-08",
+                        "milestone": "2018-09-30",
+                        "days_left": -8,
+                        "overdue_days": 1 + i % 10,
+                        "escalated": bool(i % 2),
+                        "via": None,
+                    },
+                    "created_at": now,
+                    "next_attempt_at": now,
+                    "attempts": 0,
+                    "last_error": "",
+                }
+            )
+        session.connection().execute(insert(OutboxRow.__table__), rows)  # type: ignore[attr-defined]
+    store.dispose()
+
+
+def reminder_run(port: int, n: int, folder: Path) -> float:
+    now = dt.datetime.now(dt.UTC)
+    url = f"sqlite:///{folder / f'bench-{time.time_ns()}.db'}"
+    fill_outbox(url, n, now)
+    settings = Settings(smtp={"host": "127.0.0.1", "port": port, "tls": "none"})
+    contacts = load_contacts(ROOT / "config" / "contacts.toml")
+    store = open_store(url)
+
+    timing: list[float] = []
+
+    async def deliver() -> int:
+        senders = make_senders(settings, contacts)
+        delivery = Delivery(store, settings, contacts, Renderer(), senders)
+        delivery.warm_up()  # as in the daemon: render workers start with it
+        started = time.perf_counter()
+        try:
+            report = await delivery.run()
+        finally:
+            await close_all(senders)
+            timing.append(time.perf_counter() - started)
+            delivery.close()
+        if report.outcomes["sent"] != n:
+            print(report.line())
+        return report.outcomes["sent"]
+
+    sent = run_async(deliver())
+    seconds = timing[0]
+    store.dispose()
+    if sent != n:
+        raise RuntimeError(f"reminder sent {sent} of {n}")
+    return n / seconds
+
+
+def smtplib_run(port: int, n: int) -> float:
+    started = time.perf_counter()
+    for i in range(n):
+        message = EmailMessage()
+        message["From"] = "督办提醒 <duban@example.org>"
+        message["To"] = f"unit{i}@example.org"
+        message["Subject"] = f"【逾期提醒】第{i % 99 + 1}项任务已逾期3个工作日"
+        message.set_content(BODY)
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.send_message(message)
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline-n", type=int, default=10_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="reminder-bench-") as name:
+        folder = Path(name)
+        ours, theirs = [], []
+        for run in range(args.runs):
+            sink = Sink(folder)
+            try:
+                rate = reminder_run(sink.port, args.n, folder)
+                counted = sink.messages()
+            finally:
+                sink.stop()
+            print(f"run {run + 1}: reminder {rate:8.0f} messages/s (sink counted {counted})")
+            ours.append(rate)
+            sink = Sink(folder)
+            try:
+                rate = smtplib_run(sink.port, args.baseline_n)
+                counted = sink.messages()
+            finally:
+                sink.stop()
+            print(f"run {run + 1}: smtplib  {rate:8.0f} messages/s (sink counted {counted})")
+            theirs.append(rate)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(
+        f"median: reminder {a:.0f}/s, smtplib one connection per message {b:.0f}/s,"
+        f" ratio {a / b:.1f}×"
+    )
+    print(
+        f"        vs Alertmanager ~1,900/s: {a / 1900:.1f}×;"
+        f" target 3,800/s: {'met' if a >= 3800 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    logs.configure(level=os.environ.get("REMINDER_LOG_LEVEL", "warning"))
+    main()

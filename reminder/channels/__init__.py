@@ -1,0 +1,62 @@
+"""Channels: one small interface per kind of outbound I/O.
+
+A sender takes prepared messages and reports one ``Result`` per message through a
+callback as soon as it knows it, so the delivery engine can record outcomes while the
+rest are still in flight. Senders never raise for a single message: a failure is a
+result (sent, retry, dead, deferred) with the server's code and text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple, Protocol
+
+from reminder.errors import DeliveryError
+
+Status = Literal["sent", "retry", "dead", "deferred"]
+
+
+class Outgoing(NamedTuple):
+    """A message ready to go: addressed, rendered, built (a tuple: cheap to pickle)."""
+
+    id: int
+    key: str
+    kind: str
+    channel: str  # email | sms | wecom | dingtalk
+    to: str  # address, mobile number, or whose robot
+    recipient_name: str
+    subject: str = ""
+    body: str = ""  # SMS text, or robot markdown
+    data: bytes = b""  # the e-mail as it goes on the wire
+    wire_ready: bool = False  # data needs no line-end or dot-stuffing fix (checked when built)
+    message_id: str = ""
+    task_no: int | None = None
+    scheduled_day: str = ""
+
+
+class Result(NamedTuple):
+    id: int
+    status: Status
+    code: int | None = None
+    detail: str = ""
+    retry_after_s: float | None = None
+
+    @classmethod
+    def sent(cls, item: Outgoing, code: int | None = None, detail: str = "") -> Result:
+        return cls(item.id, "sent", code, detail)
+
+    @classmethod
+    def failed(cls, item: Outgoing, error: DeliveryError) -> Result:
+        status: Status = "dead" if error.permanent else "retry"
+        return cls(item.id, status, error.code, error.message, error.retry_after_s)
+
+
+Report = Callable[[Result], None]
+
+
+class Sender(Protocol):
+    """Delivers messages of one channel; ``close`` ends connections it kept open."""
+
+    async def send(self, items: Sequence[Outgoing], report: Report) -> None: ...
+
+    async def close(self) -> None: ...

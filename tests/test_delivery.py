@@ -1,0 +1,340 @@
+"""Delivery over real SMTP (aiosmtpd in this process): TLS, AUTH, failures, outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.policy
+import email.utils
+import json
+import sqlite3
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from tests.conftest import SEED, Cli
+from tests.smtp_server import Handler, smtp_server
+
+SMALL_TICK = "2018-01-17 09:00"  # three upcoming reminders of task 1, by e-mail
+
+
+@pytest.fixture
+def smtp(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> Iterator[Handler]:
+    with smtp_server() as (handler, port):
+        monkeypatch.setenv("REMINDER_SMTP__HOST", "127.0.0.1")
+        monkeypatch.setenv("REMINDER_SMTP__PORT", str(port))
+        monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "0")
+        monkeypatch.setenv("REMINDER_DELIVERY__OUTBOX_DIR", str(isolated_env / "var" / "outbox"))
+        yield handler
+
+
+def outbox(db: Path) -> dict[str, dict[str, Any]]:
+    with sqlite3.connect(db) as con:
+        con.row_factory = sqlite3.Row
+        return {row["key"]: dict(row) for row in con.execute("SELECT * FROM outbox")}
+
+
+def attempts(db: Path) -> list[tuple[str, int | None]]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT outcome, code FROM attempt ORDER BY id").fetchall()
+
+
+def run_once(cli: Cli, at: str = SMALL_TICK) -> str:
+    result = cli("run", "--once", "--at", at)
+    assert result.code == 0, result.err
+    return result.out
+
+
+def test_messages_arrive_as_sent(cli: Cli, smtp: Handler, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    out = run_once(cli)
+    assert "3 enqueued" in out
+    assert "sent 3" in out
+    assert len(smtp.received) == 3
+    rows = outbox(isolated_env / "ledger.db")
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    assert all(row["last_result"].startswith("250") for row in rows.values())
+    by_to = {r.rcpt_tos[0]: r for r in smtp.received}
+    assert set(by_to) == {"zjj@example.org", "fgw@example.org", "hbj@example.org"}
+    message = by_to["zjj@example.org"].message
+    assert (
+        message["Subject"]
+        == "【督办提醒】第1项任务还有14天到期：编制完成我市2018年城镇供暖工作实施方案，新建、改造城市…"
+    )
+    assert message["To"].addresses[0].display_name == "住房和城乡建设局"
+    assert by_to["zjj@example.org"].mail_from == "duban@example.org"
+    plain = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert plain is not None and html is not None
+    assert (
+        "您单位作为牵头单位承担的第1项任务将于2018年1月31日（星期三）到期，距今还有14天"
+        in plain.get_content()
+    )
+    assert "<strong>牵头单位</strong>" in html.get_content()
+    cooperating = by_to["fgw@example.org"].message.get_body(("plain",))
+    assert cooperating is not None and "配合单位" in cooperating.get_content()
+    # the Message-ID comes from the outbox key: a repeat after a crash would carry the same
+    key = next(k for k, r in rows.items() if r["recipient"] == "zjj@example.org")
+    from reminder.channels.email import message_id
+
+    assert message["Message-ID"] == message_id(key, "duban@example.org")
+    # nothing is sent twice
+    again = run_once(cli)
+    assert "0 enqueued" in again
+    assert len(smtp.received) == 3
+
+
+def test_header_injection_through_task_text(cli: Cli, smtp: Handler, isolated_env: Path) -> None:
+    ledger = isolated_env / "evil.txt"
+    text = SEED.read_text(encoding="utf-8").replace(
+        "\t编制完成我市2018年城镇供暖工作实施方案",
+        "\t编制完成\rBcc: evil@example.com\rX-Evil: yes\r我市2018年城镇供暖工作实施方案",
+        1,
+    )
+    ledger.write_bytes(text.encode())
+    assert cli("import", str(ledger)).code == 0
+    run_once(cli)
+    assert len(smtp.received) == 3
+    for received in smtp.received:
+        message = received.message
+        assert received.rcpt_tos == [received.rcpt_tos[0]]
+        assert "evil@example.com" not in received.rcpt_tos
+        assert message["Bcc"] is None and message["X-Evil"] is None
+        assert "Bcc: evil@example.com" in message["Subject"] or "编制完成" in message["Subject"]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "code"),
+    [
+        ({"data": "450 4.2.1 mailbox busy, try later"}, "retry", 450),
+        ({"mail": "421 4.3.0 closing"}, "retry", 421),
+        ({"data": "554 5.7.1 rejected as spam"}, "dead", 554),
+        ({"rcpt": "550 5.1.1 no such user"}, "dead", 550),
+        ({"drop": True}, "retry", None),
+    ],
+)
+def test_server_answers_decide_retry_or_dead(
+    cli: Cli,
+    smtp: Handler,
+    isolated_env: Path,
+    behaviour: dict[str, Any],
+    status: str,
+    code: int | None,
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    for name, value in behaviour.items():
+        setattr(smtp.behaviour, name, value)
+    before = dt.datetime.now(dt.UTC)
+    out = run_once(cli)
+    assert f"{status} 3" in out
+    rows = outbox(isolated_env / "ledger.db")
+    assert {row["status"] for row in rows.values()} == {status}
+    assert {row["attempts"] for row in rows.values()} == {1}
+    assert [c for _, c in attempts(isolated_env / "ledger.db")] == [code] * 3
+    assert not smtp.received
+    if status == "retry":
+        for row in rows.values():
+            retry_at = dt.datetime.fromisoformat(row["next_attempt_at"]).replace(tzinfo=dt.UTC)
+            assert retry_at >= before + dt.timedelta(seconds=59)  # backoff: 60 s, then doubles
+
+
+def test_a_stalled_server_times_out_and_is_retried(
+    cli: Cli, smtp: Handler, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    monkeypatch.setenv("REMINDER_SMTP__TIMEOUT_S", "0.5")
+    smtp.behaviour.stall_s = 3
+    out = run_once(cli)
+    assert "retry 3" in out
+    rows = outbox(isolated_env / "ledger.db")
+    assert {row["last_error"] for row in rows.values()} == {"timed out"}
+
+
+def test_retry_later_succeeds_and_gives_up_after_max_attempts(
+    cli: Cli, smtp: Handler, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    monkeypatch.setenv("REMINDER_DELIVERY__BACKOFF_S", "0.001")
+    monkeypatch.setenv("REMINDER_DELIVERY__MAX_ATTEMPTS", "3")
+    smtp.behaviour.data = "451 4.3.0 local error"
+    run_once(cli)
+    assert {r["status"] for r in outbox(isolated_env / "ledger.db").values()} == {"retry"}
+    run_once(cli)
+    out = run_once(cli)
+    assert "dead 3" in out
+    rows = outbox(isolated_env / "ledger.db")
+    assert {r["status"] for r in rows.values()} == {"dead"}
+    assert all(r["last_error"].startswith("gave up after 3 attempts: 451") for r in rows.values())
+    # an administrator fixes the server and sends the dead letters again
+    smtp.behaviour.data = None
+    result = cli("retry", "--dead")
+    assert "3 messages queued again" in result.out
+    assert "sent 3" in run_once(cli)
+    assert len(smtp.received) == 3
+
+
+def test_outbox_and_retry_commands(cli: Cli, smtp: Handler, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    smtp.behaviour.rcpt = "550 5.1.1 no such user"
+    run_once(cli)
+    listing = cli("outbox", "--status", "dead", "--json")
+    rows = json.loads(listing.out)
+    assert len(rows) == 3
+    assert rows[0]["last_error"].startswith("recipient refused: 550")
+    table = cli("outbox")
+    assert "dead" in table.out and "upcoming" in table.out
+    key = rows[0]["key"]
+    smtp.behaviour.rcpt = None
+    assert cli("retry", key).code == 0
+    run_once(cli)
+    assert [r.rcpt_tos for r in smtp.received] == [[rows[0]["to"]]]
+    missing = cli("retry", "no-such-key")
+    assert missing.code == 2
+    assert "no-such-key: no such message" in missing.err
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+def tls_env(
+    monkeypatch: pytest.MonkeyPatch, tmp: Path, ca: trustme.CA, port: int, tls: str
+) -> None:
+    ca_file = tmp / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("REMINDER_SMTP__HOST", "127.0.0.1")
+    monkeypatch.setenv("REMINDER_SMTP__PORT", str(port))
+    monkeypatch.setenv("REMINDER_SMTP__TLS", tls)
+    monkeypatch.setenv("REMINDER_SMTP__CA_FILE", str(ca_file))
+    monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "0")
+    monkeypatch.setenv("REMINDER_DELIVERY__OUTBOX_DIR", str(tmp / "var" / "outbox"))
+
+
+def test_starttls_and_login_with_a_password_file(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, ca: trustme.CA
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    password_file = isolated_env / "smtp-password"
+    password_file.write_text("s3cret-密码\n", encoding="utf-8")
+    with smtp_server(tls_context=server_context(ca), auth=True) as (handler, port):
+        tls_env(monkeypatch, isolated_env, ca, port, "starttls")
+        monkeypatch.setenv("REMINDER_SMTP__USERNAME", "reminder")
+        monkeypatch.setenv("REMINDER_SMTP_PASSWORD_FILE", str(password_file))
+        result = cli("run", "--once", "--at", SMALL_TICK)
+    assert result.code == 0, result.err
+    assert "sent 3" in result.out
+    assert set(handler.logins) == {("reminder", "s3cret-密码")}  # each session logs in once
+    assert len(handler.received) == 3  # the server takes mail only after AUTH (auth_required)
+    assert "s3cret" not in result.out + result.err
+
+
+def test_wrong_password_is_retried_not_lost(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, ca: trustme.CA
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    with smtp_server(tls_context=server_context(ca), auth=True) as (handler, port):
+        tls_env(monkeypatch, isolated_env, ca, port, "starttls")
+        monkeypatch.setenv("REMINDER_SMTP__USERNAME", "reminder")
+        monkeypatch.setenv("REMINDER_SMTP_PASSWORD", "wrong-password")
+        result = cli("run", "--once", "--at", SMALL_TICK)
+    assert "retry 3" in result.out
+    assert not handler.received
+    rows = outbox(isolated_env / "ledger.db")
+    assert all(r["last_error"].startswith("connect: 535") for r in rows.values())
+    assert "wrong-password" not in result.out + result.err
+
+
+def test_implicit_tls(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, ca: trustme.CA
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    with smtp_server(tls_context=server_context(ca), implicit_tls=True) as (handler, port):
+        tls_env(monkeypatch, isolated_env, ca, port, "tls")
+        result = cli("run", "--once", "--at", SMALL_TICK)
+    assert "sent 3" in result.out, result.err
+    assert len(handler.received) == 3
+
+
+def test_no_silent_plaintext_when_starttls_is_missing(
+    cli: Cli, smtp: Handler, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    monkeypatch.setenv("REMINDER_SMTP__TLS", "starttls")
+    out = run_once(cli)
+    assert "retry 3" in out
+    assert not smtp.received
+    rows = outbox(isolated_env / "ledger.db")
+    assert all(
+        "STARTTLS" in r["last_error"] or "starttls" in r["last_error"].lower()
+        for r in rows.values()
+    )
+
+
+def test_an_untrusted_certificate_is_refused(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, ca: trustme.CA
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    with smtp_server(tls_context=server_context(ca)) as (handler, port):
+        tls_env(monkeypatch, isolated_env, ca, port, "starttls")
+        monkeypatch.delenv("REMINDER_SMTP__CA_FILE")
+        result = cli("run", "--once", "--at", SMALL_TICK)
+    assert "retry 3" in result.out
+    assert not handler.received
+
+
+def test_plaintext_to_a_remote_server_is_a_config_error(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REMINDER_SMTP__HOST", "smtp.example.org")
+    monkeypatch.setenv("REMINDER_SMTP__TLS", "none")
+    result = cli("run", "--once")
+    assert result.code == 78
+    assert "plaintext SMTP to smtp.example.org refused" in result.err
+
+
+def test_send_test(cli: Cli, smtp: Handler) -> None:
+    result = cli("send-test", "--to", "admin@example.org")
+    assert result.code == 0, result.err
+    assert "sent to admin@example.org: 250" in result.out
+    assert smtp.received[0].message["Subject"] == "督办提醒：测试邮件"
+    smtp.behaviour.rcpt = "550 5.1.1 no such user"
+    failed = cli("send-test", "--to", "nobody@example.org")
+    assert failed.code == 1
+    assert "test message to nobody@example.org: recipient refused: 550" in failed.err
+    bad = cli("send-test", "--to", "not an address")
+    assert bad.code == 1
+
+
+def test_file_channel_by_default(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    out = run_once(cli, "2018-01-31 09:00")
+    rows = outbox(isolated_env / "ledger.db").values()
+    sent = [r for r in rows if r["status"] == "sent"]
+    assert f"sent {len(sent)}" in out
+    folder = isolated_env / "var" / "outbox"
+    emails = sorted(folder.glob("*/*.eml"))
+    sms = sorted(folder.glob("*/*.txt"))
+    assert len(emails) == sum(r["channel"] == "email" for r in sent) > 500
+    assert len(sms) == sum(r["channel"] == "sms" for r in sent) == 3
+    message = email.message_from_bytes(emails[0].read_bytes(), policy=email.policy.default)
+    assert message["Subject"] and message.get_body(("plain",)) is not None
+    assert email.utils.parseaddr(message["To"])[1].endswith("@example.org")
+    text = sms[0].read_text(encoding="utf-8")
+    assert text.startswith("To: 1380000") and "【督办提醒】" in text
+    assert not list(folder.glob("*/.*.tmp"))  # written whole, renamed into place
+    # sent again (as after a crash), a message overwrites its own file
+    assert cli("retry", sent[0]["key"]).code == 2  # sent messages are not queued again
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        con.execute("UPDATE outbox SET status = 'pending' WHERE id = ?", (sent[0]["id"],))
+    run_once(cli, "2018-01-31 09:00")
+    assert len(list(folder.glob("*/*.eml"))) + len(list(folder.glob("*/*.txt"))) == len(sent)

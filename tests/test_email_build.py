@@ -1,0 +1,125 @@
+"""The fast MIME builder: what mail clients parse back, and no header injection."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.header
+import email.policy
+from email.message import EmailMessage
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reminder.channels.email import build_email, encode_words, is_wire_ready, message_id
+from reminder.errors import DeliveryError
+
+NOW = dt.datetime(2018, 10, 8, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
+def build(**overrides: str) -> tuple[bytes, str]:
+    values = {
+        "from_name": "济源市攻坚办",
+        "from_address": "duban@example.org",
+        "to_name": "环境保护局",
+        "to_address": "hbj@example.org",
+        "subject": "【逾期提醒】第8项任务已逾期3个工作日：煤电热电联产机组、燃煤燃气集中供热锅炉要满足国家和我省环保排放标准",
+        "text": "环境保护局：\n\n请立即办结。\n",
+        "html": "<p>环境保护局：</p><p>请立即办结。</p>",
+        "key": "overdue:8:环境保护局:email:hbj@example.org:2018-10-08",
+    } | overrides
+    return build_email(date=NOW, kind="overdue", **values)
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_chinese_headers_and_both_parts_decode() -> None:
+    data, msgid = build()
+    message = parse(data)
+    assert message["Subject"].startswith("【逾期提醒】第8项任务已逾期3个工作日")
+    assert message["From"].addresses[0].display_name == "济源市攻坚办"
+    assert message["From"].addresses[0].addr_spec == "duban@example.org"
+    assert message["To"].addresses[0].display_name == "环境保护局"
+    assert message["Message-ID"] == msgid
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message.get_content_type() == "multipart/alternative"
+    plain = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert plain is not None and html is not None
+    assert plain.get_content() == "环境保护局：\n\n请立即办结。\n"
+    assert "<p>请立即办结。</p>" in html.get_content()
+    assert plain["Content-Transfer-Encoding"] == "base64"
+    assert not message.defects
+
+
+def test_lines_are_folded_and_crlf() -> None:
+    data, _ = build()
+    lines = data.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 78
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    assert is_wire_ready(data)
+    subject_lines = [line for line in lines if line.startswith((b"Subject:", b" =?utf-8?b?"))]
+    assert len(subject_lines) > 1  # a long subject is folded over several lines
+
+
+def test_message_id_comes_from_the_key() -> None:
+    _, first = build()
+    _, again = build()
+    _, other = build(key="overdue:8:环境保护局:email:hbj@example.org:2018-10-11")
+    assert (
+        first
+        == again
+        == message_id("overdue:8:环境保护局:email:hbj@example.org:2018-10-08", "duban@example.org")
+    )
+    assert first != other
+    assert first.endswith("@example.org>")
+
+
+def test_task_text_cannot_inject_headers() -> None:
+    data, _ = build(subject="第8项\r\nBcc: evil@example.com\r\nX-Evil: 1")
+    message = parse(data)
+    assert message["Bcc"] is None
+    assert message["X-Evil"] is None
+    assert message["Subject"] == "第8项 Bcc: evil@example.com X-Evil: 1"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"to_address": "hbj@example.org\r\nBcc: evil@example.com"},
+        {"to_address": "hbj@example.org>, <evil@example.com"},
+        {"from_address": "a b@example.org"},
+        {"to_name": "环境保护局\r\nBcc: evil@example.com"},
+    ],
+)
+def test_unsafe_addresses_and_names_are_refused(field: dict[str, str]) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        build(**field)
+    assert caught.value.permanent
+
+
+@given(st.text(min_size=1, max_size=300).filter(lambda s: s.strip()))
+def test_any_subject_round_trips_on_one_line(subject: str) -> None:
+    data, _ = build(subject=subject)
+    message = parse(data)
+    assert message["Subject"] == " ".join(subject.split())
+    headers = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert all(line.startswith((b" ", b"\t")) or b":" in line for line in headers)
+    assert [h for h in headers if h.lower().startswith(b"subject:")] == [headers[2]]
+
+
+@given(st.text(max_size=60))
+def test_encoded_words_decode_to_the_text(text: str) -> None:
+    if "\r" in text or "\n" in text:
+        with pytest.raises(DeliveryError):
+            encode_words(text)
+        return
+    encoded = encode_words(text)
+    assert all(len(word) <= 75 for word in encoded.split("\r\n "))
+    decoded = str(email.header.make_header(email.header.decode_header(encoded)))
+    assert decoded == text or (text.isascii() and encoded == text)

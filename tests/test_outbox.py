@@ -1,0 +1,125 @@
+"""The outbox: claims with leases, backoff, and claims that never overlap on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from reminder.channels import Result
+from reminder.outbox import backoff_s, claim, mark
+from reminder.settings import DeliverySettings
+from reminder.store.db import Store, open_store
+from tests.conftest import SEED, Cli
+from tests.test_crash import fill_outbox
+
+
+def claimed_ids(
+    store: Store, *, now: dt.datetime | None = None, limit: int = 1000, lease_s: float = 60
+) -> list[int]:
+    now = now or dt.datetime.now(dt.UTC)
+    with store.write() as session:
+        rows = claim(
+            session, due_by=now, now=now, lease_s=lease_s, limit=limit, lock=not store.is_sqlite
+        )
+    return [row.id for row in rows]
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    settings = DeliverySettings(backoff_s=60, backoff_cap_s=600)
+    assert [backoff_s(n, settings) for n in range(1, 7)] == [60, 120, 240, 480, 600, 600]
+
+
+def test_a_claim_holds_until_its_lease_runs_out(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    fill_outbox(db, 10)
+    store = open_store(f"sqlite:///{db}")
+    first = claimed_ids(store, lease_s=60)
+    assert len(first) == 10
+    assert claimed_ids(store) == []  # taken, the lease holds
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61)
+    assert sorted(claimed_ids(store, now=later)) == sorted(first)  # a dead sender's lease ran out
+    with sqlite3.connect(db) as con:
+        assert {row[0] for row in con.execute("SELECT status FROM outbox")} == {"sending"}
+    store.dispose()
+
+
+def test_outcomes_recorded(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    fill_outbox(db, 4)
+    store = open_store(f"sqlite:///{db}")
+    now = dt.datetime.now(dt.UTC)
+    with store.write() as session:
+        rows = claim(session, due_by=now, now=now, lease_s=60, limit=10, lock=False)
+    a, b, c, d = (row.id for row in rows)
+    settings = DeliverySettings(max_attempts=2)
+    results = [
+        Result(a, "sent", 250, "250 Ok: queued as 1A2B"),
+        Result(b, "retry", 450, "450 busy", 300.0),
+        Result(c, "dead", 550, "550 no such user"),
+        Result(d, "deferred", None, "robot rate limit", 42.0),
+    ]
+    with store.write() as session:
+        mark(session, results, {row.id: row.attempts for row in rows}, now, settings)
+    with sqlite3.connect(db) as con:
+        state = {
+            row[0]: row[1:]
+            for row in con.execute(
+                "SELECT id, status, attempts, last_result, next_attempt_at, sent_at FROM outbox"
+            )
+        }
+        attempts = con.execute(
+            "SELECT outbox_id, outcome, code, detail FROM attempt ORDER BY outbox_id"
+        ).fetchall()
+    assert state[a][:3] == ("sent", 1, "250 Ok: queued as 1A2B")
+    assert state[a][4] is not None
+    assert state[b][:3] == ("retry", 1, "450 450 busy")
+    retry_at = dt.datetime.fromisoformat(state[b][3]).replace(tzinfo=dt.UTC)
+    assert retry_at == now + dt.timedelta(seconds=300)  # Retry-After beats the backoff
+    assert state[c][:2] == ("dead", 1)
+    assert state[d][:2] == ("retry", 0)  # a deferral is not an attempt
+    assert attempts == [
+        (b, "retry", 450, "450 busy"),
+        (c, "dead", 550, "550 no such user"),
+        (d, "deferred", None, "robot rate limit"),
+    ]
+    store.dispose()
+
+
+def test_claims_never_overlap_on_postgresql(
+    cli: Cli, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REMINDER_DB", pg_url)
+    assert cli("import", str(SEED)).code == 0
+    fill_outbox(pg_url, 300)
+    store = open_store(pg_url)
+    now = dt.datetime.now(dt.UTC)
+    # two senders claim at the same time, each in its own open transaction
+    with store.write() as first, store.write() as second:
+        one = claim(first, due_by=now, now=now, lease_s=60, limit=200, lock=True)
+        two = claim(second, due_by=now, now=now, lease_s=60, limit=200, lock=True)
+        assert len(one) == 200
+        assert len(two) == 100
+        assert not {r.id for r in one} & {r.id for r in two}
+    assert claimed_ids(store) == []
+    store.dispose()
+
+
+def test_the_render_pool_path(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big batch is rendered in a worker process; the result is the same as inline."""
+    monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "1")
+    monkeypatch.setenv("REMINDER_DELIVERY__OUTBOX_DIR", str(isolated_env / "pool"))
+    assert cli("import", str(SEED)).code == 0
+    result = cli("run", "--once", "--at", "2018-10-08 09:00")
+    assert result.code == 0, result.err
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+    files = list((isolated_env / "pool").glob("*/*"))
+    assert statuses == {"sent": len(files)}
+    assert len(files) > 1000
