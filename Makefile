@@ -12,16 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## run: the main job on the embedded defaults (./ledger.db from the bundled ledger)
+## run: the daemon on the embedded defaults (./ledger.db from the bundled ledger, the
+## file channel writing under var/outbox/); Ctrl-C stops it
 run: $(STAMP)
 	test -f ledger.db || $(BIN)/reminder import data/jiyuan-2018-ledger.txt
-	$(BIN)/reminder tasks --summary
+	$(BIN)/reminder run
 
-## test: everything CI checks (ruff lint + format check, mypy, pytest)
+## test: everything CI checks (ruff lint + format check, mypy, the systemd unit, pytest)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	systemd/verify $(BIN)/reminder
 	$(BIN)/pytest
 
 clean:

@@ -142,7 +142,6 @@ def reminder_run(port: int, n: int, folder: Path) -> float:
     async def deliver() -> int:
         senders = make_senders(settings, contacts)
         delivery = Delivery(store, settings, contacts, Renderer(), senders)
-        delivery.warm_up()  # as in the daemon: render workers start with it
         started = time.perf_counter()
         try:
             report = await delivery.run()

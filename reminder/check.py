@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from typing import Any
 
 from reminder.contacts import Contacts, Problem
+from reminder.digest import DigestInputs, build_agenda, build_digest
 from reminder.ledger.model import DeadlineKind, Role, Task, UnitKind
-from reminder.messages import TaskFacts, context
+from reminder.messages import TaskFacts, context, report_context
 from reminder.policy import Kind
 from reminder.render import PARTS, Renderer, TemplateProblem
 from reminder.settings import MessagesSettings
@@ -141,3 +143,34 @@ def template_problems(
         )
         for message, numbers in failures.items()
     ]
+
+
+def report_samples(
+    inputs: DigestInputs, contacts: Contacts, days: list[dt.date], zone: dt.tzinfo
+) -> list[tuple[str, dict[str, Any]]]:
+    """Digests for every supervisor (and the whole ledger) and a few agendas, on each day."""
+    samples: list[tuple[str, dict[str, Any]]] = []
+    units = sorted({u.ref.name for t in inputs.ledger.tasks for u in t.targets()})
+    for day in days:
+        since = dt.datetime.combine(day, dt.time(), tzinfo=zone) - dt.timedelta(days=1)
+        for supervisor in [None, *contacts.supervisors]:
+            payload = build_digest(inputs, supervisor, contacts, day, since, zone)
+            samples.append(("digest", payload))
+        agendas = (build_agenda(inputs, unit, day) for unit in units)
+        samples += [("agenda", agenda) for agenda in agendas if agenda is not None][:5]
+    return samples
+
+
+def report_problems(
+    renderer: Renderer, samples: list[tuple[str, dict[str, Any]]], settings: MessagesSettings
+) -> list[Problem]:
+    """Render every part of the digest and agenda templates against sample snapshots."""
+    problems: dict[str, str] = {}
+    for kind, payload in samples:
+        values = report_context(kind=kind, recipient="督查室", payload=payload, settings=settings)
+        for part in PARTS:
+            try:
+                renderer.part(kind, part, values)
+            except TemplateProblem as problem:
+                problems.setdefault(problem.message, kind)
+    return [Problem("error", "templates", message) for message in problems]

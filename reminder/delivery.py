@@ -10,8 +10,14 @@
    A template that cannot be rendered makes that message dead, with the reason.
 3. Hand each rendered chunk to its channel's sender; senders report each outcome as
    soon as they learn it.
-4. Record outcomes in small batches (``mark_every``) as they come in, so that a crash
-   can only repeat what was in flight: claimed and sent, but not yet recorded.
+4. Record outcomes in small batches (``mark_every``, and at least every 2 s) as they
+   come in, so that a crash can only repeat what was in flight: claimed and sent, but
+   not yet recorded.
+
+While it runs, the leases of what it holds (claimed, outcome not yet recorded) are
+renewed every third of ``lease_s``: a slow server delays messages, it never lets a
+lease run out under a live sender, so no message is taken and sent twice. Only a
+sender that died leaves leases to run out.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ from reminder.channels import Outgoing, Result, Sender
 from reminder.channels.email import SmtpSender, build_email, is_wire_ready
 from reminder.channels.files import FileSender
 from reminder.channels.robots import RobotSender
-from reminder.channels.sms import SmsSender, fit
+from reminder.channels.sms import SmsSender
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.logs import get_logger
-from reminder.messages import TaskFacts, context
-from reminder.outbox import Claimed, claim, mark
-from reminder.render import Renderer, TemplateProblem
+from reminder.messages import TaskFacts
+from reminder.outbox import Claimed, claim, mark, renew
+from reminder.prepare import REPORTS, Preparer, render_chunk, start_worker
+from reminder.render import Renderer
 from reminder.secrets import secret
 from reminder.settings import Settings
 from reminder.store.db import Store
@@ -45,6 +52,7 @@ from reminder.store.tasks import task_facts
 
 Clock = Callable[[], dt.datetime]
 CHUNK = 200  # messages rendered (and handed to a sender) together
+FLUSH_S = 2.0  # outcomes wait at most this long to be recorded
 
 
 def real_now() -> dt.datetime:
@@ -77,97 +85,6 @@ def make_senders(
     return {"email": email, "sms": sms, "wecom": robots, "dingtalk": robots}
 
 
-class Preparer:
-    """Step 2 for one message: pure (the clock's reading is passed in)."""
-
-    def __init__(self, settings: Settings, contacts: Contacts, renderer: Renderer) -> None:
-        self.settings = settings
-        self.contacts = contacts
-        self.renderer = renderer
-        self.zone = ZoneInfo(settings.timezone)
-
-    def prepare(self, row: Claimed, task: TaskFacts | None, now: dt.datetime) -> Outgoing:
-        """Raises ``DeliveryError`` or ``TemplateProblem`` if it cannot be built."""
-        if task is None:
-            raise DeliveryError(f"task {row.task_no} is no longer in the ledger", permanent=True)
-        values = context(
-            kind=row.kind,
-            unit=row.unit or "",
-            role=row.role or "",
-            recipient=row.recipient_name,
-            task=task,
-            payload=row.payload,
-            contacts=self.contacts,
-            settings=self.settings.messages,
-        )
-        base = Outgoing(
-            id=row.id,
-            key=row.key,
-            kind=row.kind,
-            channel=row.channel,
-            to=row.recipient,
-            recipient_name=row.recipient_name,
-            task_no=row.task_no,
-            scheduled_day=row.scheduled_for.astimezone(self.zone).date().isoformat(),
-        )
-        if row.channel == "email":
-            parts = self.renderer.render(row.kind, values, ("subject", "text", "html"))
-            smtp = self.settings.smtp
-            data, message_id = build_email(
-                from_name=smtp.from_name,
-                from_address=smtp.from_address,
-                to_name=row.recipient_name,
-                to_address=row.recipient,
-                subject=parts.subject,
-                text=parts.text,
-                html=parts.html,
-                key=row.key,
-                date=now.astimezone(self.zone),
-                reply_to=smtp.reply_to,
-                kind=row.kind,
-            )
-            return base._replace(
-                subject=parts.subject,
-                data=data,
-                message_id=message_id,
-                wire_ready=is_wire_ready(data),
-            )
-        if row.channel == "sms":
-            parts = self.renderer.render(row.kind, values, ("sms",))
-            sms = self.settings.sms
-            return base._replace(body=fit(sms.signature + parts.sms, sms.max_segments))
-        parts = self.renderer.render(row.kind, values, ("subject", "md"))
-        return base._replace(subject=parts.subject, body=parts.md)
-
-    def chunk(
-        self, rows: Sequence[Claimed], facts: dict[int, TaskFacts], now: dt.datetime
-    ) -> list[Outgoing | Result]:
-        out: list[Outgoing | Result] = []
-        for row in rows:
-            try:
-                out.append(self.prepare(row, facts.get(row.task_id or -1), now))
-            except (TemplateProblem, DeliveryError) as exc:
-                out.append(Result(row.id, "dead", None, str(exc)))
-        return out
-
-
-# --- the render pool (worker processes) -----------------------------------------------
-
-_WORKER: Preparer | None = None
-
-
-def _start_worker(settings: Settings, contacts: Contacts, templates: str | None) -> None:
-    global _WORKER  # noqa: PLW0603 - one Preparer per worker process, built once
-    _WORKER = Preparer(settings, contacts, Renderer(Path(templates) if templates else None))
-
-
-def _render_chunk(
-    rows: Sequence[Claimed], facts: dict[int, TaskFacts], now: dt.datetime
-) -> list[Outgoing | Result]:
-    assert _WORKER is not None, "the worker was not started"
-    return _WORKER.chunk(rows, facts, now)
-
-
 class _Recorder:
     """Step 4: outcomes buffered and committed every ``mark_every``."""
 
@@ -176,6 +93,7 @@ class _Recorder:
         self.settings = delivery.settings.delivery
         self.attempts: dict[int, int] = {}
         self.keys: dict[int, str] = {}
+        self.leases: dict[int, dt.datetime] = {}  # held: claimed, outcome not yet recorded
         self.pending: list[Result] = []
         self.counts: Counter[str] = Counter()
         self.unanswered = 0
@@ -183,10 +101,11 @@ class _Recorder:
         self.room.set()
         self.log = get_logger()
 
-    def track(self, rows: Sequence[Claimed]) -> None:
+    def track(self, rows: Sequence[Claimed], lease_until: dt.datetime) -> None:
         for row in rows:
             self.attempts[row.id] = row.attempts
             self.keys[row.id] = row.key
+            self.leases[row.id] = lease_until
         self.unanswered += len(rows)
         if self.unanswered > self.settings.batch:
             self.room.clear()
@@ -194,7 +113,7 @@ class _Recorder:
     def report(self, result: Result) -> None:
         self.pending.append(result)
         status = result.status
-        if status == "retry" and self.attempts[result.id] + 1 >= self.settings.max_attempts:
+        if status == "retry" and self.attempts.get(result.id, 0) + 1 >= self.settings.max_attempts:
             status = "dead"  # mark() gives up on it: count and log it as what it becomes
         self.counts[status] += 1
         self.unanswered -= 1
@@ -207,12 +126,19 @@ class _Recorder:
         if not self.pending:
             return
         results, self.pending = self.pending, []
-        attempts = {r.id: self.attempts.pop(r.id) for r in results}
+        attempts: dict[int, int] = {}
+        for result in results:
+            # a message taken twice (this process stopped longer than a lease) is
+            # reported twice: both outcomes are recorded, the attempts counted once
+            attempts.setdefault(result.id, self.attempts.pop(result.id, 0))
         self.delivery.record(results, attempts)
         for result in results:
+            self.leases.pop(result.id, None)
             key = self.keys.pop(result.id, "")
             if result.status == "sent":
-                self.log.info("reminder_sent", key=key)
+                kind = key.split(":", 1)[0]
+                event = f"{kind}_sent" if kind in REPORTS else "reminder_sent"
+                self.log.info(event, key=key)
             elif result.status == "dead" or attempts[result.id] + 1 >= self.settings.max_attempts:
                 self.log.warning("reminder_dead", key=key, error=result.detail)
             else:
@@ -247,26 +173,15 @@ class Delivery:
             # forkserver: workers start from a clean process, never from one holding
             # database connections or a running event loop
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["reminder.delivery"])
+            context.set_forkserver_preload(["reminder.prepare"])
             templates = self.settings.messages.templates or None
             self._pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=context,
-                initializer=_start_worker,
+                initializer=start_worker,
                 initargs=(self.settings, self.contacts, templates),
             )
         return self._pool
-
-    def warm_up(self) -> None:
-        """Start the render workers now (the daemon does, so the first tick is not slower)."""
-        pool = self._render_pool()
-        if pool is not None:
-            warm = [
-                pool.submit(_render_chunk, [], {}, self.clock())
-                for _ in range(self.settings.delivery.workers)
-            ]
-            for future in warm:
-                future.result()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -277,11 +192,12 @@ class Delivery:
         with self.store.write() as session:
             mark(session, results, attempts, self.clock(), self.settings.delivery)
 
-    def _claim(self, due_by: dt.datetime | None) -> list[Claimed]:
+    def _claim(self, due_by: dt.datetime | None) -> tuple[list[Claimed], dt.datetime]:
+        """A batch, and the lease it is held under."""
         now = self.clock()
         settings = self.settings.delivery
         with self.store.write() as session:
-            return claim(
+            rows = claim(
                 session,
                 due_by=max(due_by or now, now),
                 now=now,
@@ -289,6 +205,37 @@ class Delivery:
                 limit=settings.batch,
                 lock=not self.store.is_sqlite,
             )
+        return rows, now + dt.timedelta(seconds=settings.lease_s)
+
+    def renew(self, recorder: _Recorder) -> None:
+        """Extend the leases of everything the recorder holds."""
+        held: dict[dt.datetime, list[int]] = defaultdict(list)
+        for row_id, lease_until in recorder.leases.items():
+            held[lease_until].append(row_id)
+        if not held:
+            return
+        until = self.clock() + dt.timedelta(seconds=self.settings.delivery.lease_s)
+        with self.store.write() as session:
+            kept = sum(renew(session, ids, old, until) for old, ids in held.items())
+        total = sum(len(ids) for ids in held.values())
+        for ids in held.values():
+            for row_id in ids:
+                recorder.leases[row_id] = until
+        if kept < total:
+            # only if this process was stopped for longer than a lease (a suspended VM)
+            self.log.warning("lease_lost", messages=total - kept)
+
+    async def _keep(self, recorder: _Recorder) -> None:
+        """Record outcomes at least every FLUSH_S; renew leases every third of a lease."""
+        lease_s = self.settings.delivery.lease_s
+        interval = min(FLUSH_S, lease_s / 3)
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            recorder.flush()
+            if time.monotonic() - renewed >= lease_s / 3 - interval / 2:
+                self.renew(recorder)
+                renewed = time.monotonic()
 
     def _task_facts(self, rows: Sequence[Claimed]) -> dict[int, TaskFacts]:
         """The tasks of a batch, read once per run."""
@@ -306,7 +253,7 @@ class Delivery:
             return self.preparer.chunk(rows, facts, now)
         subset = {r.task_id: facts[r.task_id] for r in rows if r.task_id in facts}
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, _render_chunk, rows, subset, now)
+        return await loop.run_in_executor(pool, render_chunk, rows, subset, now)
 
     async def _chunk(
         self, rows: Sequence[Claimed], facts: dict[int, TaskFacts], recorder: _Recorder
@@ -336,14 +283,15 @@ class Delivery:
         recorder = _Recorder(self)
         self._facts = {}
         chunks: set[asyncio.Task[None]] = set()
+        keeper = asyncio.create_task(self._keep(recorder))
         try:
             while stop is None or not stop.is_set():
                 await recorder.room.wait()  # step 1 waits while a batch is unanswered
-                rows = self._claim(due_by)
+                rows, lease_until = self._claim(due_by)
                 if not rows:
                     break
                 report.claimed += len(rows)
-                recorder.track(rows)
+                recorder.track(rows, lease_until)
                 facts = self._task_facts(rows)
                 for start in range(0, len(rows), CHUNK):
                     chunk = rows[start : start + CHUNK]
@@ -352,6 +300,7 @@ class Delivery:
                     task.add_done_callback(chunks.discard)
             await asyncio.gather(*chunks)
         finally:
+            keeper.cancel()
             recorder.flush()  # what was learnt is kept, whatever happened after
         report.outcomes = recorder.counts
         report.seconds = time.perf_counter() - started

@@ -43,12 +43,27 @@ def configure(*, to_stdout: bool = False, level: str = "info", force: bool = Fal
         renderer = structlog.dev.ConsoleRenderer()
     else:
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    shared: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _mask_secrets,
+    ]
+    if to_stdout:
+        # The libraries' own warnings (APScheduler, SQLAlchemy) go the same way, same format.
+        handler = logging.StreamHandler(stream())
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            )
+        )
+        root = logging.getLogger()
+        root.handlers = [handler]
+        root.setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _mask_secrets,
+            *shared,
             structlog.processors.format_exc_info,
             renderer,
         ],

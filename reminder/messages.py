@@ -88,3 +88,17 @@ def context(
         "sender": settings.sender,
         "report_hint": settings.report_hint,
     }
+
+
+def report_context(
+    *, kind: str, recipient: str, payload: dict[str, Any], settings: MessagesSettings
+) -> dict[str, Any]:
+    """The context of a digest or an agenda: the snapshot taken when it was enqueued."""
+    return {
+        **payload,
+        "kind": kind,
+        "recipient": recipient,
+        "day": _date(payload.get("day")),
+        "sender": settings.sender,
+        "report_hint": settings.report_hint,
+    }

@@ -155,6 +155,29 @@ def claim(
     return sorted(claimed, key=lambda c: (c.scheduled_for, c.id))
 
 
+def renew(session: Session, ids: Sequence[int], held_until: dt.datetime, until: dt.datetime) -> int:
+    """Extend the lease on claimed rows still ours; how many were.
+
+    ``held_until`` is the lease the claimer set: a row whose lease ran out and was taken
+    by another sender carries that sender's lease, so it is left alone.
+    """
+    table = OutboxRow.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
+    renewed = 0
+    for start in range(0, len(ids), 500):
+        result = connection.execute(
+            update(table)
+            .where(
+                table.c.id.in_(ids[start : start + 500]),
+                table.c.status == "sending",
+                table.c.lease_until == held_until,
+            )
+            .values(lease_until=until, next_attempt_at=until)
+        )
+        renewed += result.rowcount
+    return renewed
+
+
 def backoff_s(attempts: int, settings: DeliverySettings) -> float:
     """Capped exponential backoff: base, 2 × base, 4 × base, … up to the cap."""
     return float(min(settings.backoff_cap_s, settings.backoff_s * 2 ** max(0, attempts - 1)))

@@ -69,14 +69,21 @@ class LimitedSandbox(SandboxedEnvironment):
         return super().call_binop(context, op, left, right)
 
 
-def cn_date(day: dt.date | None) -> str:
-    if day is None:
-        return ""
-    return f"{day.year}年{day.month}月{day.day}日"
+def _as_date(day: dt.date | str | None) -> dt.date | None:
+    if isinstance(day, str):
+        return dt.date.fromisoformat(day[:10]) if day else None
+    return day
 
 
-def weekday(day: dt.date | None) -> str:
-    return "" if day is None else f"星期{WEEKDAYS[day.weekday()]}"
+def cn_date(day: dt.date | str | None) -> str:
+    """2018年10月8日 (a date, or an ISO date in a digest snapshot)."""
+    found = _as_date(day)
+    return "" if found is None else f"{found.year}年{found.month}月{found.day}日"
+
+
+def weekday(day: dt.date | str | None) -> str:
+    found = _as_date(day)
+    return "" if found is None else f"星期{WEEKDAYS[found.weekday()]}"
 
 
 def shorten(text: str, width: int = 40) -> str:

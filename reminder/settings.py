@@ -160,6 +160,19 @@ class DeliverySettings(_Section):
         return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
+class DigestSettings(_Section):
+    """The supervisors' daily digest and the units' weekly agenda."""
+
+    at: dt.time = dt.time(8, 30)  # on working days, local time
+    agenda: bool = True
+    agenda_at: dt.time = dt.time(9, 0)  # on the first working day of each week
+
+
+class DaemonSettings(_Section):
+    tick_s: float = Field(default=60.0, gt=0)  # how often due reminders are planned and sent
+    stop_timeout_s: float = Field(default=10.0, gt=0)  # in-flight sends may finish this long
+
+
 class MessagesSettings(_Section):
     sender: str = "济源市环境污染防治攻坚战领导小组办公室"
     report_hint: str = "办结或进展情况请回复本邮件，或告知督办联系人。"
@@ -180,6 +193,8 @@ class Settings(BaseSettings):
     robots: RobotSettings = RobotSettings()
     delivery: DeliverySettings = DeliverySettings()
     messages: MessagesSettings = MessagesSettings()
+    digest: DigestSettings = DigestSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @field_validator("timezone")
     @classmethod

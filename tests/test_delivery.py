@@ -17,6 +17,7 @@ import trustme
 
 from tests.conftest import SEED, Cli
 from tests.smtp_server import Handler, smtp_server
+from tests.test_crash import fill_outbox
 
 SMALL_TICK = "2018-01-17 09:00"  # three upcoming reminders of task 1, by e-mail
 
@@ -338,3 +339,21 @@ def test_file_channel_by_default(cli: Cli, isolated_env: Path) -> None:
         con.execute("UPDATE outbox SET status = 'pending' WHERE id = ?", (sent[0]["id"],))
     run_once(cli, "2018-01-31 09:00")
     assert len(list(folder.glob("*/*.eml"))) + len(list(folder.glob("*/*.txt"))) == len(sent)
+
+
+def test_a_server_slower_than_the_lease_gets_each_message_once(
+    cli: Cli, smtp: Handler, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches wait longer than a lease behind a slow server: the leases are renewed."""
+    assert cli("import", str(SEED)).code == 0
+    keys = fill_outbox(isolated_env / "ledger.db", 30)
+    monkeypatch.setenv("REMINDER_SMTP__CONNECTIONS", "1")
+    monkeypatch.setenv("REMINDER_DELIVERY__BATCH", "5")
+    monkeypatch.setenv("REMINDER_DELIVERY__MARK_EVERY", "100")  # outcomes held a while too
+    monkeypatch.setenv("REMINDER_DELIVERY__LEASE_S", "0.6")
+    smtp.behaviour.delay_s = 0.1  # 30 messages take 3 s, five leases
+    result = cli("run", "--once")
+    assert result.code == 0, result.err
+    received = [r.message["Message-ID"] for r in smtp.received]
+    assert len(received) == len(set(received)) == len(keys)
+    assert {row["status"] for row in outbox(isolated_env / "ledger.db").values()} == {"sent"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reminder.channels import Result
-from reminder.outbox import backoff_s, claim, mark
+from reminder.outbox import backoff_s, claim, mark, renew
 from reminder.settings import DeliverySettings
 from reminder.store.db import Store, open_store
 from tests.conftest import SEED, Cli
@@ -44,6 +44,30 @@ def test_a_claim_holds_until_its_lease_runs_out(cli: Cli, isolated_env: Path) ->
     assert sorted(claimed_ids(store, now=later)) == sorted(first)  # a dead sender's lease ran out
     with sqlite3.connect(db) as con:
         assert {row[0] for row in con.execute("SELECT status FROM outbox")} == {"sending"}
+    store.dispose()
+
+
+def test_a_renewed_lease_holds_and_a_lost_one_is_left_alone(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    fill_outbox(db, 4)
+    store = open_store(f"sqlite:///{db}")
+    now = dt.datetime.now(dt.UTC)
+
+    def seconds(n: float) -> dt.datetime:
+        return now + dt.timedelta(seconds=n)
+
+    mine = claimed_ids(store, now=now, limit=2, lease_s=60)  # held until now + 60
+    with store.write() as session:
+        assert renew(session, mine, seconds(60), seconds(110)) == 2
+    # past the first lease, inside the renewed one: another sender gets only the rest
+    others = claimed_ids(store, now=seconds(90), limit=10, lease_s=60)  # until now + 150
+    assert len(others) == 2 and not set(others) & set(mine)
+    # those run out and another sender takes them: their old holder cannot renew them
+    taken = claimed_ids(store, now=seconds(151), limit=10, lease_s=60)
+    assert set(others) <= set(taken)
+    with store.write() as session:
+        assert renew(session, others, seconds(150), seconds(200)) == 0
     store.dispose()
 
 

@@ -26,6 +26,7 @@ class StoredUnit:
     ref: UnitRef
     done_at: dt.datetime | None
     done_note: str
+    via: str | None = None  # the group a member was expanded from
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,14 @@ class StoredTask:
     task: Task
     status: str  # open | done
     done_at: dt.datetime | None
-    units: tuple[StoredUnit, ...]
+    units: tuple[StoredUnit, ...]  # as the ledger lists them
+    members: tuple[StoredUnit, ...] = ()  # the members of listed groups (contacts.toml)
+
+    def targets(self) -> tuple[StoredUnit, ...]:
+        """Who is reminded: listed units that are no expanded group, and group members."""
+        expanded = {member.via for member in self.members}
+        listed = tuple(unit for unit in self.units if unit.ref.name not in expanded)
+        return listed + self.members
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +124,8 @@ def load_ledger(session: Session) -> StoredLedger | None:
     tasks = []
     for row in rows:
         assert row.id is not None
-        task_units = sorted(
-            (unit for unit in units[row.id] if unit.via is None), key=lambda u: u.position
-        )
+        ordered = sorted(units[row.id], key=lambda u: u.position)
+        task_units = [unit for unit in ordered if unit.via is None]
         tasks.append(
             StoredTask(
                 id=row.id,
@@ -128,6 +135,11 @@ def load_ledger(session: Session) -> StoredLedger | None:
                 units=tuple(
                     StoredUnit(unit_ref_of(unit), unit.done_at, unit.done_note)
                     for unit in task_units
+                ),
+                members=tuple(
+                    StoredUnit(unit_ref_of(unit), unit.done_at, unit.done_note, unit.via)
+                    for unit in ordered
+                    if unit.via is not None
                 ),
             )
         )

@@ -1,0 +1,98 @@
+"""What every command may need, loaded on first use and only once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cached_property
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from reminder import logs
+from reminder.contacts import Contacts, load_contacts
+from reminder.errors import InputError
+from reminder.planning import Planning
+from reminder.render import Renderer
+from reminder.settings import Config, load_config
+from reminder.store.db import Store, describe, open_store
+from reminder.store.tasks import StoredLedger, load_ledger
+
+
+class App:
+    """What a command may need, loaded on first use and only once."""
+
+    def __init__(self) -> None:
+        console = Console()
+        # piped output (less, files, CI logs) should not be cut to 80 columns
+        self.out = console if console.is_terminal else Console(width=160)
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config()
+
+    @cached_property
+    def contacts(self) -> Contacts:
+        return load_contacts(self.config.contacts_path)
+
+    @cached_property
+    def store(self) -> Store:
+        store = open_store(self.config.settings.db)
+        context = click.get_current_context(silent=True)
+        if context is not None:  # close pooled connections when the command ends
+            context.find_root().call_on_close(store.dispose)
+        return store
+
+    @cached_property
+    def planning(self) -> Planning:
+        settings = self.config.settings
+        log = logs.get_logger()
+        calendar = self.config.calendar(
+            on_uncovered=lambda year: log.warning(
+                "calendar_year_not_covered", year=year, fallback="Monday to Friday"
+            )
+        )
+        return Planning(settings.policy, calendar, settings.zone, self.contacts)
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        folder = self.config.settings.messages.templates
+        return Renderer(Path(folder) if folder else None)
+
+    def ledger(self) -> StoredLedger:
+        with self.store.read() as session:
+            ledger = load_ledger(session)
+        if ledger is None:
+            raise InputError(
+                f"{describe(self.config.settings.db)}: no ledger imported yet; "
+                "run `reminder import FILE` first"
+            )
+        return ledger
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+def now() -> dt.datetime:
+    """The clock, read here and in the daemon only; everything below takes it as an argument."""
+    return dt.datetime.now(dt.UTC)
+
+
+def parse_moment(app: App, text: str | None, option: str) -> dt.datetime:
+    """A local "YYYY-MM-DD HH:MM" in the configured zone (now if not given), as UTC."""
+    if text is None:
+        return now()
+    try:
+        local = dt.datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected YYYY-MM-DD HH:MM") from None
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=app.config.settings.zone)
+    return local.astimezone(dt.UTC)
+
+
+def parse_day(text: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected YYYY-MM-DD") from None

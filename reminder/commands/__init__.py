@@ -1,0 +1,1 @@
+"""The commands of `reminder`, one module per area; cli.py wires them."""

@@ -1,0 +1,138 @@
+"""Commands about the ledger: import, tasks, check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from reminder.app import App, now, pass_app
+from reminder.check import check as run_check
+from reminder.check import report_problems, report_samples, template_problems
+from reminder.errors import InputError
+from reminder.ledger import read_ledger
+from reminder.store.importer import import_ledger
+from reminder.store.reports import digest_inputs
+from reminder.store.targets import replan_all
+from reminder.store.tasks import StoredLedger, StoredTask, load_ledger, task_facts
+from reminder.views import (
+    import_lines,
+    ledger_json,
+    print_lines,
+    summarise,
+    summary_lines,
+    task_table,
+)
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--year", type=click.IntRange(1990, 2100), help="The ledger's year (default: from its title)."
+)
+@click.option("--dry-run", is_flag=True, help="Read and compare, change nothing.")
+@click.option("--by", "actor", default=None, help="Who imports (default: the login name).")
+@pass_app
+def import_command(
+    app: App, file: Path, year: int | None, dry_run: bool, actor: str | None
+) -> None:
+    """Read a ledger (.txt, .docx, .xlsx, .csv) into the store, in one transaction."""
+    started = time.perf_counter()
+    settings = app.config.settings
+    ledger = read_ledger(file, app.contacts.directory, settings.ledger.season, year)
+    sha = hashlib.sha256(file.read_bytes()).hexdigest()
+    with app.store.write() as session:
+        report = import_ledger(session, ledger, sha, now(), actor or getpass.getuser())
+        replan_all(session, app.planning)
+        if dry_run:
+            session.rollback()
+    seconds = time.perf_counter() - started
+    summary = summarise(ledger.tasks, len(ledger.sections), app.contacts)
+    print_lines(app.out, import_lines(report, summary, seconds))
+    if dry_run:
+        app.out.print("(dry run: nothing was written)", markup=False)
+
+
+def _select(
+    app: App, ledger: StoredLedger, unit: str | None, section: str | None, status: str | None
+) -> list[StoredTask]:
+    tasks = list(ledger.tasks)
+    if unit:
+        entry = app.contacts.directory.resolve(unit)
+        name = entry.name if entry else unit
+        groups = {g.name for g in app.contacts.groups if name in g.members}
+        tasks = [t for t in tasks if any(u.name == name or u.name in groups for u in t.task.units)]
+        if not tasks and entry is None:
+            raise InputError(f"--unit {unit}: no such unit in the ledger or contacts")
+    if section:
+        numbers = {
+            s.no for s in ledger.sections if section in (str(s.no), s.numeral) or section in s.title
+        }
+        if not numbers:
+            raise InputError(f"--section {section}: no such section")
+        tasks = [t for t in tasks if t.task.section_no in numbers]
+    if status:
+        tasks = [t for t in tasks if t.status == status]
+    return tasks
+
+
+@click.command("tasks")
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
+@click.option("--unit", help="Only tasks of this unit (or of a group it belongs to).")
+@click.option("--section", help="Only this section: number, numeral or part of its title.")
+@click.option("--status", type=click.Choice(["open", "done"]), help="Only tasks in this state.")
+@click.option("--summary", is_flag=True, help="Print the ledger's summary instead.")
+@pass_app
+def tasks_command(
+    app: App,
+    as_json: bool,
+    unit: str | None,
+    section: str | None,
+    status: str | None,
+    summary: bool,
+) -> None:
+    """List the ledger's tasks, with their units, deadlines and status."""
+    ledger = app.ledger()
+    selected = _select(app, ledger, unit, section, status)
+    if as_json:
+        click.echo(json.dumps(ledger_json(ledger, selected), ensure_ascii=False, indent=2))
+    elif summary:
+        app.out.print(f"{ledger.title} — year {ledger.year} ({ledger.source})", markup=False)
+        facts = summarise([t.task for t in selected], len(ledger.sections), app.contacts)
+        print_lines(app.out, summary_lines(facts))
+    else:
+        app.out.print(task_table(ledger, selected))
+
+
+@click.command("check")
+@pass_app
+def check_command(app: App) -> None:
+    """Report config and ledger problems; exit 1 if any is an error."""
+    settings = app.config.settings
+    with app.store.read() as session:
+        ledger = load_ledger(session)
+        facts = task_facts(session, [stored.id for stored in ledger.tasks]) if ledger else {}
+        inputs = digest_inputs(session)
+    templates = template_problems(app.renderer, facts, app.contacts, settings.messages)
+    if inputs is not None:
+        # today, and a day in the ledger's own year when most tasks are still open
+        days = [now().astimezone(settings.zone).date(), dt.date(inputs.ledger.year, 6, 25)]
+        samples = report_samples(inputs, app.contacts, days, settings.zone)
+        templates += report_problems(app.renderer, samples, settings.messages)
+    problems = run_check(app.contacts, ledger, templates)
+    for problem in problems:
+        click.echo(f"{problem.severity:<8}{problem}")
+    errors = sum(1 for p in problems if p.severity == "error")
+    warnings = len(problems) - errors
+    click.echo(f"{errors} errors, {warnings} warnings")
+    if errors:
+        sys.exit(1)
+
+
+COMMANDS = [import_command, tasks_command, check_command]

@@ -1,0 +1,157 @@
+"""Commands about the whole picture: status, digest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+from sqlmodel import col
+from sqlmodel import select as select_rows
+
+from reminder.app import App, now, parse_moment, pass_app
+from reminder.commands.sending import deliver_due
+from reminder.daemon import LAST_TICK
+from reminder.digest import build_digest, light
+from reminder.errors import InputError
+from reminder.loop import run_async
+from reminder.messages import report_context
+from reminder.reports import enqueue_agendas, enqueue_digests, local_moment, next_digest
+from reminder.store.models import AttemptRow, MetaRow, OutboxRow
+from reminder.store.reports import digest_inputs
+from reminder.views import print_lines
+
+STATES = ("pending", "sending", "retry", "sent", "dead", "superseded")
+
+
+def _counts(result: Any) -> dict[str, int]:
+    return {str(name): int(count) for name, count in result.all()}
+
+
+def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
+    settings = app.config.settings
+    zone = settings.zone
+    with app.store.read() as session:
+        meta = session.get(MetaRow, LAST_TICK)
+        queue = _counts(
+            session.execute(
+                select(OutboxRow.status, func.count()).group_by(OutboxRow.status)  # type: ignore[call-overload]
+            )
+        )
+        dead = session.exec(
+            select_rows(OutboxRow)
+            .where(col(OutboxRow.status) == "dead")
+            .order_by(col(OutboxRow.id).desc())
+            .limit(10)
+        ).all()
+        failures = _counts(
+            session.execute(
+                select(AttemptRow.outcome, func.count())  # type: ignore[call-overload]
+                .where(col(AttemptRow.at) > moment - dt.timedelta(hours=24))
+                .group_by(AttemptRow.outcome)
+            )
+        )
+        inputs = digest_inputs(session)
+    day = moment.astimezone(zone).date()
+    lights = Counter(light(t, day) for t in inputs.ledger.tasks) if inputs else Counter()
+    last_tick = json.loads(meta.value) if meta else None
+    # no tick for three intervals (and a minute): the daemon is down or stuck
+    stale = last_tick is not None and moment - dt.datetime.fromisoformat(
+        last_tick["at"]
+    ) > dt.timedelta(seconds=3 * settings.daemon.tick_s + 60)
+    return {
+        "now": moment.astimezone(zone).isoformat(),
+        "last_tick": last_tick,
+        "stale": stale,
+        "next_digest": next_digest(settings, app.planning, moment).astimezone(zone).isoformat(),
+        "queue": {state: queue.get(state, 0) for state in STATES},
+        "dead": [{"key": row.key, "error": row.last_error} for row in dead],
+        "failures_24h": failures,
+        "ledger": {
+            "title": inputs.ledger.title if inputs else None,
+            "tasks": len(inputs.ledger.tasks) if inputs else 0,
+            **{name: lights[name] for name in ("red", "yellow", "green", "done")},
+        },
+    }
+
+
+def status_lines(data: dict[str, Any]) -> list[str]:
+    tick = data["last_tick"]
+    ledger = data["ledger"]
+    zone = dt.datetime.fromisoformat(data["now"]).tzinfo
+    last = (
+        f"{dt.datetime.fromisoformat(tick['at']).astimezone(zone):%Y-%m-%d %H:%M:%S}"
+        if tick
+        else "never (is the daemon running?)"
+    )
+    if data["stale"]:
+        last += " — stale: is the daemon running?"
+    failures = ", ".join(f"{k} {n}" for k, n in data["failures_24h"].items()) or "none"
+    lines = [
+        f"last tick:     {last}",
+        f"next digest:   {data['next_digest'][:16].replace('T', ' ')}",
+        "queue:         " + ", ".join(f"{state} {n}" for state, n in data["queue"].items()),
+        f"failures, 24h: {failures}",
+        f"ledger:        {ledger['title'] or 'none imported'} — {ledger['tasks']} tasks: "
+        f"red {ledger['red']}, yellow {ledger['yellow']}, "
+        f"green {ledger['green']}, done {ledger['done']}",
+    ]
+    if data["dead"]:
+        lines.append(f"dead letters ({data['queue']['dead']}), newest first:")
+        lines += [f"  {item['key']}: {item['error']}" for item in data["dead"]]
+    return lines
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def status_command(app: App, as_json: bool) -> None:
+    """Last tick, next digest, the queue, dead letters, recent failures, the ledger's lights."""
+    data = status_data(app, now())
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    print_lines(app.out, status_lines(data))
+
+
+@click.command("digest")
+@click.option(
+    "--at", "at", metavar="'YYYY-MM-DD HH:MM'", help="The moment (local time); now if not given."
+)
+@click.option(
+    "--print", "show", is_flag=True, help="Print each supervisor's digest instead of sending it."
+)
+@pass_app
+def digest_command(app: App, at: str | None, show: bool) -> None:
+    """Send today's digests (and this week's agendas) now, if not sent yet; or print them."""
+    moment = parse_moment(app, at, "--at")
+    settings = app.config.settings
+    if show:
+        with app.store.read() as session:
+            inputs = digest_inputs(session)
+        if inputs is None:
+            raise InputError("no ledger imported yet; run `reminder import FILE` first")
+        day = moment.astimezone(settings.zone).date()
+        since = local_moment(settings, day, settings.digest.at) - dt.timedelta(days=1)
+        for supervisor in app.contacts.supervisors or [None]:
+            payload = build_digest(inputs, supervisor, app.contacts, day, since, settings.zone)
+            values = report_context(
+                kind="digest",
+                recipient=supervisor.name if supervisor else "督查",
+                payload=payload,
+                settings=settings.messages,
+            )
+            click.echo(app.renderer.part("digest", "text", values))
+            click.echo("")
+        return
+    digests = enqueue_digests(app.store, app.planning, settings, moment)
+    agendas = enqueue_agendas(app.store, app.planning, settings, moment)
+    app.out.print(f"{len(digests)} digest and {len(agendas)} agenda messages due", markup=False)
+    report = run_async(deliver_due(app, moment))
+    app.out.print(report.line(), markup=False)
+
+
+COMMANDS = [status_command, digest_command]

@@ -1,0 +1,123 @@
+"""Step 2 of delivery: a claimed message → what goes on the wire. Pure.
+
+The same code runs in the sending process, or in worker processes when a batch is big
+(``Delivery`` keeps a small pool): each worker builds its own ``Preparer`` once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from reminder.channels import Outgoing, Result
+from reminder.channels.email import build_email, is_wire_ready
+from reminder.channels.sms import fit
+from reminder.contacts import Contacts
+from reminder.errors import DeliveryError
+from reminder.messages import TaskFacts, context, report_context
+from reminder.outbox import Claimed
+from reminder.render import Renderer, TemplateProblem
+from reminder.settings import Settings
+
+REPORTS = ("digest", "agenda")  # kinds rendered from their snapshot, not from a task
+
+
+class Preparer:
+    """Step 2 for one message: pure (the clock's reading is passed in)."""
+
+    def __init__(self, settings: Settings, contacts: Contacts, renderer: Renderer) -> None:
+        self.settings = settings
+        self.contacts = contacts
+        self.renderer = renderer
+        self.zone = ZoneInfo(settings.timezone)
+
+    def prepare(self, row: Claimed, task: TaskFacts | None, now: dt.datetime) -> Outgoing:
+        """Raises ``DeliveryError`` or ``TemplateProblem`` if it cannot be built."""
+        if row.kind in REPORTS:
+            values = report_context(
+                kind=row.kind,
+                recipient=row.recipient_name,
+                payload=row.payload,
+                settings=self.settings.messages,
+            )
+        elif task is None:
+            raise DeliveryError(f"task {row.task_no} is no longer in the ledger", permanent=True)
+        else:
+            values = context(
+                kind=row.kind,
+                unit=row.unit or "",
+                role=row.role or "",
+                recipient=row.recipient_name,
+                task=task,
+                payload=row.payload,
+                contacts=self.contacts,
+                settings=self.settings.messages,
+            )
+        base = Outgoing(
+            id=row.id,
+            key=row.key,
+            kind=row.kind,
+            channel=row.channel,
+            to=row.recipient,
+            recipient_name=row.recipient_name,
+            task_no=row.task_no,
+            scheduled_day=row.scheduled_for.astimezone(self.zone).date().isoformat(),
+        )
+        if row.channel == "email":
+            parts = self.renderer.render(row.kind, values, ("subject", "text", "html"))
+            smtp = self.settings.smtp
+            data, message_id = build_email(
+                from_name=smtp.from_name,
+                from_address=smtp.from_address,
+                to_name=row.recipient_name,
+                to_address=row.recipient,
+                subject=parts.subject,
+                text=parts.text,
+                html=parts.html,
+                key=row.key,
+                date=now.astimezone(self.zone),
+                reply_to=smtp.reply_to,
+                kind=row.kind,
+            )
+            return base._replace(
+                subject=parts.subject,
+                data=data,
+                message_id=message_id,
+                wire_ready=is_wire_ready(data),
+            )
+        if row.channel == "sms":
+            parts = self.renderer.render(row.kind, values, ("sms",))
+            sms = self.settings.sms
+            return base._replace(body=fit(sms.signature + parts.sms, sms.max_segments))
+        parts = self.renderer.render(row.kind, values, ("subject", "md"))
+        return base._replace(subject=parts.subject, body=parts.md)
+
+    def chunk(
+        self, rows: Sequence[Claimed], facts: dict[int, TaskFacts], now: dt.datetime
+    ) -> list[Outgoing | Result]:
+        out: list[Outgoing | Result] = []
+        for row in rows:
+            try:
+                out.append(self.prepare(row, facts.get(row.task_id or -1), now))
+            except (TemplateProblem, DeliveryError) as exc:
+                out.append(Result(row.id, "dead", None, str(exc)))
+        return out
+
+
+_WORKER: Preparer | None = None
+
+
+def start_worker(settings: Settings, contacts: Contacts, templates: str | None) -> None:
+    """A worker process's initializer."""
+    global _WORKER  # noqa: PLW0603 - one Preparer per worker process, built once
+    _WORKER = Preparer(settings, contacts, Renderer(Path(templates) if templates else None))
+
+
+def render_chunk(
+    rows: Sequence[Claimed], facts: dict[int, TaskFacts], now: dt.datetime
+) -> list[Outgoing | Result]:
+    """What a worker process runs for one chunk."""
+    assert _WORKER is not None, "the worker was not started"
+    return _WORKER.chunk(rows, facts, now)

@@ -1,0 +1,68 @@
+"""What the digest and the status need from the store, read in one short transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+from sqlmodel import select as select_rows
+
+from reminder.digest import DigestInputs, Progress, Undelivered
+from reminder.store.models import EventRow, OutboxRow
+from reminder.store.tasks import load_ledger
+
+UNDELIVERED_SHOWN = 200
+
+
+def digest_inputs(session: Session) -> DigestInputs | None:
+    ledger = load_ledger(session)
+    if ledger is None:
+        return None
+    # a Result has .keys(): dict() would take it for a mapping, so unpack the rows here
+    last_sent: dict[int, dt.datetime] = {
+        task_id: _aware(sent_at)
+        for task_id, sent_at in session.execute(
+            select(OutboxRow.task_id, func.max(OutboxRow.sent_at))  # type: ignore[call-overload]
+            .where(col(OutboxRow.status) == "sent", col(OutboxRow.task_id).is_not(None))
+            .group_by(OutboxRow.task_id)
+        ).all()
+        if sent_at is not None
+    }
+    progress: dict[int, Progress] = {}
+    for event in session.exec(
+        select_rows(EventRow).where(col(EventRow.kind) == "progress").order_by(col(EventRow.at))
+    ):
+        if event.task_id is not None:
+            progress[event.task_id] = Progress(event.unit or "", event.note, event.at)
+    undelivered = tuple(
+        Undelivered(
+            row.status, row.kind, row.task_no, row.recipient_name, row.channel, row.last_error
+        )
+        for row in session.exec(
+            select_rows(OutboxRow)
+            .where(col(OutboxRow.status).in_(("dead", "retry")))
+            .order_by(col(OutboxRow.id).desc())
+            .limit(UNDELIVERED_SHOWN)
+        )
+    )
+    return DigestInputs(ledger, last_sent, progress, undelivered)
+
+
+def last_sent_to(
+    session: Session, kind: str, recipient: str, before: dt.datetime
+) -> dt.datetime | None:
+    """When the last message of a kind (a digest) before ``before`` was meant for someone."""
+    value = session.execute(
+        select(func.max(OutboxRow.scheduled_for)).where(
+            col(OutboxRow.kind) == kind,
+            col(OutboxRow.recipient_name) == recipient,
+            col(OutboxRow.scheduled_for) < before,
+        )
+    ).scalar()
+    return _aware(value) if isinstance(value, dt.datetime) else None
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -1,0 +1,129 @@
+"""The real daemon as a subprocess, with a fake systemd notify socket to talk to."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SCRIPT = Path(sys.executable).with_name("reminder")
+
+
+class NotifySocket:
+    """What systemd listens on: an AF_UNIX datagram socket; collects what the daemon says."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, line: str, timeout: float = 30.0) -> bool:
+        """Wait until a datagram has a line that starts with ``line``."""
+        deadline = time.monotonic() + timeout
+        while not self.seen(line):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.sock.settimeout(left)
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                return False
+        return True
+
+    def drain(self) -> None:
+        """Read what has arrived without waiting."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+
+    def seen(self, line: str) -> bool:
+        self.drain()
+        return any(x.startswith(line) for m in self.messages for x in m.splitlines())
+
+    def lines(self, prefix: str) -> list[str]:
+        self.drain()
+        return [x for m in self.messages for x in m.splitlines() if x.startswith(prefix)]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Daemon:
+    """`reminder run` in ``cwd`` with ``env``; its stdout (JSON logs) goes to a file."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], name: str = "daemon") -> None:
+        self.cwd = cwd
+        self.env = env
+        self.log_path = cwd / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(SCRIPT), "run"], cwd=self.cwd, env=self.env, stdout=log, stderr=log
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then wait; the exit code."""
+        assert self.process is not None
+        self.signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("{"):
+                found.append(json.loads(line))
+        return found
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(1 for e in self.events() if e["event"] == name) >= count:
+                return True
+            if not self.running():
+                return False
+            time.sleep(0.05)
+        return False
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.running():
+            self.kill()
+
+
+def daemon_env(**extra: str) -> dict[str, str]:
+    """The test's environment (REMINDER_* from the fixtures) plus ``extra``."""
+    return dict(os.environ) | extra
