@@ -29,6 +29,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -162,12 +163,13 @@ class Delivery:
         self.clock = clock
         self.preparer = Preparer(settings, contacts, renderer)
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_failed = False  # for the rest of a run, work in this process
         self._facts: dict[int, TaskFacts] = {}
         self.log = get_logger()
 
     def _render_pool(self) -> ProcessPoolExecutor | None:
         workers = self.settings.delivery.workers
-        if workers == 0:
+        if workers == 0 or self._pool_failed:
             return None
         if self._pool is None:
             # forkserver: workers start from a clean process, never from one holding
@@ -253,26 +255,54 @@ class Delivery:
             return self.preparer.chunk(rows, facts, now)
         subset = {r.task_id: facts[r.task_id] for r in rows if r.task_id in facts}
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, render_chunk, rows, subset, now)
+        try:
+            return await loop.run_in_executor(pool, render_chunk, rows, subset, now)
+        except BrokenProcessPool as exc:
+            # a worker died (killed, out of memory); nothing of this chunk was sent yet,
+            # so it is rendered here, and so is the rest of this run
+            self.log.error("render_workers_failed", error=str(exc))
+            if self._pool is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            self._pool_failed = True
+            return self.preparer.chunk(rows, facts, now)
 
     async def _chunk(
         self, rows: Sequence[Claimed], facts: dict[int, TaskFacts], recorder: _Recorder
     ) -> None:
-        """Steps 2 and 3 for one chunk."""
-        by_channel: dict[str, list[Outgoing]] = defaultdict(list)
-        for item in await self._prepare(rows, facts, self.clock()):
-            if isinstance(item, Result):
-                recorder.report(item)
-            elif item.channel not in self.senders:
-                recorder.report(Result(item.id, "dead", None, f"no sender for {item.channel}"))
-            else:
-                by_channel[item.channel].append(item)
-        await asyncio.gather(
-            *(
-                self.senders[channel].send(items, recorder.report)
-                for channel, items in by_channel.items()
+        """Steps 2 and 3 for one chunk. Whatever goes wrong, every row gets an outcome:
+        a row left without one would be held (its lease renewed) until the run ends."""
+        reported: set[int] = set()
+
+        def report(result: Result) -> None:
+            reported.add(result.id)
+            recorder.report(result)
+
+        try:
+            by_channel: dict[str, list[Outgoing]] = defaultdict(list)
+            for item in await self._prepare(rows, facts, self.clock()):
+                if isinstance(item, Result):
+                    report(item)
+                elif item.channel not in self.senders:
+                    report(Result(item.id, "dead", None, f"no sender for {item.channel}"))
+                else:
+                    by_channel[item.channel].append(item)
+            outcomes = await asyncio.gather(
+                *(
+                    self.senders[channel].send(items, report)
+                    for channel, items in by_channel.items()
+                ),
+                return_exceptions=True,  # the other channels finish what they hold
             )
-        )
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    raise outcome
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}".strip().removesuffix(":")
+            left = [row for row in rows if row.id not in reported]
+            self.log.error("delivery_error", error=error, messages=len(left))
+            for row in left:
+                recorder.report(Result(row.id, "retry", None, f"delivery failed: {error}"))
 
     async def run(
         self, due_by: dt.datetime | None = None, stop: asyncio.Event | None = None
@@ -282,6 +312,7 @@ class Delivery:
         started = time.perf_counter()
         recorder = _Recorder(self)
         self._facts = {}
+        self._pool_failed = False
         chunks: set[asyncio.Task[None]] = set()
         keeper = asyncio.create_task(self._keep(recorder))
         try:

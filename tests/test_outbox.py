@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from reminder.channels import Result
+from reminder.channels import Outgoing, Report, Result
+from reminder.contacts import load_contacts
+from reminder.delivery import Delivery
 from reminder.outbox import backoff_s, claim, mark, renew
-from reminder.settings import DeliverySettings
+from reminder.render import Renderer
+from reminder.settings import DeliverySettings, Settings
 from reminder.store.db import Store, open_store
-from tests.conftest import SEED, Cli
+from tests.conftest import CONFIG, SEED, Cli
 from tests.test_crash import fill_outbox
 
 
@@ -147,3 +153,67 @@ def test_the_render_pool_path(
     files = list((isolated_env / "pool").glob("*/*"))
     assert statuses == {"sent": len(files)}
     assert len(files) > 1000
+
+
+def die_in_worker(*_args: object) -> None:
+    """Stands in for ``render_chunk``: the worker process dies, as when OOM-killed."""
+    os._exit(3)
+
+
+def test_a_render_worker_that_dies_costs_no_message(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk the dead worker held is rendered in the main process, and so is the
+    rest of the run: everything is sent, once, and the failure is logged."""
+    monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "1")
+    monkeypatch.setenv("REMINDER_DELIVERY__OUTBOX_DIR", str(isolated_env / "pool"))
+    monkeypatch.setattr("reminder.delivery.render_chunk", die_in_worker)
+    assert cli("import", str(SEED)).code == 0
+    result = cli("run", "--once", "--at", "2018-10-08 09:00")
+    assert result.code == 0, result.err
+    assert "render_workers_failed" in result.err
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+    files = list((isolated_env / "pool").glob("*/*"))
+    assert statuses == {"sent": len(files)}
+    assert len(files) > 1000
+
+
+class BrokenSender:
+    """A sender with a bug: it reports the first message of each call, then raises."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, items: Sequence[Outgoing], report: Report) -> None:
+        self.calls += 1
+        report(Result.sent(items[0], 250, "ok"))
+        raise RuntimeError("a bug in a sender")
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_sender_that_raises_leaves_nothing_held(cli: Cli, isolated_env: Path) -> None:
+    """Every message of the failed call gets an outcome (retry), none is held until the
+    run ends, and what was reported before the failure stays sent."""
+    assert cli("import", str(SEED)).code == 0
+    keys = fill_outbox(isolated_env / "ledger.db", 450)
+    store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
+    settings = Settings(delivery={"render_workers": 0, "batch": 200})
+    sender = BrokenSender()
+    delivery = Delivery(
+        store, settings, load_contacts(CONFIG / "contacts.toml"), Renderer(), {"email": sender}
+    )
+    report = asyncio.run(asyncio.wait_for(delivery.run(), timeout=30))
+    store.dispose()
+    chunks = sender.calls
+    assert chunks == 3  # 450 messages in chunks of 200
+    assert report.outcomes == {"sent": chunks, "retry": len(keys) - chunks}
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+        errors = {
+            row[0] for row in con.execute("SELECT last_error FROM outbox WHERE status = 'retry'")
+        }
+    assert statuses == {"sent": chunks, "retry": len(keys) - chunks}
+    assert errors == {"delivery failed: RuntimeError: a bug in a sender"}
