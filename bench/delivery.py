@@ -205,9 +205,13 @@ def main() -> None:
         f"median: reminder {a:.0f}/s, smtplib one connection per message {b:.0f}/s,"
         f" ratio {a / b:.1f}×"
     )
+    # BENCH.md's figures come from a reference machine where the same script did ~370/s;
+    # this machine's speed is read off the script, so the ratios carry over
+    alertmanager = 1900 / 370 * b
     print(
-        f"        vs Alertmanager ~1,900/s: {a / 1900:.1f}×;"
-        f" target 3,800/s: {'met' if a >= 3800 else 'NOT met'}"
+        f"        vs Alertmanager (~1,900/s where the script did ~370/s, so ~{alertmanager:.0f}/s"
+        f" here): {a / alertmanager:.1f}×; target 2× Alertmanager and 10× the script:"
+        f" {'met' if a >= 2 * alertmanager and a >= 10 * b else 'NOT met'}"
     )
 
 
