@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from reminder.channels import Outgoing, Result, Sender
+from reminder.channels import Claimed, Outgoing, Result, Sender
 from reminder.channels.email import SmtpSender, build_email, is_wire_ready
 from reminder.channels.files import FileSender
 from reminder.channels.robots import RobotSender
@@ -43,7 +43,7 @@ from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.logs import get_logger
 from reminder.messages import TaskFacts
-from reminder.outbox import Claimed, claim, mark, renew
+from reminder.outbox import claim, mark, renew
 from reminder.prepare import REPORTS, Preparer, render_chunk, start_worker
 from reminder.render import Renderer
 from reminder.secrets import secret

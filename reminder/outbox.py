@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 from sqlmodel import select as sqlmodel_select
 
-from reminder.channels import Result
+from reminder.channels import Claimed, Result
 from reminder.recipients import Message
 from reminder.settings import DeliverySettings
 from reminder.store.models import AttemptRow, OutboxRow
@@ -68,24 +68,6 @@ def enqueue(session: Session, messages: Sequence[Message], now: dt.datetime) -> 
 # --- claiming and recording outcomes ----------------------------------------------------
 
 CLAIMABLE = ("pending", "retry")
-
-
-class Claimed(NamedTuple):
-    """An outbox row taken for sending, with a lease (a tuple: cheap to pickle)."""
-
-    id: int
-    key: str
-    kind: str
-    task_id: int | None
-    task_no: int | None
-    unit: str | None
-    role: str | None
-    channel: str
-    recipient: str
-    recipient_name: str
-    scheduled_for: dt.datetime
-    payload: dict[str, Any]
-    attempts: int
 
 
 def _placeholder(connection: Connection) -> str:

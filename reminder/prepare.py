@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from reminder.channels import Outgoing, Result
+from reminder.channels import Claimed, Outgoing, Result
 from reminder.channels.email import build_email, is_wire_ready
 from reminder.channels.sms import fit
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.messages import TaskFacts, context, report_context
-from reminder.outbox import Claimed
 from reminder.render import Renderer, TemplateProblem
 from reminder.settings import Settings
 

@@ -8,12 +8,34 @@ result (sent, retry, dead, deferred) with the server's code and text.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from reminder.errors import DeliveryError
 
 Status = Literal["sent", "retry", "dead", "deferred"]
+
+
+class Claimed(NamedTuple):
+    """An outbox row taken for sending, with a lease (a tuple: cheap to pickle).
+
+    Defined here, not in ``reminder.outbox``, so that render workers need no database
+    library."""
+
+    id: int
+    key: str
+    kind: str
+    task_id: int | None
+    task_no: int | None
+    unit: str | None
+    role: str | None
+    channel: str
+    recipient: str
+    recipient_name: str
+    scheduled_for: dt.datetime
+    payload: dict[str, Any]
+    attempts: int
 
 
 class Outgoing(NamedTuple):
