@@ -21,7 +21,6 @@ import gc
 import json
 import os
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
 from reminder.app import App
-from reminder.delivery import Delivery, DeliveryReport, close_all, make_senders
+from reminder.delivery import (
+    Clock,
+    Delivery,
+    DeliveryReport,
+    close_all,
+    make_senders,
+    real_now,
+)
 from reminder.errors import ReminderError
 from reminder.logs import get_logger
 from reminder.planning import Planning
@@ -46,11 +52,6 @@ from reminder.tick import run_tick
 
 LAST_TICK = "last_tick"
 RELEASE_AFTER = 500  # messages: after a run this big, give its memory back
-Clock = Callable[[], dt.datetime]
-
-
-def real_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(slots=True)

@@ -32,18 +32,18 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from reminder.channels import Claimed, Outgoing, Result, Sender
-from reminder.channels.email import SmtpSender, build_email, is_wire_ready
+from reminder.channels.email import SmtpSender
 from reminder.channels.files import FileSender
+from reminder.channels.mime import build_email, is_wire_ready
 from reminder.channels.robots import RobotSender
 from reminder.channels.sms import SmsSender
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.logs import get_logger
 from reminder.messages import TaskFacts
-from reminder.outbox import claim, mark, renew
+from reminder.outbox import claim, gives_up, mark, renew
 from reminder.prepare import REPORTS, Preparer, render_chunk, start_worker
 from reminder.render import Renderer
 from reminder.secrets import secret
@@ -71,18 +71,16 @@ class DeliveryReport:
         return f"delivered {self.claimed} messages in {self.seconds:.1f} s ({parts or 'none'})"
 
 
-def make_senders(
-    settings: Settings, contacts: Contacts, *, durable: bool = True, folder: Path | None = None
-) -> dict[str, Sender]:
+def make_senders(settings: Settings, contacts: Contacts) -> dict[str, Sender]:
     """The sender of each channel: SMTP and the SMS gateway if configured, else files."""
-    files = FileSender(folder or Path(settings.delivery.outbox_dir), durable=durable)
+    files = FileSender(Path(settings.delivery.outbox_dir))
     email: Sender = files
-    if settings.smtp.host and folder is None:
+    if settings.smtp.host:
         email = SmtpSender(settings.smtp, secret("SMTP_PASSWORD", "smtp_password"))
     sms: Sender = files
-    if settings.sms.url and folder is None:
+    if settings.sms.url:
         sms = SmsSender(settings.sms, secret("SMS_TOKEN", "sms_token"))
-    robots: Sender = files if folder is not None else RobotSender(settings.robots, contacts)
+    robots: Sender = RobotSender(settings.robots, contacts)
     return {"email": email, "sms": sms, "wecom": robots, "dingtalk": robots}
 
 
@@ -114,7 +112,7 @@ class _Recorder:
     def report(self, result: Result) -> None:
         self.pending.append(result)
         status = result.status
-        if status == "retry" and self.attempts.get(result.id, 0) + 1 >= self.settings.max_attempts:
+        if gives_up(result, self.attempts.get(result.id, 0), self.settings):
             status = "dead"  # mark() gives up on it: count and log it as what it becomes
         self.counts[status] += 1
         self.unanswered -= 1
@@ -140,7 +138,7 @@ class _Recorder:
                 kind = key.split(":", 1)[0]
                 event = f"{kind}_sent" if kind in REPORTS else "reminder_sent"
                 self.log.info(event, key=key)
-            elif result.status == "dead" or attempts[result.id] + 1 >= self.settings.max_attempts:
+            elif result.status == "dead" or gives_up(result, attempts[result.id], self.settings):
                 self.log.warning("reminder_dead", key=key, error=result.detail)
             else:
                 self.log.info("reminder_retry", key=key, error=result.detail)
@@ -347,11 +345,11 @@ async def send_test(
     settings: Settings, contacts: Contacts, address: str, now: dt.datetime
 ) -> Result:
     """One test e-mail, straight through the e-mail channel (not the outbox)."""
-    zone = ZoneInfo(settings.timezone)
+    zone = settings.zone
     key = f"test:{address}:{now.isoformat()}"
     text = f"这是督办提醒系统的测试邮件，发送时间：{now.astimezone(zone):%Y-%m-%d %H:%M:%S}。"
     try:
-        data, message_id = build_email(
+        data, _ = build_email(
             from_name=settings.smtp.from_name,
             from_address=settings.smtp.from_address,
             to_name="",
@@ -375,7 +373,6 @@ async def send_test(
         recipient_name=address,
         subject="督办提醒：测试邮件",
         data=data,
-        message_id=message_id,
         wire_ready=is_wire_ready(data),
         scheduled_day=now.astimezone(zone).date().isoformat(),
     )

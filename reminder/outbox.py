@@ -165,6 +165,14 @@ def backoff_s(attempts: int, settings: DeliverySettings) -> float:
     return float(min(settings.backoff_cap_s, settings.backoff_s * 2 ** max(0, attempts - 1)))
 
 
+def gives_up(result: Result, attempts: int, settings: DeliverySettings) -> bool:
+    """A temporary failure on the last allowed attempt: the message becomes dead.
+
+    ``attempts``: the row's attempts before this one. A deferral is not an attempt.
+    """
+    return result.status == "retry" and attempts + 1 >= settings.max_attempts
+
+
 def mark(
     session: Session,
     results: Sequence[Result],
@@ -214,7 +222,7 @@ def mark(
                 wait = max(wait, backoff_s(tried, settings))
             values["status"] = "retry"
             values["next_attempt_at"] = now + dt.timedelta(seconds=wait)
-            if result.status == "retry" and tried >= settings.max_attempts:
+            if gives_up(result, attempts[result.id], settings):
                 values["status"] = "dead"
                 values["last_error"] = f"gave up after {tried} attempts: {result.detail}"[:500]
         updates.append(values)

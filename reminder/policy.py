@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from reminder.ledger.model import DeadlineKind
 
@@ -48,37 +56,33 @@ DEFAULT_CHANNELS: dict[Kind, list[Channel]] = {
 }
 
 
+def _days_before(value: list[int]) -> list[int]:
+    if any(day < 1 for day in value):
+        raise ValueError("days before must be 1 or more")
+    return sorted(set(value), reverse=True)
+
+
+# days before a milestone, each 1 or more; kept distinct, furthest first
+DaysBefore = Annotated[list[int], AfterValidator(_days_before)]
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class UpcomingPolicy(_Part):
     enabled: bool = True
-    days_before: list[int] = Field(default=[14, 7, 3, 1])
+    days_before: DaysBefore = Field(default=[14, 7, 3, 1])
     due_today: bool = True
-
-    @field_validator("days_before")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(day < 1 for day in value):
-            raise ValueError("days before must be 1 or more")
-        return sorted(set(value), reverse=True)
 
 
 class WindowStartPolicy(_Part):
     enabled: bool = True
-    days_before: list[int] = Field(default=[3])
+    days_before: DaysBefore = Field(default=[3])
     on_start: bool = True
     kinds: list[DeadlineKind] = Field(
         default=[DeadlineKind.WINDOW, DeadlineKind.SEASON, DeadlineKind.FROM]
     )
-
-    @field_validator("days_before")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(day < 1 for day in value):
-            raise ValueError("days before must be 1 or more")
-        return sorted(set(value), reverse=True)
 
 
 class OverduePolicy(_Part):

@@ -9,16 +9,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from reminder.channels import Claimed, Outgoing, Result
-from reminder.channels.email import build_email, is_wire_ready
-from reminder.channels.sms import fit
+from reminder.channels.mime import build_email, is_wire_ready
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.messages import TaskFacts, context, report_context
 from reminder.render import Renderer, TemplateProblem
 from reminder.settings import Settings
+from reminder.text import fit
 
 REPORTS = ("digest", "agenda")  # kinds rendered from their snapshot, not from a task
 
@@ -30,7 +29,7 @@ class Preparer:
         self.settings = settings
         self.contacts = contacts
         self.renderer = renderer
-        self.zone = ZoneInfo(settings.timezone)
+        self.zone = settings.zone
 
     def prepare(self, row: Claimed, task: TaskFacts | None, now: dt.datetime) -> Outgoing:
         """Raises ``DeliveryError`` or ``TemplateProblem`` if it cannot be built."""
@@ -67,7 +66,7 @@ class Preparer:
         if row.channel == "email":
             parts = self.renderer.render(row.kind, values, ("subject", "text", "html"))
             smtp = self.settings.smtp
-            data, message_id = build_email(
+            data, _ = build_email(
                 from_name=smtp.from_name,
                 from_address=smtp.from_address,
                 to_name=row.recipient_name,
@@ -83,7 +82,6 @@ class Preparer:
             return base._replace(
                 subject=parts.subject,
                 data=data,
-                message_id=message_id,
                 wire_ready=is_wire_ready(data),
             )
         if row.channel == "sms":

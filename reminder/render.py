@@ -36,6 +36,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from reminder.errors import ConfigError
+from reminder.text import shorten
 
 BUNDLED = Path(__file__).resolve().parent / "templates"
 PARTS = ("subject", "text", "html", "sms", "md")
@@ -84,11 +85,6 @@ def cn_date(day: dt.date | str | None) -> str:
 def weekday(day: dt.date | str | None) -> str:
     found = _as_date(day)
     return "" if found is None else f"星期{WEEKDAYS[found.weekday()]}"
-
-
-def shorten(text: str, width: int = 40) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)

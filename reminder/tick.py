@@ -39,14 +39,12 @@ class TickResult:
     messages: list[Message] = field(default_factory=list)  # to send, or undeliverable
     superseded: int = 0
     enqueued: int = 0
-    replanned: bool = False
 
     def add(self, other: TickResult) -> None:
         self.targets += other.targets
         self.messages += other.messages
         self.superseded += other.superseded
         self.enqueued += other.enqueued
-        self.replanned = self.replanned or other.replanned
 
 
 def plan_batch(
@@ -120,7 +118,7 @@ def run_tick(store: Store, planning: Planning, now: dt.datetime) -> TickResult:
     """Plan and enqueue everything due at ``now``, in short transactions."""
     total = TickResult()
     with store.write() as session:
-        total.replanned = ensure_planned(session, planning)
+        ensure_planned(session, planning)
     for _ in range(1_000_000):  # bounded: every batch moves its targets' next_at past now
         with store.write() as session:
             batch = plan_batch(session, planning, now, BATCH, lock=not store.is_sqlite)

@@ -18,6 +18,7 @@ from reminder.recipients import Message
 from reminder.store.importer import ImportReport
 from reminder.store.models import OutboxRow
 from reminder.store.tasks import StoredLedger, StoredTask
+from reminder.text import shorten
 
 KIND_ORDER = [kind.value for kind in DeadlineKind]
 
@@ -88,11 +89,6 @@ def import_lines(report: ImportReport, summary: LedgerSummary, seconds: float) -
     lines += [f"    ~ {change.no}: {'; '.join(change.what)}" for change in report.changed]
     lines += [f"  warning: {warning}" for warning in ledger.warnings]
     return lines
-
-
-def shorten(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _iso(day: dt.date | None) -> str | None:

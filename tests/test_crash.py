@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from reminder.channels.email import message_id
+from reminder.channels.mime import message_id
 from reminder.store.db import open_store
 from reminder.store.models import OutboxRow
 from tests.conftest import SEED, Cli

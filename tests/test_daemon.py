@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reminder.channels.email import message_id
+from reminder.channels.mime import message_id
 from tests.conftest import SEED, Cli
 from tests.daemon_process import SCRIPT, Daemon, NotifySocket, daemon_env
 from tests.known_ledger import MIDNIGHT, OVERDUE_DAYS, UNREACHABLE, import_known, known_config

@@ -79,7 +79,7 @@ def test_messages_arrive_as_sent(cli: Cli, smtp: Handler, isolated_env: Path) ->
     assert cooperating is not None and "配合单位" in cooperating.get_content()
     # the Message-ID comes from the outbox key: a repeat after a crash would carry the same
     key = next(k for k, r in rows.items() if r["recipient"] == "zjj@example.org")
-    from reminder.channels.email import message_id
+    from reminder.channels.mime import message_id
 
     assert message["Message-ID"] == message_id(key, "duban@example.org")
     # nothing is sent twice

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reminder.channels.email import build_email, encode_words, is_wire_ready, message_id
+from reminder.channels.mime import build_email, encode_words, is_wire_ready, message_id
 from reminder.errors import DeliveryError
 
 NOW = dt.datetime(2018, 10, 8, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))

@@ -14,9 +14,10 @@ import pytest
 
 from reminder.channels import Outgoing, Result
 from reminder.channels.robots import RobotSender
-from reminder.channels.sms import SmsSender, fit, segments
+from reminder.channels.sms import SmsSender
 from reminder.contacts import parse_contacts
 from reminder.settings import RobotSettings, SmsSettings
+from reminder.text import fit, segments
 from tests.conftest import SEED, Cli
 from tests.http_server import Answer, Gateway, http_gateway
 from tests.test_bad_input import config_copy

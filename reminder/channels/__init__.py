@@ -51,7 +51,6 @@ class Outgoing(NamedTuple):
     body: str = ""  # SMS text, or robot markdown
     data: bytes = b""  # the e-mail as it goes on the wire
     wire_ready: bool = False  # data needs no line-end or dot-stuffing fix (checked when built)
-    message_id: str = ""
     task_no: int | None = None
     scheduled_day: str = ""
 

@@ -1,31 +1,17 @@
-"""E-mail: a fast, header-safe MIME builder and an aiosmtplib sender with a pool.
+"""E-mail: an aiosmtplib sender with a pool of reused connections.
 
-Building a message with ``EmailMessage`` costs about 1 ms, which alone caps a sender
-near 500 messages a second. ``build_email`` writes the bytes directly: RFC 2047
-base64 encoded-words for non-ASCII headers (folded, each word ≤ 75 characters), a
-multipart/alternative body with base64 text and HTML parts (76-character lines), CRLF
-line ends. It keeps ``EmailMessage``'s guarantee against header injection: every
-header value is checked for CR and LF, addresses must be plain ``local@domain``, and
-the subject is one line before it is encoded. The Message-ID is derived from the
-outbox key, so a message sent again after a crash carries the same one.
-
-``SmtpSender`` keeps up to ``connections`` SMTP sessions busy, each reused for many
-messages. For an ASCII envelope (checked) it sends ``MAIL``/``RCPT`` with aiosmtplib's
-public ``execute_command`` instead of ``sendmail``, which re-parses both addresses
-with ``email.utils`` on every message (a third of its time).
+The messages come built (``reminder.channels.mime``). ``SmtpSender`` keeps up to
+``connections`` SMTP sessions busy, each reused for many messages. For an ASCII
+envelope (checked) it sends ``MAIL``/``RCPT`` with aiosmtplib's public
+``execute_command`` instead of ``sendmail``, which re-parses both addresses with
+``email.utils`` on every message (a third of its time).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime as dt
-import functools
-import hashlib
-import re
 import ssl
 from collections.abc import Sequence
-from email.utils import format_datetime
 
 import aiosmtplib
 
@@ -33,122 +19,6 @@ from reminder.channels import Outgoing, Report, Result
 from reminder.errors import DeliveryError
 from reminder.logs import get_logger
 from reminder.settings import SmtpSettings
-
-_WORD_BYTES = 42  # 42 bytes of UTF-8 → 56 base64 characters: "Subject: " + a word ≤ 78
-_SAFE_ADDRESS = re.compile(r"^[^\s<>@\"(),;:\\\[\]]+@[^\s<>@\"(),;:\\\[\]]+$")
-
-
-def _check_header(value: str, what: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise DeliveryError(
-            f"{what} contains a line break (header injection refused)", permanent=True
-        )
-    return value
-
-
-def _check_address(address: str, what: str) -> str:
-    _check_header(address, what)
-    if not _SAFE_ADDRESS.match(address):
-        raise DeliveryError(f"{what} {address!r} is not a plain e-mail address", permanent=True)
-    return address
-
-
-@functools.lru_cache(maxsize=2048)  # names and subjects repeat across a batch
-def encode_words(text: str) -> str:
-    """A header value: ASCII as is, anything else as folded base64 encoded-words.
-
-    Words are cut between characters, never inside one, at most ``_WORD_BYTES`` bytes.
-    """
-    _check_header(text, "header")
-    if text.isascii() and len(text) < 70 and "=?" not in text:
-        return text
-    data = text.encode()
-    words: list[str] = []
-    start = 0
-    while start < len(data):
-        end = min(start + _WORD_BYTES, len(data))
-        while end < len(data) and (data[end] & 0xC0) == 0x80:  # a UTF-8 continuation byte
-            end -= 1
-        words.append(base64.b64encode(data[start:end]).decode())
-        start = end
-    return "\r\n ".join(f"=?utf-8?b?{word}?=" for word in words)
-
-
-def _mailbox(name: str, address: str, what: str) -> str:
-    _check_address(address, what)
-    return f"{encode_words(name)} <{address}>" if name else f"<{address}>"
-
-
-def message_id(key: str, from_address: str) -> str:
-    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return f"<{digest}@{from_address.rsplit('@', 1)[1]}>"
-
-
-def _base64_body(text: str) -> bytes:
-    """Base64 in 76-character CRLF lines (one C call, then slicing)."""
-    encoded = base64.b64encode(text.encode())
-    lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
-    return b"\r\n".join(lines) + b"\r\n"
-
-
-def build_email(
-    *,
-    from_name: str,
-    from_address: str,
-    to_name: str,
-    to_address: str,
-    subject: str,
-    text: str,
-    html: str,
-    key: str,
-    date: dt.datetime,
-    reply_to: str = "",
-    kind: str = "",
-) -> tuple[bytes, str]:
-    """The message's bytes and its Message-ID; see the module docstring."""
-    msgid = message_id(key, from_address)
-    boundary = "=_reminder_" + hashlib.sha256(key.encode()).hexdigest()[:24]
-    subject = " ".join(subject.split())
-    headers = [
-        f"From: {_mailbox(from_name, from_address, 'From')}",
-        f"To: {_mailbox(to_name, to_address, 'To')}",
-        f"Subject: {encode_words(subject)}",
-        f"Date: {format_datetime(date)}",
-        f"Message-ID: {msgid}",
-        "MIME-Version: 1.0",
-        "Auto-Submitted: auto-generated",
-        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
-    ]
-    if reply_to:
-        headers.insert(2, f"Reply-To: <{_check_address(reply_to, 'Reply-To')}>")
-    if kind:
-        headers.append(f"X-Reminder-Kind: {_check_header(kind, 'kind')}")
-    head = "\r\n".join(headers).encode()
-    part = b"Content-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    marker = f"--{boundary}\r\n".encode()
-    data = b"".join(
-        [
-            head,
-            b"\r\n\r\n",
-            marker,
-            part % b"plain",
-            _base64_body(text),
-            marker,
-            part % b"html",
-            _base64_body(html),
-            f"--{boundary}--\r\n".encode(),
-        ]
-    )
-    return data, msgid
-
-
-def is_wire_ready(data: bytes) -> bool:
-    """No line may start with a dot (it would need dot-stuffing).
-
-    ``build_email`` writes only CRLF line ends (base64 lines, folded headers), so this
-    is the one thing left to check before the bytes go out as they are.
-    """
-    return data.endswith(b"\r\n") and not data.startswith(b".") and b"\n." not in data
 
 
 def classify(exc: BaseException) -> DeliveryError:

@@ -35,11 +35,10 @@ def content(item: Outgoing) -> bytes:
 
 
 class FileSender:
-    """``durable``: fsync each file before it counts as sent (off for simulations)."""
+    """Each file is fsynced before its message counts as sent."""
 
-    def __init__(self, folder: Path, *, durable: bool = True) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.durable = durable
 
     def write(self, item: Outgoing) -> Path:
         folder = self.folder / (item.scheduled_day or "undated")
@@ -48,9 +47,8 @@ class FileSender:
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with temporary.open("wb") as handle:
             handle.write(content(item))
-            if self.durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
         return path
 

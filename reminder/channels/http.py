@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -44,3 +45,13 @@ def check_status(response: httpx.Response, now: dt.datetime) -> None:
 def transport_error(exc: httpx.HTTPError) -> DeliveryError:
     """Timeouts, refused and dropped connections: try again later."""
     return DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
+
+
+async def post(client: httpx.AsyncClient, url: str, **request: Any) -> httpx.Response:
+    """POST; an answer that is not a success, or no answer, raises ``DeliveryError``."""
+    try:
+        response = await client.post(url, **request)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc) from None
+    check_status(response, dt.datetime.now(dt.UTC))
+    return response

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import datetime as dt
 import hashlib
 import hmac
 import os
@@ -25,7 +24,7 @@ from typing import Any
 import httpx
 
 from reminder.channels import Outgoing, Report, Result
-from reminder.channels.http import check_status, transport_error
+from reminder.channels.http import post
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.settings import RobotSettings
@@ -103,12 +102,8 @@ class RobotSender:
                     url = dingtalk_signed(url, secret, int(time.time() * 1000))
             else:
                 payload = wecom_payload(item)
-            response = await self._client.post(url, json=payload)
-            check_status(response, dt.datetime.now(dt.UTC))
+            response = await post(self._client, url, json=payload)
             answer = response.json()
-        except httpx.HTTPError as exc:
-            report(Result.failed(item, transport_error(exc)))
-            return
         except DeliveryError as error:
             report(Result.failed(item, error))
             return

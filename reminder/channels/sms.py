@@ -11,9 +11,7 @@ file, or the systemd credential ``sms_token``) in ``[sms] auth_header``. The tex
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,23 +20,10 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from reminder.channels import Outgoing, Report, Result
-from reminder.channels.http import check_status, transport_error
+from reminder.channels.http import post
 from reminder.errors import ConfigError, DeliveryError
 from reminder.settings import SmsSettings
-
-SINGLE = 70
-PART = 67
-
-
-def segments(text: str) -> int:
-    return 1 if len(text) <= SINGLE else math.ceil(len(text) / PART)
-
-
-def fit(text: str, max_segments: int) -> str:
-    """The text cut to at most ``max_segments`` segments, with an ellipsis if cut."""
-    text = " ".join(text.split())
-    limit = SINGLE if max_segments == 1 else PART * max_segments
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+from reminder.text import segments
 
 
 class SmsSender:
@@ -93,14 +78,13 @@ class SmsSender:
 
     async def _send_one(self, item: Outgoing, report: Report) -> None:
         try:
-            response = await self._client.post(
-                self.settings.url, content=self.request_body(item), headers=self._headers()
+            response = await post(
+                self._client,
+                self.settings.url,
+                content=self.request_body(item),
+                headers=self._headers(),
             )
-            check_status(response, dt.datetime.now(dt.UTC))
             self._check_answer(response)
-        except httpx.HTTPError as exc:
-            report(Result.failed(item, transport_error(exc)))
-            return
         except DeliveryError as error:
             report(Result.failed(item, error))
             return

@@ -20,7 +20,7 @@ from reminder.ledger import read_ledger
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import replan_all
-from reminder.store.tasks import StoredLedger, StoredTask, load_ledger, task_facts
+from reminder.store.tasks import StoredLedger, StoredTask, task_facts
 from reminder.views import (
     import_lines,
     ledger_json,
@@ -116,9 +116,9 @@ def check_command(app: App) -> None:
     """Report config and ledger problems; exit 1 if any is an error."""
     settings = app.config.settings
     with app.store.read() as session:
-        ledger = load_ledger(session)
-        facts = task_facts(session, [stored.id for stored in ledger.tasks]) if ledger else {}
         inputs = digest_inputs(session)
+        ledger = inputs.ledger if inputs else None
+        facts = task_facts(session, [stored.id for stored in ledger.tasks]) if ledger else {}
     templates = template_problems(app.renderer, facts, app.contacts, settings.messages)
     if inputs is not None:
         # today, and a day in the ledger's own year when most tasks are still open

@@ -22,6 +22,7 @@ from reminder.messages import report_context
 from reminder.reports import enqueue_agendas, enqueue_digests, local_moment, next_digest
 from reminder.store.models import AttemptRow, MetaRow, OutboxRow
 from reminder.store.reports import digest_inputs
+from reminder.store.tasks import load_ledger
 from reminder.views import print_lines
 
 STATES = ("pending", "sending", "retry", "sent", "dead", "superseded")
@@ -54,9 +55,9 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
                 .group_by(AttemptRow.outcome)
             )
         )
-        inputs = digest_inputs(session)
+        ledger = load_ledger(session)
     day = moment.astimezone(zone).date()
-    lights = Counter(light(t, day) for t in inputs.ledger.tasks) if inputs else Counter()
+    lights = Counter(light(t, day) for t in ledger.tasks) if ledger else Counter()
     last_tick = json.loads(meta.value) if meta else None
     # no tick for three intervals (and a minute): the daemon is down or stuck
     stale = last_tick is not None and moment - dt.datetime.fromisoformat(
@@ -71,8 +72,8 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
         "dead": [{"key": row.key, "error": row.last_error} for row in dead],
         "failures_24h": failures,
         "ledger": {
-            "title": inputs.ledger.title if inputs else None,
-            "tasks": len(inputs.ledger.tasks) if inputs else 0,
+            "title": ledger.title if ledger else None,
+            "tasks": len(ledger.tasks) if ledger else 0,
             **{name: lights[name] for name in ("red", "yellow", "green", "done")},
         },
     }

@@ -1,0 +1,24 @@
+"""Plain-text helpers with no dependencies: shortening for templates, tables and SMS."""
+
+from __future__ import annotations
+
+import math
+
+SMS_SINGLE = 70  # characters of a one-part SMS
+SMS_PART = 67  # characters of each part of a longer one
+
+
+def shorten(text: object, width: int = 40) -> str:
+    """Whitespace collapsed, then cut to ``width`` characters with an ellipsis if cut."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def segments(text: str) -> int:
+    """How many SMS parts ``text`` takes."""
+    return 1 if len(text) <= SMS_SINGLE else math.ceil(len(text) / SMS_PART)
+
+
+def fit(text: str, max_segments: int) -> str:
+    """The text cut to at most ``max_segments`` SMS parts, with an ellipsis if cut."""
+    return shorten(text, SMS_SINGLE if max_segments == 1 else SMS_PART * max_segments)
