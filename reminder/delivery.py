@@ -36,7 +36,7 @@ from pathlib import Path
 from reminder.channels import Claimed, Outgoing, Result, Sender
 from reminder.channels.email import SmtpSender
 from reminder.channels.files import FileSender
-from reminder.channels.mime import build_email, is_wire_ready
+from reminder.channels.mime import build_email
 from reminder.channels.robots import RobotSender
 from reminder.channels.sms import SmsSender
 from reminder.contacts import Contacts
@@ -98,7 +98,7 @@ class _Recorder:
         self.unanswered = 0
         self.room = asyncio.Event()
         self.room.set()
-        self.log = get_logger()
+        self.log = get_logger().bind()  # made once: a lazy logger is rebuilt on every call
 
     def track(self, rows: Sequence[Claimed], lease_until: dt.datetime) -> None:
         for row in rows:
@@ -373,7 +373,6 @@ async def send_test(
         recipient_name=address,
         subject="督办提醒：测试邮件",
         data=data,
-        wire_ready=is_wire_ready(data),
         scheduled_day=now.astimezone(zone).date().isoformat(),
     )
     sender = make_senders(settings, contacts)["email"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reminder.channels import Claimed, Outgoing, Result
-from reminder.channels.mime import build_email, is_wire_ready
+from reminder.channels.mime import build_email
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.messages import TaskFacts, context, report_context
@@ -79,11 +79,7 @@ class Preparer:
                 reply_to=smtp.reply_to,
                 kind=row.kind,
             )
-            return base._replace(
-                subject=parts.subject,
-                data=data,
-                wire_ready=is_wire_ready(data),
-            )
+            return base._replace(subject=parts.subject, data=data)
         if row.channel == "sms":
             parts = self.renderer.render(row.kind, values, ("sms",))
             sms = self.settings.sms

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reminder.channels.mime import build_email, encode_words, is_wire_ready, message_id
+from reminder.channels.mime import build_email, encode_words, message_id
 from reminder.errors import DeliveryError
 
 NOW = dt.datetime(2018, 10, 8, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
@@ -30,6 +30,17 @@ def build(**overrides: str) -> tuple[bytes, str]:
         "key": "overdue:8:环境保护局:email:hbj@example.org:2018-10-08",
     } | overrides
     return build_email(date=NOW, kind="overdue", **values)
+
+
+def is_wire_ready(data: bytes) -> bool:
+    """What the SMTP sender relies on: CRLF line ends, and no line starting with a dot
+    (DATA would need it stuffed), so the bytes go out as they are."""
+    lines = data.split(b"\r\n")
+    return (
+        data.endswith(b"\r\n")
+        and not any(b"\n" in line or b"\r" in line for line in lines)
+        and not any(line.startswith(b".") for line in lines)
+    )
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -101,6 +112,28 @@ def test_unsafe_addresses_and_names_are_refused(field: dict[str, str]) -> None:
     with pytest.raises(DeliveryError) as caught:
         build(**field)
     assert caught.value.permanent
+
+
+one_line = st.text(max_size=120).filter(lambda s: "\r" not in s and "\n" not in s)
+
+
+@given(
+    subject=st.text(min_size=1, max_size=200).filter(lambda s: s.strip()),
+    name=one_line,
+    text=st.text(max_size=500),
+    html=st.text(max_size=500),
+)
+def test_any_message_goes_on_the_wire_as_built(
+    subject: str, name: str, text: str, html: str
+) -> None:
+    # the sender writes the bytes after DATA unchanged: lines starting with "." (a
+    # lone "." ends the message) or bare CR/LF in the task text must never reach them
+    data, _ = build(subject=subject, to_name=name, from_name=name, text=text, html=html)
+    assert is_wire_ready(data)
+    message = parse(data)
+    plain = message.get_body(("plain",))
+    assert plain is not None
+    assert plain.get_payload(decode=True) == text.encode()  # the task text, byte for byte
 
 
 @given(st.text(min_size=1, max_size=300).filter(lambda s: s.strip()))

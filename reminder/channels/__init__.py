@@ -49,8 +49,7 @@ class Outgoing(NamedTuple):
     recipient_name: str
     subject: str = ""
     body: str = ""  # SMS text, or robot markdown
-    data: bytes = b""  # the e-mail as it goes on the wire
-    wire_ready: bool = False  # data needs no line-end or dot-stuffing fix (checked when built)
+    data: bytes = b""  # the e-mail as it goes on the wire (from build_email: no fix needed)
     task_no: int | None = None
     scheduled_day: str = ""
 

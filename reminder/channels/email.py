@@ -118,7 +118,7 @@ class SmtpSender:
                 raise aiosmtplib.SMTPRecipientsRefused(
                     [aiosmtplib.SMTPRecipientRefused(response.code, response.message, item.to)]
                 )
-            return await self._data(client, item.data, item.wire_ready)
+            return await self._data(client, item.data)
         refused, message = await client.sendmail(sender, [item.to], item.data)
         if refused:
             address, response = next(iter(refused.items()))
@@ -127,7 +127,7 @@ class SmtpSender:
             )
         return message
 
-    async def _data(self, client: aiosmtplib.SMTP, data: bytes, wire_ready: bool) -> str:
+    async def _data(self, client: aiosmtplib.SMTP, data: bytes) -> str:
         """DATA with a message already in wire form.
 
         ``SMTP.data`` normalises line ends and dot-stuffs the whole message with two
@@ -138,7 +138,7 @@ class SmtpSender:
         session task, so no other command can come between.
         """
         protocol = client.protocol
-        if protocol is None or not wire_ready:
+        if protocol is None:
             response = await client.data(data)
             return f"{response.code} {response.message}"
         response = await client.execute_command(b"DATA", timeout=None)

@@ -64,14 +64,23 @@ def encode_words(text: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{word}?=" for word in words)
 
 
+@functools.lru_cache(maxsize=2048)  # the sender and the units' addresses repeat
 def _mailbox(name: str, address: str, what: str) -> str:
     _check_address(address, what)
     return f"{encode_words(name)} <{address}>" if name else f"<{address}>"
 
 
-def message_id(key: str, from_address: str) -> str:
-    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return f"<{digest}@{from_address.rsplit('@', 1)[1]}>"
+@functools.lru_cache(maxsize=64)  # the messages of a batch share their date
+def _date(date: dt.datetime) -> str:
+    return format_datetime(date)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def message_id(key: str, from_address: str, digest: str | None = None) -> str:
+    return f"<{(digest or _digest(key))[:32]}@{from_address.rsplit('@', 1)[1]}>"
 
 
 def _base64_body(text: str) -> bytes:
@@ -95,22 +104,27 @@ def build_email(
     reply_to: str = "",
     kind: str = "",
 ) -> tuple[bytes, str]:
-    """The message's bytes and its Message-ID; see the module docstring."""
-    msgid = message_id(key, from_address)
-    boundary = "=_reminder_" + hashlib.sha256(key.encode()).hexdigest()[:24]
-    subject = " ".join(subject.split())
+    """The message's bytes and its Message-ID; see the module docstring.
+
+    The bytes are ready for DATA as they are: CRLF line ends, and no
+    line can start with a dot, since every line is a header (a fixed name, or a folded
+    value's leading space: values hold no CR or LF), a boundary, or base64.
+    """
+    digest = _digest(key)
+    msgid = message_id(key, from_address, digest)
+    boundary = "=_reminder_" + digest[:24]
     headers = [
         f"From: {_mailbox(from_name, from_address, 'From')}",
         f"To: {_mailbox(to_name, to_address, 'To')}",
-        f"Subject: {encode_words(subject)}",
-        f"Date: {format_datetime(date)}",
+        f"Subject: {encode_words(' '.join(subject.split()))}",
+        f"Date: {_date(date)}",
         f"Message-ID: {msgid}",
         "MIME-Version: 1.0",
         "Auto-Submitted: auto-generated",
         f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
     ]
     if reply_to:
-        headers.insert(2, f"Reply-To: <{_check_address(reply_to, 'Reply-To')}>")
+        headers.insert(2, f"Reply-To: {_mailbox('', reply_to, 'Reply-To')}")
     if kind:
         headers.append(f"X-Reminder-Kind: {_check_header(kind, 'kind')}")
     head = "\r\n".join(headers).encode()
@@ -130,12 +144,3 @@ def build_email(
         ]
     )
     return data, msgid
-
-
-def is_wire_ready(data: bytes) -> bool:
-    """No line may start with a dot (it would need dot-stuffing).
-
-    ``build_email`` writes only CRLF line ends (base64 lines, folded headers), so this
-    is the one thing left to check before the bytes go out as they are.
-    """
-    return data.endswith(b"\r\n") and not data.startswith(b".") and b"\n." not in data
