@@ -90,6 +90,7 @@ class SmtpSettings(_Section):
     from_name: str = "督办提醒"
     reply_to: str = ""
     connections: int = Field(default=16, ge=1, le=64)
+    pipelining: bool = True  # RFC 2920, where the server offers it (false: one command at a time)
     timeout_s: float = Field(default=30.0, gt=0)
     ca_file: str = ""  # a CA bundle for a server with a private certificate
 

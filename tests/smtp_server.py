@@ -52,6 +52,7 @@ class Behaviour:
 @dataclass
 class Handler:
     behaviour: Behaviour = field(default_factory=Behaviour)
+    pipelining: bool = True  # offered in the EHLO answer, as Postfix and the mail services do
     received: list[Received] = field(default_factory=list)
     logins: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,6 +60,14 @@ class Handler:
 
     def __post_init__(self) -> None:
         self.arrived = threading.Condition(self.lock)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:  # aiosmtpd reads one command at a time, so it can take them
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -118,9 +127,10 @@ def smtp_server(
     tls_context: ssl.SSLContext | None = None,
     implicit_tls: bool = False,
     auth: bool = False,
+    pipelining: bool = True,
 ) -> Iterator[tuple[Handler, int]]:
     """An aiosmtpd server on a free loopback port; STARTTLS, implicit TLS and AUTH optional."""
-    handler = Handler()
+    handler = Handler(pipelining=pipelining)
     port = free_port()
     server_kwargs: dict[str, Any] = {}
     if tls_context is not None and not implicit_tls:

@@ -22,9 +22,12 @@ from tests.test_crash import fill_outbox
 SMALL_TICK = "2018-01-17 09:00"  # three upcoming reminders of task 1, by e-mail
 
 
-@pytest.fixture
-def smtp(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> Iterator[Handler]:
-    with smtp_server() as (handler, port):
+@pytest.fixture(params=["pipelining", "one-command-at-a-time"])
+def smtp(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> Iterator[Handler]:
+    """The server, once offering PIPELINING and once not: both ways of sending."""
+    with smtp_server(pipelining=request.param == "pipelining") as (handler, port):
         monkeypatch.setenv("REMINDER_SMTP__HOST", "127.0.0.1")
         monkeypatch.setenv("REMINDER_SMTP__PORT", str(port))
         monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "0")

@@ -1,10 +1,10 @@
 """E-mail: an aiosmtplib sender with a pool of reused connections.
 
 The messages come built (``reminder.channels.mime``). ``SmtpSender`` keeps up to
-``connections`` SMTP sessions busy, each reused for many messages. For an ASCII
-envelope (checked) it sends ``MAIL``/``RCPT`` with aiosmtplib's public
-``execute_command`` instead of ``sendmail``, which re-parses both addresses with
-``email.utils`` on every message (a third of its time).
+``connections`` SMTP sessions busy, each reused for many messages. aiosmtplib opens
+each connection (TLS, EHLO, login); a server that offers PIPELINING then gets each
+message in two writes (``reminder.channels.pipelining``), any other one command at a
+time through aiosmtplib (``OneByOne``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import aiosmtplib
 
 from reminder.channels import Outgoing, Report, Result
+from reminder.channels.pipelining import Pipelined
 from reminder.errors import DeliveryError
 from reminder.logs import get_logger
 from reminder.settings import SmtpSettings
@@ -47,6 +48,88 @@ def classify(exc: BaseException) -> DeliveryError:
     raise exc
 
 
+class OneByOne:
+    """A connection to a server without PIPELINING: one command at a time, aiosmtplib's.
+
+    For an ASCII envelope (checked) ``MAIL``/``RCPT`` go through aiosmtplib's public
+    ``execute_command`` instead of ``sendmail``, which re-parses both addresses with
+    ``email.utils`` on every message (a third of its time).
+    """
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self.client = client
+
+    @property
+    def is_connected(self) -> bool:
+        return self.client.is_connected
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> str:
+        client = self.client
+        if sender.isascii() and recipient.isascii():
+            response = await client.execute_command(
+                b"MAIL", f"FROM:<{sender}>".encode(), timeout=None
+            )
+            if response.code != 250:
+                await self._reset()
+                raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+            response = await client.execute_command(
+                b"RCPT", f"TO:<{recipient}>".encode(), timeout=None
+            )
+            if response.code not in (250, 251):
+                await self._reset()
+                raise aiosmtplib.SMTPRecipientsRefused(
+                    [aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)]
+                )
+            return await self._data(data)
+        refused, message = await client.sendmail(sender, [recipient], data)
+        if refused:
+            address, response = next(iter(refused.items()))
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(response.code, response.message, address)]
+            )
+        return message
+
+    async def _data(self, data: bytes) -> str:
+        """DATA with a message already in wire form.
+
+        ``SMTP.data`` normalises line ends and dot-stuffs the whole message with two
+        regular expressions, which for a 5 KB message costs more than the rest of the
+        transaction. ``build_email`` writes CRLF line ends and no line can start with a
+        dot (headers, boundaries and base64 never do), so the bytes go out as they are,
+        through the protocol's own write and read. Each connection belongs to one
+        session task, so no other command can come between.
+        """
+        client = self.client
+        protocol = client.protocol
+        if protocol is None:
+            response = await client.data(data)
+            return f"{response.code} {response.message}"
+        response = await client.execute_command(b"DATA", timeout=None)
+        if response.code != 354:
+            await self._reset()
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        protocol.write(data + b".\r\n")
+        response = await protocol.read_response(timeout=None)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return f"{response.code} {response.message}"
+
+    async def _reset(self) -> None:
+        try:
+            await self.client.rset()
+        except aiosmtplib.SMTPException:
+            self.client.close()
+
+    async def quit(self) -> None:
+        await self.client.quit()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+Connection = Pipelined | OneByOne
+
+
 class SmtpSender:
     """Up to ``connections`` sessions kept busy from one queue (see the module docstring).
 
@@ -73,7 +156,7 @@ class SmtpSender:
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.settings.ca_file or None)
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> Connection:
         settings = self.settings
         security = settings.security
         client = aiosmtplib.SMTP(
@@ -91,82 +174,29 @@ class SmtpSender:
                 await client.login(settings.username, self._password or "")
             if client.is_ehlo_or_helo_needed:  # before MAIL: data() would EHLO mid-transaction
                 await client.ehlo()
+            if settings.pipelining and client.supports_extension("pipelining"):
+                return Pipelined(client, settings.timeout_s)
         except BaseException:
             client.close()
             raise
-        return client
+        return OneByOne(client)
 
-    async def _send_one(self, client: aiosmtplib.SMTP, item: Outgoing) -> str:
+    async def _send_one(self, connection: Connection, item: Outgoing) -> str:
         # one deadline for the whole transaction instead of a timer per command
         async with asyncio.timeout(self.settings.timeout_s):
-            return await self._transaction(client, item)
-
-    async def _transaction(self, client: aiosmtplib.SMTP, item: Outgoing) -> str:
-        sender = self.settings.from_address
-        if sender.isascii() and item.to.isascii():
-            response = await client.execute_command(
-                b"MAIL", f"FROM:<{sender}>".encode(), timeout=None
-            )
-            if response.code != 250:
-                await self._reset(client)
-                raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
-            response = await client.execute_command(
-                b"RCPT", f"TO:<{item.to}>".encode(), timeout=None
-            )
-            if response.code not in (250, 251):
-                await self._reset(client)
-                raise aiosmtplib.SMTPRecipientsRefused(
-                    [aiosmtplib.SMTPRecipientRefused(response.code, response.message, item.to)]
-                )
-            return await self._data(client, item.data)
-        refused, message = await client.sendmail(sender, [item.to], item.data)
-        if refused:
-            address, response = next(iter(refused.items()))
-            raise aiosmtplib.SMTPRecipientsRefused(
-                [aiosmtplib.SMTPRecipientRefused(response.code, response.message, address)]
-            )
-        return message
-
-    async def _data(self, client: aiosmtplib.SMTP, data: bytes) -> str:
-        """DATA with a message already in wire form.
-
-        ``SMTP.data`` normalises line ends and dot-stuffs the whole message with two
-        regular expressions, which for a 5 KB message costs more than the rest of the
-        transaction. ``build_email`` writes CRLF line ends and no line can start with a
-        dot (headers, boundaries and base64 never do), so the bytes go out as they are,
-        through the protocol's own write and read. Each connection belongs to one
-        session task, so no other command can come between.
-        """
-        protocol = client.protocol
-        if protocol is None:
-            response = await client.data(data)
-            return f"{response.code} {response.message}"
-        response = await client.execute_command(b"DATA", timeout=None)
-        if response.code != 354:
-            raise aiosmtplib.SMTPDataError(response.code, response.message)
-        protocol.write(data + b".\r\n")
-        response = await protocol.read_response(timeout=None)
-        if response.code != 250:
-            raise aiosmtplib.SMTPDataError(response.code, response.message)
-        return f"{response.code} {response.message}"
-
-    async def _reset(self, client: aiosmtplib.SMTP) -> None:
-        try:
-            await client.rset()
-        except aiosmtplib.SMTPException:
-            client.close()
+            return await connection.send(self.settings.from_address, item.to, item.data)
 
     async def _deliver(
-        self, client: aiosmtplib.SMTP | None, item: Outgoing, report: Report
-    ) -> aiosmtplib.SMTP | None:
+        self, connection: Connection | None, item: Outgoing, report: Report
+    ) -> Connection | None:
         """One message on this session's connection; returns the connection to keep."""
         loop = asyncio.get_running_loop()
-        if client is None or not client.is_connected:
+        if connection is None or not connection.is_connected:
             if loop.time() < self._down_until and self._down_reason is not None:
                 report(Result(item.id, "retry", self._down_reason.code, self._down_reason.message))
                 return None
             try:
-                client = await self._connect()
+                connection = await self._connect()
             except Exception as exc:  # classify() re-raises what it does not know
                 error = classify(exc)
                 reason = DeliveryError(
@@ -178,13 +208,16 @@ class SmtpSender:
                 return None
             self._down_until, self._down_reason = 0.0, None
         try:
-            answer = await self._send_one(client, item)
+            answer = await self._send_one(connection, item)
         except Exception as exc:  # classify() re-raises what it does not know
             error = classify(exc)
-            keeps_session = isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code != 421
-            if not keeps_session:
-                client.close()
-                client = None
+            # a refusal (the transaction reset) keeps the connection; 421, an answer that
+            # is no SMTP answer, a timeout or a dropped connection does not
+            refusal = aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused
+            answered = error.code is not None and 200 <= error.code < 600 and error.code != 421
+            if not (isinstance(exc, refusal) and answered and connection.is_connected):
+                connection.close()
+                connection = None
             report(Result.failed(item, error))
             self._log.warning(
                 "delivery_failed",
@@ -193,28 +226,28 @@ class SmtpSender:
                 error=error.message,
                 permanent=error.permanent,
             )
-            return client
+            return connection
         report(Result.sent(item, 250, answer))
-        return client
+        return connection
 
     async def _session(
         self, queue: asyncio.Queue[tuple[Outgoing, Report, asyncio.Future[None]] | None]
     ) -> None:
-        client: aiosmtplib.SMTP | None = None
+        connection: Connection | None = None
         try:
             while (job := await queue.get()) is not None:
                 item, report, done = job
                 try:
-                    client = await self._deliver(client, item, report)
+                    connection = await self._deliver(connection, item, report)
                 finally:
                     if not done.done():
                         done.set_result(None)
         finally:
-            if client is not None and client.is_connected:
+            if connection is not None and connection.is_connected:
                 try:
-                    await client.quit()
+                    await connection.quit()
                 except (aiosmtplib.SMTPException, OSError):
-                    client.close()
+                    connection.close()
 
     async def send(self, items: Sequence[Outgoing], report: Report) -> None:
         if self._queue is None:
