@@ -128,11 +128,12 @@ def smtp_server(
     implicit_tls: bool = False,
     auth: bool = False,
     pipelining: bool = True,
+    smtputf8: bool = False,
 ) -> Iterator[tuple[Handler, int]]:
     """An aiosmtpd server on a free loopback port; STARTTLS, implicit TLS and AUTH optional."""
     handler = Handler(pipelining=pipelining)
     port = free_port()
-    server_kwargs: dict[str, Any] = {}
+    server_kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
     if tls_context is not None and not implicit_tls:
         server_kwargs |= {"tls_context": tls_context, "require_starttls": True}
     if auth:

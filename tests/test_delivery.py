@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import trustme
 
+from reminder.channels import Outgoing
+from reminder.channels.email import SmtpSender
 from tests.conftest import SEED, Cli
 from tests.smtp_server import Handler, smtp_server
 from tests.test_crash import fill_outbox
@@ -317,6 +319,50 @@ def test_send_test(cli: Cli, smtp: Handler) -> None:
     assert "test message to nobody@example.org: recipient refused: 550" in failed.err
     bad = cli("send-test", "--to", "not an address")
     assert bad.code == 1
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_non_ascii_address_goes_by_smtputf8_or_not_at_all(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, pipelining: bool
+) -> None:
+    monkeypatch.setenv("REMINDER_SMTP__HOST", "127.0.0.1")
+    for smtputf8 in (True, False):
+        with smtp_server(pipelining=pipelining, smtputf8=smtputf8) as (handler, port):
+            monkeypatch.setenv("REMINDER_SMTP__PORT", str(port))
+            result = cli("send-test", "--to", "环保局@example.org")
+            if smtputf8:
+                assert result.code == 0, result.err
+                assert handler.received[0].rcpt_tos == ["环保局@example.org"]
+                assert "To: <环保局@example.org>".encode() in handler.received[0].data  # RFC 6532
+            else:
+                assert result.code == 1
+                assert "does not offer SMTPUTF8" in result.err
+                assert not handler.received
+
+
+def test_an_unexpected_error_retries_that_message_and_the_rest_go(
+    cli: Cli, smtp: Handler, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    send_one = SmtpSender._send_one
+    calls = 0
+
+    async def failing_once(self: SmtpSender, connection: Any, item: Outgoing) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await send_one(self, connection, item)
+
+    monkeypatch.setattr(SmtpSender, "_send_one", failing_once)
+    out = run_once(cli)
+    assert "retry 1, sent 2" in out
+    assert len(smtp.received) == 2
+    rows = outbox(isolated_env / "ledger.db").values()
+    assert sorted(row["status"] for row in rows) == ["retry", "sent", "sent"]
+    assert [r["last_error"] for r in rows if r["status"] == "retry"] == [
+        "delivery failed: RuntimeError: a bug"
+    ]
 
 
 def test_file_channel_by_default(cli: Cli, isolated_env: Path) -> None:

@@ -53,7 +53,8 @@ class OneByOne:
 
     For an ASCII envelope (checked) ``MAIL``/``RCPT`` go through aiosmtplib's public
     ``execute_command`` instead of ``sendmail``, which re-parses both addresses with
-    ``email.utils`` on every message (a third of its time).
+    ``email.utils`` on every message (a third of its time). A non-ASCII address goes
+    through ``sendmail`` with SMTPUTF8, if the server offers it.
     """
 
     def __init__(self, client: aiosmtplib.SMTP) -> None:
@@ -81,7 +82,13 @@ class OneByOne:
                     [aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)]
                 )
             return await self._data(data)
-        refused, message = await client.sendmail(sender, [recipient], data)
+        if not client.supports_extension("smtputf8"):
+            raise DeliveryError(
+                f"the server does not offer SMTPUTF8, needed for {recipient!r}", permanent=True
+            )
+        refused, message = await client.sendmail(
+            sender, [recipient], data, mail_options=["SMTPUTF8"]
+        )
         if refused:
             address, response = next(iter(refused.items()))
             raise aiosmtplib.SMTPRecipientsRefused(
@@ -209,8 +216,12 @@ class SmtpSender:
             self._down_until, self._down_reason = 0.0, None
         try:
             answer = await self._send_one(connection, item)
-        except Exception as exc:  # classify() re-raises what it does not know
-            error = classify(exc)
+        except Exception as exc:
+            try:
+                error = classify(exc)
+            except Exception:  # a bug, or an error classify() does not know
+                connection.close()
+                raise
             # a refusal (the transaction reset) keeps the connection; 421, an answer that
             # is no SMTP answer, a timeout or a dropped connection does not
             refusal = aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused
@@ -239,6 +250,14 @@ class SmtpSender:
                 item, report, done = job
                 try:
                     connection = await self._deliver(connection, item, report)
+                except Exception as exc:  # a bug, or an error classify() does not know
+                    # _deliver closed the connection it used; the message is tried again
+                    # later and the session goes on: one left without an outcome, or a
+                    # session gone, would stall the run
+                    error = f"{type(exc).__name__}: {exc}"
+                    self._log.error("delivery_error", key=item.key, error=error)
+                    report(Result(item.id, "retry", None, f"delivery failed: {error}"))
+                    connection = None
                 finally:
                     if not done.done():
                         done.set_result(None)
