@@ -53,6 +53,7 @@ class Behaviour:
 class Handler:
     behaviour: Behaviour = field(default_factory=Behaviour)
     pipelining: bool = True  # offered in the EHLO answer, as Postfix and the mail services do
+    ehlos: int = 0  # one per connection (two with STARTTLS)
     received: list[Received] = field(default_factory=list)
     logins: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,6 +66,7 @@ class Handler:
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        self.ehlos += 1
         if self.pipelining:  # aiosmtpd reads one command at a time, so it can take them
             responses.insert(-1, "250-PIPELINING")
         return responses

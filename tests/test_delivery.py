@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 import trustme
 
-from reminder.channels import Outgoing
+from reminder.channels import Outgoing, Result
 from reminder.channels.email import SmtpSender
+from reminder.channels.mime import build_email
+from reminder.settings import SmtpSettings
 from tests.conftest import SEED, Cli
 from tests.smtp_server import Handler, smtp_server
 from tests.test_crash import fill_outbox
@@ -363,6 +365,60 @@ def test_an_unexpected_error_retries_that_message_and_the_rest_go(
     assert [r["last_error"] for r in rows if r["status"] == "retry"] == [
         "delivery failed: RuntimeError: a bug"
     ]
+
+
+def sender_for(port: int, **smtp: Any) -> SmtpSender:
+    return SmtpSender(SmtpSettings(host="127.0.0.1", port=port, tls="none", **smtp), None)
+
+
+def email_to(n: int, address: str) -> Outgoing:
+    data, _ = build_email(
+        from_name="督办提醒",
+        from_address="duban@example.org",
+        to_name="",
+        to_address=address,
+        subject=f"第{n}项",
+        text="请办结。",
+        html="<p>请办结。</p>",
+        key=f"test:{n}",
+        date=dt.datetime(2018, 10, 8, tzinfo=dt.UTC),
+    )
+    return Outgoing(n, f"test:{n}", "overdue", "email", address, "", data=data)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_message_refused_before_sending_keeps_the_connection(pipelining: bool) -> None:
+    with smtp_server(pipelining=pipelining) as (handler, port):  # no SMTPUTF8
+        sender = sender_for(port, connections=1)
+        results: list[Result] = []
+        addresses = ["环保局@example.org", "hbj@example.org"] * 2
+        await sender.send([email_to(n, a) for n, a in enumerate(addresses)], results.append)
+        await sender.close()
+    assert [r.status for r in results] == ["dead", "sent", "dead", "sent"]
+    assert "does not offer SMTPUTF8" in results[0].detail
+    assert handler.ehlos == 1  # one connection carried all four
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_failure_to_record_an_outcome_is_raised_not_retried(pipelining: bool) -> None:
+    """The store fails while outcomes are recorded: the messages already accepted are not
+    reported again as failed (that would send them twice), and send() raises the error
+    once every message has been answered, instead of waiting for ever."""
+    with smtp_server(pipelining=pipelining) as (handler, port):
+        sender = sender_for(port, connections=2)
+        results: list[Result] = []
+
+        def report(result: Result) -> None:
+            results.append(result)
+            if len(results) % 2:
+                raise OSError("database is locked")
+
+        with pytest.raises(OSError, match="database is locked"):
+            await sender.send([email_to(n, "hbj@example.org") for n in range(6)], report)
+        await sender.close()
+    assert [r.status for r in results] == ["sent"] * 6
+    assert sorted(r.id for r in results) == list(range(6))
+    assert len(handler.received) == 6
 
 
 def test_file_channel_by_default(cli: Cli, isolated_env: Path) -> None:

@@ -7,6 +7,7 @@ import email
 import email.header
 import email.policy
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -16,6 +17,19 @@ from reminder.channels.mime import build_email, encode_words, message_id
 from reminder.errors import DeliveryError
 
 NOW = dt.datetime(2018, 10, 8, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
+FIELDS: dict[str, Any] = {
+    "from_name": "济源市攻坚办",
+    "from_address": "duban@example.org",
+    "to_name": "环境保护局",
+    "to_address": "hbj@example.org",
+    "subject": "【逾期提醒】第8项任务已逾期3个工作日",
+    "text": "环境保护局：\n\n请立即办结。\n",
+    "html": "<p>环境保护局：</p>",
+    "key": "overdue:8:环境保护局:email:hbj@example.org:2018-10-08",
+    "kind": "overdue",
+}
 
 
 def build(**overrides: str) -> tuple[bytes, str]:
@@ -91,6 +105,33 @@ def test_message_id_comes_from_the_key() -> None:
     assert first.endswith("@example.org>")
 
 
+@pytest.mark.parametrize(
+    "name", ["boss@evil.example, Unit", 'Unit "A", Dept. \\ B', "J. Smith (督办)", "a;b:c<d>"]
+)
+def test_a_display_name_is_one_name_whatever_it_holds(name: str) -> None:
+    message = parse(build(to_name=name, from_name=name)[0])
+    for header in ("To", "From"):
+        addresses = message[header].addresses
+        assert len(addresses) == 1
+        assert addresses[0].display_name == name
+
+
+def test_control_characters_never_reach_a_header_as_themselves() -> None:
+    data, _ = build(subject="a\x00b\x1bc", to_name="Unit\x07")
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert not any(byte < 32 and byte not in (9, 10, 13) for byte in head)
+    message = parse(data)
+    assert message["Subject"] == "a\x00b\x1bc"
+    assert message["To"].addresses[0].display_name == "Unit\x07"
+
+
+def test_the_date_header_is_in_the_zone_it_was_given() -> None:
+    utc = NOW.astimezone(dt.UTC)
+    assert b"Date: Mon, 08 Oct 2018 01:00:00 +0000" in build_email(**{**FIELDS, "date": utc})[0]
+    # the same instant in +08:00 (equal to the one above, to Python)
+    assert b"Date: Mon, 08 Oct 2018 09:00:00 +0800" in build()[0]
+
+
 def test_task_text_cannot_inject_headers() -> None:
     data, _ = build(subject="第8项\r\nBcc: evil@example.com\r\nX-Evil: 1")
     message = parse(data)
@@ -106,6 +147,7 @@ def test_task_text_cannot_inject_headers() -> None:
         {"to_address": "hbj@example.org>, <evil@example.com"},
         {"from_address": "a b@example.org"},
         {"to_name": "环境保护局\r\nBcc: evil@example.com"},
+        {"to_address": "hbj\x00@example.org"},
     ],
 )
 def test_unsafe_addresses_and_names_are_refused(field: dict[str, str]) -> None:

@@ -222,11 +222,13 @@ class SmtpSender:
             except Exception:  # a bug, or an error classify() does not know
                 connection.close()
                 raise
-            # a refusal (the transaction reset) keeps the connection; 421, an answer that
-            # is no SMTP answer, a timeout or a dropped connection does not
+            # a refusal (the transaction reset) or a message refused before anything was
+            # written keeps the connection; 421, an answer that is no SMTP answer, a
+            # timeout or a dropped connection does not
             refusal = aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused
             answered = error.code is not None and 200 <= error.code < 600 and error.code != 421
-            if not (isinstance(exc, refusal) and answered and connection.is_connected):
+            kept = isinstance(exc, DeliveryError) or (isinstance(exc, refusal) and answered)
+            if not (kept and connection.is_connected):
                 connection.close()
                 connection = None
             report(Result.failed(item, error))
@@ -248,16 +250,25 @@ class SmtpSender:
         try:
             while (job := await queue.get()) is not None:
                 item, report, done = job
+                outcome: list[Result] = []
                 try:
-                    connection = await self._deliver(connection, item, report)
-                except Exception as exc:  # a bug, or an error classify() does not know
-                    # _deliver closed the connection it used; the message is tried again
-                    # later and the session goes on: one left without an outcome, or a
-                    # session gone, would stall the run
-                    error = f"{type(exc).__name__}: {exc}"
-                    self._log.error("delivery_error", key=item.key, error=error)
-                    report(Result(item.id, "retry", None, f"delivery failed: {error}"))
-                    connection = None
+                    try:
+                        connection = await self._deliver(connection, item, outcome.append)
+                    except Exception as exc:  # a bug, or an error classify() does not know
+                        # _deliver closed the connection it used; the message is tried
+                        # again later and the session goes on: a message without an
+                        # outcome, or every session gone, would stall the run
+                        error = f"{type(exc).__name__}: {exc}"
+                        self._log.error("delivery_error", key=item.key, error=error)
+                        if not outcome:
+                            outcome.append(
+                                Result(item.id, "retry", None, f"delivery failed: {error}")
+                            )
+                        connection = None
+                    for result in outcome:
+                        report(result)
+                except Exception as exc:  # recording it failed (the store): send() raises it
+                    done.set_exception(exc)
                 finally:
                     if not done.done():
                         done.set_result(None)
@@ -281,7 +292,10 @@ class SmtpSender:
             done: asyncio.Future[None] = loop.create_future()
             self._queue.put_nowait((item, report, done))
             waiting.append(done)
-        await asyncio.gather(*waiting)
+        # every message is answered before a failure to record one is raised
+        for failure in await asyncio.gather(*waiting, return_exceptions=True):
+            if isinstance(failure, BaseException):
+                raise failure
 
     async def close(self) -> None:
         """Let the sessions finish what they hold, then QUIT."""

@@ -25,7 +25,10 @@ from email.utils import format_datetime
 from reminder.errors import DeliveryError
 
 _WORD_BYTES = 42  # 42 bytes of UTF-8 → 56 base64 characters: "Subject: " + a word ≤ 78
-_SAFE_ADDRESS = re.compile(r"^[^\s<>@\"(),;:\\\[\]]+@[^\s<>@\"(),;:\\\[\]]+$")
+_SAFE_ADDRESS = re.compile(
+    r"^[^\s<>@\"(),;:\\\[\]\x00-\x1f\x7f]+@[^\s<>@\"(),;:\\\[\]\x00-\x1f\x7f]+$"
+)
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')  # RFC 5322: a display name holding one is quoted
 
 
 def _check_header(value: str, what: str) -> str:
@@ -45,12 +48,13 @@ def _check_address(address: str, what: str) -> str:
 
 @functools.lru_cache(maxsize=2048)  # names and subjects repeat across a batch
 def encode_words(text: str) -> str:
-    """A header value: ASCII as is, anything else as folded base64 encoded-words.
+    """A header value: printable ASCII as is, anything else as folded base64 encoded-words
+    (so no control character reaches the header as itself).
 
     Words are cut between characters, never inside one, at most ``_WORD_BYTES`` bytes.
     """
     _check_header(text, "header")
-    if text.isascii() and len(text) < 70 and "=?" not in text:
+    if text.isascii() and text.isprintable() and len(text) < 70 and "=?" not in text:
         return text
     data = text.encode()
     words: list[str] = []
@@ -67,11 +71,21 @@ def encode_words(text: str) -> str:
 @functools.lru_cache(maxsize=2048)  # the sender and the units' addresses repeat
 def _mailbox(name: str, address: str, what: str) -> str:
     _check_address(address, what)
-    return f"{encode_words(name)} <{address}>" if name else f"<{address}>"
+    if not name:
+        return f"<{address}>"
+    phrase = encode_words(name)
+    if phrase == name and _SPECIALS.search(name):  # "a@b, c" would read as two addresses
+        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{phrase} <{address}>"
+
+
+def _date(date: dt.datetime) -> str:
+    # equal instants in other zones compare equal: the offset is part of the key
+    return _date_in_zone(date, date.utcoffset())
 
 
 @functools.lru_cache(maxsize=64)  # the messages of a batch share their date
-def _date(date: dt.datetime) -> str:
+def _date_in_zone(date: dt.datetime, offset: dt.timedelta | None) -> str:
     return format_datetime(date)
 
 
