@@ -162,6 +162,7 @@ class Delivery:
         self.preparer = Preparer(settings, contacts, renderer)
         self._pool: ProcessPoolExecutor | None = None
         self._pool_failed = False  # for the rest of a run, work in this process
+        self._first_here = False  # the next chunk is rendered in this process
         self._facts: dict[int, TaskFacts] = {}
         self.log = get_logger()
 
@@ -251,6 +252,12 @@ class Delivery:
         pool = self._render_pool() if len(rows) >= CHUNK // 2 else None
         if pool is None:
             return self.preparer.chunk(rows, facts, now)
+        if self._first_here:
+            # the run's first chunk is rendered here, once the batch's other chunks went
+            # to the workers: its messages go out while a worker starts or renders
+            self._first_here = False
+            await asyncio.sleep(0)
+            return self.preparer.chunk(rows, facts, now)
         subset = {r.task_id: facts[r.task_id] for r in rows if r.task_id in facts}
         loop = asyncio.get_running_loop()
         try:
@@ -311,6 +318,7 @@ class Delivery:
         recorder = _Recorder(self)
         self._facts = {}
         self._pool_failed = False
+        self._first_here = True
         chunks: set[asyncio.Task[None]] = set()
         keeper = asyncio.create_task(self._keep(recorder))
         try:
