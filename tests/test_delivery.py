@@ -349,12 +349,14 @@ def test_an_unexpected_error_retries_that_message_and_the_rest_go(
     send_one = SmtpSender._send_one
     calls = 0
 
-    async def failing_once(self: SmtpSender, connection: Any, item: Outgoing) -> str:
+    async def failing_once(
+        self: SmtpSender, connection: Any, item: Outgoing, then: str | None
+    ) -> str:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("a bug")
-        return await send_one(self, connection, item)
+        return await send_one(self, connection, item, then)
 
     monkeypatch.setattr(SmtpSender, "_send_one", failing_once)
     out = run_once(cli)

@@ -11,6 +11,7 @@ import aiosmtplib
 import pytest
 
 from reminder.channels.pipelining import Pipelined
+from reminder.errors import DeliveryError
 
 MESSAGE = b"Subject: test\r\n\r\nhello\r\n"
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -27,6 +28,8 @@ async def commands(reader: asyncio.StreamReader) -> list[bytes]:
     waited for each answer would wait for ever here (and the test would time out)."""
     lines = [await reader.readline()]
     while lines[-1] != b"DATA\r\n":
+        if not lines[-1]:
+            raise ConnectionError(f"the client hung up after {lines[:-1]}")
         lines.append(await reader.readline())
     return lines
 
@@ -88,6 +91,76 @@ async def test_commands_go_together_and_answers_together_are_all_read() -> None:
             answer = await connection.send("duban@example.org", f"unit{n}@example.org", MESSAGE)
             assert answer == f"250 2.0.0 Ok: queued\n2.0.0 as {n}"
         await connection.quit()
+        assert not connection.is_connected
+
+
+async def test_the_next_envelope_goes_with_the_end_of_a_message() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await commands(reader)
+        writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        await reader.readuntil(b"\r\n.\r\n")
+        # the second message's envelope is read before the first is answered: a client
+        # that waited for that answer would wait for ever here
+        assert await commands(reader) == [
+            b"MAIL FROM:<duban@example.org>\r\n",
+            b"RCPT TO:<second@example.org>\r\n",
+            b"DATA\r\n",
+        ]
+        writer.write(b"554 5.7.1 first rejected\r\n250 Ok\r\n250 Ok\r\n354 go\r\n")
+        await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 queued second\r\n")
+
+    async with scripted(script) as connection:
+        with pytest.raises(aiosmtplib.SMTPDataError) as rejected:
+            await connection.send(
+                "duban@example.org", "first@example.org", MESSAGE, then="second@example.org"
+            )
+        assert rejected.value.code == 554
+        assert connection.is_connected  # the second message's answers are on their way
+        answer = await connection.send("duban@example.org", "second@example.org", MESSAGE)
+        assert answer == "250 queued second"
+
+
+async def test_a_next_envelope_that_cannot_go_is_not_announced() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await commands(reader)
+        writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        assert await reader.readuntil(b"\r\n.\r\n") == MESSAGE + b".\r\n"
+        writer.write(b"250 queued\r\n")
+        assert await commands(reader) == [
+            b"MAIL FROM:<duban@example.org>\r\n",
+            b"RCPT TO:<third@example.org>\r\n",
+            b"DATA\r\n",
+        ]
+        writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 queued third\r\n")
+
+    async with scripted(script) as connection:  # the server offers no SMTPUTF8
+        then = "环保局@example.org"
+        assert await connection.send("duban@example.org", "hbj@example.org", MESSAGE, then) == (
+            "250 queued"
+        )
+        with pytest.raises(DeliveryError, match="SMTPUTF8"):
+            await connection.send("duban@example.org", then, MESSAGE)
+        assert connection.is_connected
+        answer = await connection.send("duban@example.org", "third@example.org", MESSAGE)
+        assert answer == "250 queued third"
+
+
+async def test_a_message_other_than_the_announced_one_is_not_sent_out_of_step() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await commands(reader)
+        writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        await reader.readuntil(b"\r\n.\r\n")
+        await commands(reader)
+        writer.write(b"250 queued\r\n")
+        assert await reader.read() == b""  # nothing more: the client hung up
+
+    async with scripted(script) as connection:
+        await connection.send("duban@example.org", "a@example.org", MESSAGE, "b@example.org")
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected, match="out of step"):
+            await connection.send("duban@example.org", "c@example.org", MESSAGE)
         assert not connection.is_connected
 
 

@@ -64,7 +64,7 @@ class OneByOne:
     def is_connected(self) -> bool:
         return self.client.is_connected
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> str:
+    async def send(self, sender: str, recipient: str, data: bytes, then: str | None = None) -> str:
         client = self.client
         if sender.isascii() and recipient.isascii():
             response = await client.execute_command(
@@ -188,13 +188,17 @@ class SmtpSender:
             raise
         return OneByOne(client)
 
-    async def _send_one(self, connection: Connection, item: Outgoing) -> str:
+    async def _send_one(self, connection: Connection, item: Outgoing, then: str | None) -> str:
         # one deadline for the whole transaction instead of a timer per command
         async with asyncio.timeout(self.settings.timeout_s):
-            return await connection.send(self.settings.from_address, item.to, item.data)
+            return await connection.send(self.settings.from_address, item.to, item.data, then)
 
     async def _deliver(
-        self, connection: Connection | None, item: Outgoing, report: Report
+        self,
+        connection: Connection | None,
+        item: Outgoing,
+        report: Report,
+        then: str | None = None,
     ) -> Connection | None:
         """One message on this session's connection; returns the connection to keep."""
         loop = asyncio.get_running_loop()
@@ -215,7 +219,7 @@ class SmtpSender:
                 return None
             self._down_until, self._down_reason = 0.0, None
         try:
-            answer = await self._send_one(connection, item)
+            answer = await self._send_one(connection, item, then)
         except Exception as exc:
             try:
                 error = classify(exc)
@@ -247,13 +251,20 @@ class SmtpSender:
         self, queue: asyncio.Queue[tuple[Outgoing, Report, asyncio.Future[None]] | None]
     ) -> None:
         connection: Connection | None = None
+        following: tuple[Outgoing, Report, asyncio.Future[None]] | None = None
         try:
-            while (job := await queue.get()) is not None:
+            job = await queue.get()
+            while job is not None:
                 item, report, done = job
+                # a message already waiting is this session's next (None: the end): its
+                # envelope can go in the same write as the end of this one
+                waiting = not queue.empty()
+                following = queue.get_nowait() if waiting else None
+                then = following[0].to if following is not None else None
                 outcome: list[Result] = []
                 try:
                     try:
-                        connection = await self._deliver(connection, item, outcome.append)
+                        connection = await self._deliver(connection, item, outcome.append, then)
                     except Exception as exc:  # a bug, or an error classify() does not know
                         # _deliver closed the connection it used; the message is tried
                         # again later and the session goes on: a message without an
@@ -272,7 +283,10 @@ class SmtpSender:
                 finally:
                     if not done.done():
                         done.set_result(None)
+                job = following if waiting else await queue.get()
         finally:
+            if following is not None and not following[2].done():  # cancelled meanwhile
+                following[2].set_result(None)
             if connection is not None and connection.is_connected:
                 try:
                     await connection.quit()
