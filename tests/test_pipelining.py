@@ -34,6 +34,19 @@ async def commands(reader: asyncio.StreamReader) -> list[bytes]:
     return lines
 
 
+async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> list[bytes]:
+    """A message's MAIL, RCPT and DATA, all answered yes at once."""
+    lines = await commands(reader)
+    writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+    return lines
+
+
+def envelope(recipient: str) -> list[bytes]:
+    """What the client sends for a message to ``recipient`` before its content."""
+    mail = b"MAIL FROM:<duban@example.org>\r\n"
+    return [mail, f"RCPT TO:<{recipient}>\r\n".encode(), b"DATA\r\n"]
+
+
 @asynccontextmanager
 async def scripted(script: Script) -> AsyncIterator[Pipelined]:
     failures: list[BaseException] = []
@@ -71,11 +84,7 @@ async def scripted(script: Script) -> AsyncIterator[Pipelined]:
 async def test_commands_go_together_and_answers_together_are_all_read() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for n in range(2):
-            assert await commands(reader) == [
-                b"MAIL FROM:<duban@example.org>\r\n",
-                f"RCPT TO:<unit{n}@example.org>\r\n".encode(),
-                b"DATA\r\n",
-            ]
+            assert await commands(reader) == envelope(f"unit{n}@example.org")
             writer.write(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")
             assert await reader.readuntil(b"\r\n.\r\n") == MESSAGE + b".\r\n"
             # the final answer split mid-line and spread over packets, multi-line
@@ -96,16 +105,11 @@ async def test_commands_go_together_and_answers_together_are_all_read() -> None:
 
 async def test_the_next_envelope_goes_with_the_end_of_a_message() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await commands(reader)
-        writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        await accept(reader, writer)
         await reader.readuntil(b"\r\n.\r\n")
         # the second message's envelope is read before the first is answered: a client
         # that waited for that answer would wait for ever here
-        assert await commands(reader) == [
-            b"MAIL FROM:<duban@example.org>\r\n",
-            b"RCPT TO:<second@example.org>\r\n",
-            b"DATA\r\n",
-        ]
+        assert await commands(reader) == envelope("second@example.org")
         writer.write(b"554 5.7.1 first rejected\r\n250 Ok\r\n250 Ok\r\n354 go\r\n")
         await reader.readuntil(b"\r\n.\r\n")
         writer.write(b"250 queued second\r\n")
@@ -123,15 +127,10 @@ async def test_the_next_envelope_goes_with_the_end_of_a_message() -> None:
 
 async def test_a_next_envelope_that_cannot_go_is_not_announced() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await commands(reader)
-        writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        await accept(reader, writer)
         assert await reader.readuntil(b"\r\n.\r\n") == MESSAGE + b".\r\n"
         writer.write(b"250 queued\r\n")
-        assert await commands(reader) == [
-            b"MAIL FROM:<duban@example.org>\r\n",
-            b"RCPT TO:<third@example.org>\r\n",
-            b"DATA\r\n",
-        ]
+        assert await commands(reader) == envelope("third@example.org")
         writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
         await reader.readuntil(b"\r\n.\r\n")
         writer.write(b"250 queued third\r\n")
@@ -150,8 +149,7 @@ async def test_a_next_envelope_that_cannot_go_is_not_announced() -> None:
 
 async def test_a_message_other_than_the_announced_one_is_not_sent_out_of_step() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await commands(reader)
-        writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        await accept(reader, writer)
         await reader.readuntil(b"\r\n.\r\n")
         await commands(reader)
         writer.write(b"250 queued\r\n")
@@ -170,8 +168,7 @@ async def test_a_refused_recipient_resets_and_the_connection_goes_on() -> None:
         writer.write(b"250 Ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n")
         assert await reader.readline() == b"RSET\r\n"
         writer.write(b"250 Ok\r\n")
-        await commands(reader)
-        writer.write(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        await accept(reader, writer)
         await reader.readuntil(b"\r\n.\r\n")
         writer.write(b"250 queued\r\n")
 
