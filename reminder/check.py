@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from reminder.contacts import Contacts, Problem
-from reminder.digest import DigestInputs, build_agenda, build_digest
+from reminder.digest import DigestInputs, build_agendas, build_digest
 from reminder.ledger.model import DeadlineKind, Role, Task, UnitKind
 from reminder.messages import TaskFacts, context, report_context
 from reminder.policy import Kind
@@ -150,14 +150,13 @@ def report_samples(
 ) -> list[tuple[str, dict[str, Any]]]:
     """Digests for every supervisor (and the whole ledger) and a few agendas, on each day."""
     samples: list[tuple[str, dict[str, Any]]] = []
-    units = sorted({u.ref.name for t in inputs.ledger.tasks for u in t.targets()})
     for day in days:
         since = dt.datetime.combine(day, dt.time(), tzinfo=zone) - dt.timedelta(days=1)
         for supervisor in [None, *contacts.supervisors]:
             payload = build_digest(inputs, supervisor, contacts, day, since, zone)
             samples.append(("digest", payload))
-        agendas = (build_agenda(inputs, unit, day) for unit in units)
-        samples += [("agenda", agenda) for agenda in agendas if agenda is not None][:5]
+        agendas = build_agendas(inputs, day)
+        samples += [("agenda", agendas[unit]) for unit in sorted(agendas)[:5]]
     return samples
 
 

@@ -19,7 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from reminder.errors import ConfigError
-from reminder.ledger.model import UnitKind
+from reminder.ledger.model import UnitKind, names_section
 from reminder.ledger.units import Directory, DirectoryEntry, normalise_name
 from reminder.policy import Channel, Kind
 
@@ -76,7 +76,7 @@ class Supervisor(_Reachable):
         """A supervisor with no sections and no units watches everything."""
         no, numeral, title = section
         in_section = not self.sections or any(
-            item in (no, str(no), numeral, title) for item in self.sections
+            names_section(item, no, numeral, title) for item in self.sections
         )
         return in_section and (not self.units or unit in self.units)
 

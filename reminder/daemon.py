@@ -42,10 +42,11 @@ from reminder.delivery import (
 from reminder.errors import ReminderError
 from reminder.logs import get_logger
 from reminder.planning import Planning
-from reminder.reports import enqueue_agendas, enqueue_digests
+from reminder.reports import enqueue_reports
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.models import MetaRow
+from reminder.store.reports import queue_counts
 from reminder.store.tasks import latest_import
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
@@ -128,8 +129,9 @@ class Daemon:
         async with self.busy:
             runtime, now = self.runtime, self.clock()
             try:
-                digests = enqueue_digests(self.store, runtime.planning, runtime.settings, now)
-                agendas = enqueue_agendas(self.store, runtime.planning, runtime.settings, now)
+                digests, agendas = enqueue_reports(
+                    self.store, runtime.planning, runtime.settings, now
+                )
                 self.log.info("reports", digests=len(digests), agendas=len(agendas))
                 if digests or agendas:
                     await runtime.delivery.run(stop=self.stopping)
@@ -177,11 +179,7 @@ class Daemon:
 
     def queue(self) -> dict[str, int]:
         with self.store.read() as session:
-            rows = session.connection().exec_driver_sql(
-                "SELECT status, count(*) FROM outbox WHERE status IN "
-                "('pending', 'sending', 'retry', 'dead') GROUP BY status"
-            )
-            return {str(status): int(count) for status, count in rows}
+            return queue_counts(session, ("pending", "sending", "retry", "dead"))
 
     # --- signals and reloads -----------------------------------------------------------
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reminder.contacts import Contacts, Supervisor
-from reminder.ledger.model import Role, Task
+from reminder.ledger.model import Role, Task, names_section
+from reminder.messages import ROLE_LABELS
 from reminder.store.tasks import StoredLedger, StoredTask
 
 HORIZON_DAYS = 7
@@ -98,7 +99,7 @@ def scope_label(supervisor: Supervisor | None, ledger: StoredLedger) -> str:
     parts = []
     for item in supervisor.sections:
         section = next(
-            (s for s in ledger.sections if item in (s.no, str(s.no), s.numeral, s.title)), None
+            (s for s in ledger.sections if names_section(item, s.no, s.numeral, s.title)), None
         )
         parts.append(f"{section.numeral}、{section.title}" if section else str(item))
     if supervisor.units:
@@ -221,40 +222,46 @@ def build_digest(
     }
 
 
-def build_agenda(inputs: DigestInputs, unit: str, day: dt.date) -> dict[str, Any] | None:
-    """A unit's open tasks for the week, with its role and next date; None if it has none."""
-    rows: list[dict[str, str | int | None]] = []
-    lights: list[str] = []
+def build_agendas(inputs: DigestInputs, day: dt.date) -> dict[str, dict[str, Any]]:
+    """Every unit's open tasks for the week, with its role and next date, by unit (a unit
+    with none has no agenda); one pass over the ledger."""
+    rows: dict[str, list[dict[str, str | int | None]]] = {}
     for stored in inputs.ledger.tasks:
         if stored.status == "done":
-            continue
-        mine = next((u for u in stored.targets() if u.ref.name == unit and u.done_at is None), None)
-        if mine is None:
             continue
         deadline = stored.task.deadline
         dates = [d for d in (deadline.start, *deadline.milestones) if d is not None and d >= day]
         following = min(dates) if dates else None
-        lights.append(light(stored, day))
-        rows.append(
-            {
-                "no": stored.task.no,
-                "text": stored.task.text,
-                "role": mine.ref.role.value,
-                "role_label": "牵头" if mine.ref.role is Role.LEAD else "配合",
-                "deadline": deadline.raw,
-                "next": following.isoformat() if following else None,
-                "light": light(stored, day),
-                "lead": _lead(stored.task),
-            }
-        )
-    if not rows:
-        return None
+        shown = light(stored, day)
+        listed: set[str] = set()
+        for mine in stored.targets():
+            name = mine.ref.name
+            if mine.done_at is not None or name in listed:
+                continue
+            listed.add(name)
+            rows.setdefault(name, []).append(
+                {
+                    "no": stored.task.no,
+                    "text": stored.task.text,
+                    "role": mine.ref.role.value,
+                    "role_label": ROLE_LABELS[mine.ref.role.value],
+                    "deadline": deadline.raw,
+                    "next": following.isoformat() if following else None,
+                    "light": shown,
+                    "lead": _lead(stored.task),
+                }
+            )
     order = {"red": 0, "yellow": 1, "green": 2}
-    rows.sort(key=lambda r: (order[str(r["light"])], str(r["next"] or "9999"), int(r["no"] or 0)))
-    return {
-        "day": day.isoformat(),
-        "unit": unit,
-        "title": inputs.ledger.title,
-        "tasks": rows,
-        "counts": _count(lights),
-    }
+    agendas: dict[str, dict[str, Any]] = {}
+    for unit, tasks in rows.items():
+        tasks.sort(
+            key=lambda r: (order[str(r["light"])], str(r["next"] or "9999"), int(r["no"] or 0))
+        )
+        agendas[unit] = {
+            "day": day.isoformat(),
+            "unit": unit,
+            "title": inputs.ledger.title,
+            "tasks": tasks,
+            "counts": _count(str(r["light"]) for r in tasks),
+        }
+    return agendas

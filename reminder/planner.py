@@ -105,7 +105,7 @@ class Clock:
     send_at: dt.time
 
     def moment(self, day: dt.date) -> dt.datetime:
-        return dt.datetime.combine(day, self.send_at, tzinfo=self.zone).astimezone(dt.UTC)
+        return local_moment(day, self.send_at, self.zone)
 
     def local_day(self, moment: dt.datetime) -> dt.date:
         return moment.astimezone(self.zone).date()
@@ -294,5 +294,10 @@ def next_at(
     return next((o.at for o in found if after is None or o.at > after), None)
 
 
+def local_moment(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
+    """A local day and time of day, as the aware UTC moment the store keeps."""
+    return dt.datetime.combine(day, at, tzinfo=zone).astimezone(dt.UTC)
+
+
 def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
+    return local_moment(day, dt.time(0), zone)

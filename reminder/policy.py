@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from reminder.ledger.model import DeadlineKind
+from reminder.ledger.model import DeadlineKind, names_section
 
 
 class Kind(StrEnum):
@@ -127,7 +127,7 @@ class PolicyOverride(_Part):
         return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
 
     def selects_section(self, no: int, numeral: str, title: str) -> bool:
-        return any(item in (no, str(no), numeral, title) for item in self.sections)
+        return any(names_section(item, no, numeral, title) for item in self.sections)
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

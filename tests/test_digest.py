@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from reminder.contacts import Contacts, Supervisor, load_contacts
-from reminder.digest import DigestInputs, Undelivered, build_agenda, build_digest, light
+from reminder.digest import DigestInputs, Undelivered, build_agendas, build_digest, light
 from reminder.messages import report_context
 from reminder.planning import Planning
 from reminder.render import PARTS, Renderer
-from reminder.reports import enqueue_agendas, enqueue_digests
+from reminder.reports import enqueue_reports
 from reminder.settings import MessagesSettings, load_config
 from reminder.store.db import open_store
 from reminder.store.reports import digest_inputs
@@ -199,22 +199,23 @@ def test_dead_and_retrying_messages_are_listed(
 
 def test_the_agenda_lists_a_units_open_tasks_with_its_role(inputs: DigestInputs) -> None:
     day = local_today()
-    lead = build_agenda(inputs, "环境保护局", day)
+    agendas = build_agendas(inputs, day)
+    lead = agendas.get("环境保护局")
     assert lead is not None
     assert [(t["no"], t["role_label"], t["light"]) for t in lead["tasks"]] == [(1, "牵头", "red")]
-    cooperating = build_agenda(inputs, "发展和改革委员会", day)
+    cooperating = agendas.get("发展和改革委员会")
     assert cooperating is not None
     text = render("agenda", "text", cooperating, recipient="发展和改革委员会")
     assert "第1项（配合）" in text and "牵头：环境保护局" in text and "【逾期】" in text
-    assert build_agenda(inputs, "交通运输局", day) is None  # its one task is done
-    upcoming = build_agenda(inputs, "住房和城乡建设局", day)
+    assert agendas.get("交通运输局") is None  # its one task is done
+    upcoming = agendas.get("住房和城乡建设局")
     assert upcoming is not None
     assert upcoming["tasks"][0]["next"] == (day + dt.timedelta(days=3)).isoformat()
     assert upcoming["counts"]["yellow"] == 1
 
 
 def test_every_part_of_both_reports_renders(inputs: DigestInputs, known_contacts: Contacts) -> None:
-    agenda = build_agenda(inputs, "环境保护局", local_today())
+    agenda = build_agendas(inputs, local_today()).get("环境保护局")
     assert agenda is not None
     for kind, payload in (("digest", digest(inputs, known_contacts)), ("agenda", agenda)):
         rendered = Renderer().render(
@@ -288,24 +289,24 @@ def test_clock_jumps_send_no_report_twice_and_lose_none(known: Path, isolated_en
         with sqlite3.connect(isolated_env / "ledger.db") as con:
             return {k for (k,) in con.execute("SELECT key FROM outbox WHERE kind = 'digest'")}
 
-    assert enqueue_digests(store, planner, settings, at(today, 8)) == []  # before 08:30
-    first = enqueue_digests(store, planner, settings, at(today, 10))
+    assert enqueue_reports(store, planner, settings, at(today, 8))[0] == []  # before 08:30
+    first = enqueue_reports(store, planner, settings, at(today, 10))[0]
     assert {m.recipient_name for m in first} == {"督查室", "第二督导组"}
     sent = keys()
     assert len(sent) == 2
-    enqueue_digests(store, planner, settings, at(today, 8))  # back two hours
-    enqueue_digests(store, planner, settings, at(today, 10))  # and on again
+    enqueue_reports(store, planner, settings, at(today, 8))  # back two hours
+    enqueue_reports(store, planner, settings, at(today, 10))  # and on again
     assert keys() == sent
-    tomorrow = today + dt.timedelta(days=1)
-    enqueue_digests(store, planner, settings, at(tomorrow, 10))  # forward a day
-    working = planner.calendar.is_working_day(tomorrow)
-    assert len(keys()) == (4 if working else 2)
-    assert all(tomorrow.isoformat() in k for k in keys() - sent)
     # the week's agenda: once, whatever the day of the week it is caught up on
-    agendas = enqueue_agendas(store, planner, settings, at(today, 10))
-    again = enqueue_agendas(store, planner, settings, at(today, 11))
+    agendas = enqueue_reports(store, planner, settings, at(today, 10))[1]
+    again = enqueue_reports(store, planner, settings, at(today, 11))[1]
     assert {m.key for m in agendas} == {m.key for m in again}
     with sqlite3.connect(isolated_env / "ledger.db") as con:
         count = con.execute("SELECT count(*) FROM outbox WHERE kind = 'agenda'").fetchone()[0]
     assert count == len(agendas) == 4
+    tomorrow = today + dt.timedelta(days=1)
+    enqueue_reports(store, planner, settings, at(tomorrow, 10))  # forward a day
+    working = planner.calendar.is_working_day(tomorrow)
+    assert len(keys()) == (4 if working else 2)
+    assert all(tomorrow.isoformat() in k for k in keys() - sent)
     store.dispose()

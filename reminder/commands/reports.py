@@ -15,21 +15,18 @@ from sqlmodel import select as select_rows
 from reminder.app import App, now, parse_moment, pass_app
 from reminder.commands.sending import deliver_due
 from reminder.daemon import LAST_TICK
-from reminder.digest import build_digest, light
+from reminder.digest import LIGHTS, build_digest, light
 from reminder.errors import InputError
 from reminder.loop import run_async
 from reminder.messages import report_context
-from reminder.reports import enqueue_agendas, enqueue_digests, local_moment, next_digest
+from reminder.planner import local_moment
+from reminder.reports import enqueue_reports, next_digest
 from reminder.store.models import AttemptRow, MetaRow, OutboxRow
-from reminder.store.reports import digest_inputs
+from reminder.store.reports import digest_inputs, queue_counts
 from reminder.store.tasks import load_ledger
 from reminder.views import print_lines
 
 STATES = ("pending", "sending", "retry", "sent", "dead", "superseded")
-
-
-def _counts(result: Any) -> dict[str, int]:
-    return {str(name): int(count) for name, count in result.all()}
 
 
 def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
@@ -37,24 +34,21 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
     zone = settings.zone
     with app.store.read() as session:
         meta = session.get(MetaRow, LAST_TICK)
-        queue = _counts(
-            session.execute(
-                select(OutboxRow.status, func.count()).group_by(OutboxRow.status)  # type: ignore[call-overload]
-            )
-        )
+        queue = queue_counts(session)
         dead = session.exec(
             select_rows(OutboxRow)
             .where(col(OutboxRow.status) == "dead")
             .order_by(col(OutboxRow.id).desc())
             .limit(10)
         ).all()
-        failures = _counts(
-            session.execute(
+        failures = {
+            str(outcome): int(count)
+            for outcome, count in session.execute(
                 select(AttemptRow.outcome, func.count())  # type: ignore[call-overload]
                 .where(col(AttemptRow.at) > moment - dt.timedelta(hours=24))
                 .group_by(AttemptRow.outcome)
-            )
-        )
+            ).all()
+        }
         ledger = load_ledger(session)
     day = moment.astimezone(zone).date()
     lights = Counter(light(t, day) for t in ledger.tasks) if ledger else Counter()
@@ -74,7 +68,7 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
         "ledger": {
             "title": ledger.title if ledger else None,
             "tasks": len(ledger.tasks) if ledger else 0,
-            **{name: lights[name] for name in ("red", "yellow", "green", "done")},
+            **{name: lights[name] for name in LIGHTS},
         },
     }
 
@@ -136,7 +130,7 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
         if inputs is None:
             raise InputError("no ledger imported yet; run `reminder import FILE` first")
         day = moment.astimezone(settings.zone).date()
-        since = local_moment(settings, day, settings.digest.at) - dt.timedelta(days=1)
+        since = local_moment(day, settings.digest.at, settings.zone) - dt.timedelta(days=1)
         for supervisor in app.contacts.supervisors or [None]:
             payload = build_digest(inputs, supervisor, app.contacts, day, since, settings.zone)
             values = report_context(
@@ -148,8 +142,7 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
             click.echo(app.renderer.part("digest", "text", values))
             click.echo("")
         return
-    digests = enqueue_digests(app.store, app.planning, settings, moment)
-    agendas = enqueue_agendas(app.store, app.planning, settings, moment)
+    digests, agendas = enqueue_reports(app.store, app.planning, settings, moment)
     app.out.print(f"{len(digests)} digest and {len(agendas)} agenda messages due", markup=False)
     report = run_async(deliver_due(app, moment))
     app.out.print(report.line(), markup=False)

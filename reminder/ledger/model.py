@@ -59,6 +59,12 @@ class Section:
     title: str
 
 
+def names_section(item: str | int, no: int, numeral: str, title: str) -> bool:
+    """Whether a section named in the configuration (by its number, as a number or as
+    text, its numeral or its title) is this one."""
+    return item in (no, str(no), numeral, title)
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     no: int

@@ -49,6 +49,15 @@ def digest_inputs(session: Session) -> DigestInputs | None:
     return DigestInputs(ledger, last_sent, progress, undelivered)
 
 
+def queue_counts(session: Session, states: tuple[str, ...] | None = None) -> dict[str, int]:
+    """How many messages are in each state (of ``states``: read through the status index,
+    without counting the sent ones), states with none left out."""
+    query = select(OutboxRow.status, func.count()).group_by(OutboxRow.status)  # type: ignore[call-overload]
+    if states is not None:
+        query = query.where(col(OutboxRow.status).in_(states))
+    return {str(status): int(count) for status, count in session.execute(query).all()}
+
+
 def last_sent_to(
     session: Session, kind: str, recipient: str, before: dt.datetime
 ) -> dt.datetime | None:
