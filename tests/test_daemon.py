@@ -63,6 +63,19 @@ def env_for(port: int, notify: NotifySocket, **extra: str) -> dict[str, str]:
     )
 
 
+def run_until_exit(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`reminder run` that is expected to exit by itself (it refuses to start)."""
+    return subprocess.run(
+        [str(SCRIPT), "run"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def outbox_rows(db: Path, where: str = "1 = 1") -> list[tuple[str, str, str, str]]:
     with sqlite3.connect(db) as con:
         return con.execute(
@@ -267,15 +280,7 @@ def test_a_second_daemon_on_the_same_file_refuses_to_start(
     env = env_for(port, notify)
     with Daemon(isolated_env, env) as first:
         assert notify.wait_for("READY=1")
-        second = subprocess.run(
-            [str(SCRIPT), "run"],
-            cwd=isolated_env,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        second = run_until_exit(isolated_env, env)
         assert second.returncode == 75
         [line] = second.stderr.strip().splitlines()
         assert "another reminder daemon" in line and f"pid {first.pid}" in line
@@ -324,15 +329,7 @@ def test_a_bad_config_stops_it_at_once_with_exit_78(
 ) -> None:
     _handler, port = smtp
     (known / "contacts.toml").write_text("[[unit]\n", encoding="utf-8")
-    result = subprocess.run(
-        [str(SCRIPT), "run"],
-        cwd=isolated_env,
-        env=env_for(port, notify),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_until_exit(isolated_env, env_for(port, notify))
     assert result.returncode == 78
     [line] = result.stderr.strip().splitlines()
     assert "contacts.toml" in line and "Traceback" not in result.stderr
