@@ -17,6 +17,10 @@ on the 4th working day after it, …), always at the send hour of a working day.
    week late is dropped.
 4. The target's next occasion after ``now`` is returned too: the store keeps it as the
    target's ``next_at`` (indexed), so a tick reads only the targets that are due.
+5. Nothing goes out on a day off or before the send hour: a target owed something then
+   (a catch-up: the daemon started on a Sunday, or at 07:00) is held, its
+   ``planned_until`` left where it was and its ``next_at`` set to the moment sending
+   opens again (the next working day at the send hour).
 """
 
 from __future__ import annotations
@@ -95,6 +99,21 @@ class Plan:
     send: list[Reminder] = field(default_factory=list)
     superseded: list[Reminder] = field(default_factory=list)
     next_at: dict[int, dt.datetime | None] = field(default_factory=dict)
+    held: set[int] = field(default_factory=set)  # targets not planned: sending is closed
+
+
+def sending_opens(
+    now: dt.datetime, send_at: dt.time, calendar: WorkCalendar, zone: ZoneInfo
+) -> dt.datetime | None:
+    """None while reminders may go out (a working day, from the send hour); else when
+    they may again."""
+    local = now.astimezone(zone)
+    today = local.date()
+    if calendar.is_working_day(today):
+        if local.time() >= send_at:
+            return None
+        return local_moment(today, send_at, zone)
+    return local_moment(calendar.on_or_after(today), send_at, zone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,13 +278,14 @@ def due(
 ) -> Plan:
     """What goes out at ``now``; see the module docstring for the steps."""
     plan = Plan()
+    today = now.astimezone(zone).date()
     for target in targets:
+        policy = policy_for(target)
         after = target.planned_until
         # a clock that went back finds nothing due before what was already planned
         horizon_from = max(now, after) if after is not None else now
-        found = occasions(target, policy_for(target), calendar, zone, horizon_from, after)
+        found = occasions(target, policy, calendar, zone, horizon_from, after)
         latest: dict[Kind, Occasion] = {}
-        today = now.astimezone(zone).date()
         for occasion in found:
             if occasion.at > now or (after is not None and occasion.at <= after):
                 continue
@@ -273,6 +293,11 @@ def due(
                 continue
             if occasion.kind not in latest or occasion.at >= latest[occasion.kind].at:
                 latest[occasion.kind] = occasion
+        opens = sending_opens(now, policy.send_at, calendar, zone) if latest else None
+        if opens is not None:  # step 5
+            plan.held.add(target.id)
+            plan.next_at[target.id] = opens
+            continue
         if latest:
             chosen = max(latest.values(), key=lambda o: o.urgency)
             plan.send.append(Reminder(target, chosen))

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Row, bindparam, update
 from sqlmodel import Session, col, select
 
 from reminder.outbox import enqueue
@@ -98,6 +99,12 @@ def plan_batch(
     result.messages = messages
     result.superseded = len(records)
     result.enqueued = len(enqueue(session, [*messages, *records], now))
+
+    def planned(row: Row[Any]) -> dt.datetime | None:
+        if row.id in plan.held:  # sending is closed: what is owed waits, planned as it was
+            return row.planned_until  # type: ignore[no-any-return]
+        return max(row.planned_until, now) if row.planned_until else now
+
     connection.execute(
         update(units)
         .where(units.c.id == bindparam("row_id"))
@@ -105,7 +112,7 @@ def plan_batch(
         [
             {
                 "row_id": row.id,
-                "planned": max(row.planned_until, now) if row.planned_until else now,
+                "planned": planned(row),
                 "next": plan.next_at[row.id],
             }
             for row in due_rows

@@ -321,3 +321,42 @@ def test_invalid_override_is_reported_with_its_key() -> None:
         Policy.model_validate({"override": [{"tasks": [1], "upcoming": {"days_before": [0]}}]})
     with pytest.raises(ValueError, match="needs `sections` or `tasks`"):
         Policy.model_validate({"override": [{"upcoming": {"days_before": [3]}}]})
+
+
+# --- sending hours --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("now", "opens"),
+    [
+        (at("2018-10-07", "10:00"), at("2018-10-08")),  # Sunday, last day of 国庆
+        (at("2018-10-06", "23:00"), at("2018-10-08")),
+        (at("2018-10-08", "07:30"), at("2018-10-08")),  # a working day before the send hour
+        (at("2018-09-29", "10:00"), None),  # a make-up working Saturday: sending is open
+    ],
+)
+def test_a_catch_up_outside_sending_hours_waits_for_them(
+    now: dt.datetime, opens: dt.datetime | None
+) -> None:
+    t = target("9月20日", planned_until=at("2018-09-21", "09:00"))  # owed: overdue reminders
+    plan = plan_at(t, now)
+    if opens is None:
+        assert [r.occasion.kind for r in plan.send] == [Kind.OVERDUE]
+        assert plan.held == set()
+        return
+    assert plan.send == []
+    assert plan.superseded == []
+    assert plan.held == {1}
+    assert plan.next_at[1] == opens
+    # when sending opens, what was owed goes out (planned_until was left where it was)
+    later = plan_at(t, opens)
+    # the latest of what was owed: the 7th working day overdue (Sunday 09-30 was worked)
+    assert [(r.occasion.kind, r.occasion.overdue_days) for r in later.send] == [(Kind.OVERDUE, 7)]
+    assert later.held == set()
+
+
+def test_nothing_owed_on_a_day_off_moves_on_as_usual() -> None:
+    t = target("12月20日", planned_until=at("2018-10-05", "12:00"))
+    plan = plan_at(t, at("2018-10-07", "10:00"))
+    assert plan.held == set()
+    assert plan.next_at[1] == at("2018-12-06")  # 14 days before, as if nothing happened
