@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from reminder import logs
 from reminder.contacts import Contacts, load_contacts
 from reminder.errors import InputError
 from reminder.planning import Planning
@@ -46,13 +45,7 @@ class App:
     @cached_property
     def planning(self) -> Planning:
         settings = self.config.settings
-        log = logs.get_logger()
-        calendar = self.config.calendar(
-            on_uncovered=lambda year: log.warning(
-                "calendar_year_not_covered", year=year, fallback="Monday to Friday"
-            )
-        )
-        return Planning(settings.policy, calendar, settings.zone, self.contacts)
+        return Planning(settings.policy, self.config.calendar(), settings.zone, self.contacts)
 
     @cached_property
     def renderer(self) -> Renderer:

@@ -1,34 +1,80 @@
-"""Working days: Chinese statutory holidays and make-up working days, plus local overrides.
+"""Working days: Chinese statutory holidays and make-up working days, plus local exceptions.
 
-chinese-calendar knows the State Council's holiday arrangements year by year (in 2018
-the Saturday 09-29 and Sunday 09-30 were working days and 10-01…10-07 were not) and
-raises for a year it does not cover. For such a year this calendar falls back to
-Monday–Friday and reports the year once through ``on_uncovered`` (the daemon logs a
-warning), so a reminder is never lost to a missing table. ``calendar.toml`` in the
-config folder adds local days off and working days, which win over both.
+Each year's days off and make-up working days come from the first source that knows
+the year (``calendar_sources``): a notice entered in calendar.toml, chinese-calendar,
+the holidays package, and Monday–Friday last. A year whose 调休 is not known from the
+State Council's notice is *unconfirmed*; ``unconfirmed_years`` names them so that
+``check``, the daemon's start and the supervisors' digest can say so in one line
+(``adjustment_warning``). calendar.toml's top-level ``days_off`` and ``working_days``
+are local exceptions (a city's own day off) and win over every source.
 """
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
+import re
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
-import chinese_calendar
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from reminder.calendar_sources import CalendarYear, Notice, package_versions, year_table
 from reminder.errors import ConfigError
 
 ONE_DAY = dt.timedelta(days=1)
+LOOKAHEAD_DAYS = 60  # years the next 60 days reach need their 调休 known
+_SPAN = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})\s*/\s*(\d{4}-\d{2}-\d{2})\s*$")
+
+
+def _days(value: object) -> object:
+    """Dates as TOML dates or ISO strings, and spans "2027-02-05/2027-02-11", as dates."""
+    if not isinstance(value, list):
+        return value
+    days: list[object] = []
+    for item in value:
+        span = _SPAN.match(item) if isinstance(item, str) else None
+        if span is None:
+            days.append(item)
+            continue
+        first, last = (dt.date.fromisoformat(part) for part in span.groups())
+        if last < first:
+            raise ValueError(f"span {item!r} ends before it starts")
+        if (last - first).days > 31:
+            raise ValueError(f"span {item!r} is longer than a month")
+        days += [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    return days
+
+
+Days = Annotated[list[dt.date], BeforeValidator(_days)]
+
+
+class _NoticeEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    notice: str = ""  # the notice's title or number, shown as the year's source
+    days_off: Days = []
+    working_days: Days = []
 
 
 class _CalendarFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    days_off: list[dt.date] = []
-    working_days: list[dt.date] = []
+    days_off: Days = []
+    working_days: Days = []
+    years: dict[int, _NoticeEntry] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarFile:
+    """What calendar.toml says: local exceptions and the notices of years."""
+
+    days_off: tuple[dt.date, ...] = ()
+    working_days: tuple[dt.date, ...] = ()
+    notices: Mapping[int, Notice] = field(default_factory=dict)
 
 
 class WorkCalendar:
@@ -38,17 +84,42 @@ class WorkCalendar:
         self,
         days_off: Iterable[dt.date] = (),
         working_days: Iterable[dt.date] = (),
-        on_uncovered: Callable[[int], None] | None = None,
+        notices: Mapping[int, Notice] | None = None,
         *,
         working_days_only: bool = True,
+        path: Path = Path("config/calendar.toml"),
     ) -> None:
+        self.path = path  # where an administrator adds a year's notice
         self.days_off = frozenset(days_off)
         self.working_days = frozenset(working_days)
+        self.notices: Mapping[int, Notice] = dict(notices or {})
         self.working_days_only = working_days_only
-        self._on_uncovered = on_uncovered
+        # a notice may name a day of the year before or after (2011-12-31 in 2012's)
+        self._notice_days: dict[dt.date, bool] = {}
+        for notice in self.notices.values():
+            self._notice_days.update(dict.fromkeys(notice.days_off, False))
+            self._notice_days.update(dict.fromkeys(notice.working_days, True))
+        self._tables: dict[int, CalendarYear] = {}
         self._cache: dict[dt.date, bool] = {}
         self._years: dict[int, list[dt.date]] = {}
-        self.uncovered_years: set[int] = set()
+
+    @classmethod
+    def from_file(cls, path: Path, *, working_days_only: bool = True) -> WorkCalendar:
+        found = load_calendar_file(path)
+        return cls(
+            found.days_off,
+            found.working_days,
+            found.notices,
+            working_days_only=working_days_only,
+            path=path,
+        )
+
+    def table(self, year: int) -> CalendarYear:
+        """The year's days off and make-up working days, and the source that decided them."""
+        table = self._tables.get(year)
+        if table is None:
+            table = self._tables[year] = year_table(year, self.notices.get(year))
+        return table
 
     def is_working_day(self, day: dt.date) -> bool:
         if not self.working_days_only:
@@ -60,17 +131,38 @@ class WorkCalendar:
             working = True
         elif day in self.days_off:
             working = False
+        elif day in self._notice_days:
+            working = self._notice_days[day]
         else:
-            try:
-                working = bool(chinese_calendar.is_workday(day))
-            except NotImplementedError:
-                working = day.weekday() < 5
-                if day.year not in self.uncovered_years:
-                    self.uncovered_years.add(day.year)
-                    if self._on_uncovered is not None:
-                        self._on_uncovered(day.year)
+            working = self.table(day.year).is_working_day(day)
         self._cache[day] = working
         return working
+
+    def unconfirmed_years(self, years: Iterable[int]) -> list[int]:
+        """Those of ``years`` whose 调休 is not known from the State Council's notice."""
+        if not self.working_days_only:
+            return []
+        return sorted(year for year in set(years) if not self.table(year).source.official)
+
+    def warning(self, years: Iterable[int]) -> str | None:
+        """One line naming those of ``years`` whose 调休 is unknown, or None."""
+        return adjustment_warning(self.unconfirmed_years(years), self.path)
+
+    def fingerprint_facts(self) -> dict[str, Any]:
+        """What moves working days: a change replans every reminder."""
+        return {
+            "days_off": sorted(day.isoformat() for day in self.days_off),
+            "working_days": sorted(day.isoformat() for day in self.working_days),
+            "notices": {
+                str(year): [
+                    sorted(day.isoformat() for day in notice.days_off),
+                    sorted(day.isoformat() for day in notice.working_days),
+                ]
+                for year, notice in sorted(self.notices.items())
+            },
+            "packages": dict(package_versions()),
+            "working_days_only": self.working_days_only,
+        }
 
     def on_or_before(self, day: dt.date) -> dt.date:
         """The day itself if it is a working day, else the working day before it."""
@@ -121,10 +213,23 @@ class WorkCalendar:
         return count
 
 
-def load_calendar_overrides(path: Path) -> tuple[list[dt.date], list[dt.date]]:
-    """(days off, working days) from calendar.toml; a missing file means none."""
+def years_ahead(today: dt.date, days: int = LOOKAHEAD_DAYS) -> set[int]:
+    """The years from today to ``days`` later."""
+    return set(range(today.year, (today + dt.timedelta(days=days)).year + 1))
+
+
+def adjustment_warning(years: Iterable[int], path: Path) -> str | None:
+    """One line for the years whose 调休 is unknown, or None when there are none."""
+    shown = "、".join(f"{year}年" for year in sorted(set(years)))
+    if not shown:
+        return None
+    return f"{shown}调休安排尚未收录：请按国务院办公厅通知补充 {path}"
+
+
+def load_calendar_file(path: Path) -> CalendarFile:
+    """calendar.toml, validated; a missing file means no exceptions and no notices."""
     if not path.exists():
-        return [], []
+        return CalendarFile()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         parsed = _CalendarFile.model_validate(data)
@@ -135,8 +240,23 @@ def load_calendar_overrides(path: Path) -> tuple[list[dt.date], list[dt.date]]:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
-        raise ConfigError(f"{path}: {key}: {error['msg']} (got {error.get('input')!r})") from None
-    both = set(parsed.days_off) & set(parsed.working_days)
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {key}: {message} (got {error.get('input')!r})") from None
+    _no_day_both(path, "", parsed.days_off, parsed.working_days)
+    notices = {}
+    for year, entry in sorted(parsed.years.items()):
+        where = f"years.{year}"
+        stray = [d for d in (*entry.days_off, *entry.working_days) if abs(d.year - year) > 1]
+        if stray:
+            raise ConfigError(f"{path}: {where}: {stray[0]} is not in {year} or next to it")
+        _no_day_both(path, f"{where}: ", entry.days_off, entry.working_days)
+        notices[year] = Notice(
+            year, entry.notice, tuple(sorted(entry.days_off)), tuple(sorted(entry.working_days))
+        )
+    return CalendarFile(tuple(sorted(parsed.days_off)), tuple(sorted(parsed.working_days)), notices)
+
+
+def _no_day_both(path: Path, where: str, off: list[dt.date], working: list[dt.date]) -> None:
+    both = set(off) & set(working)
     if both:
-        raise ConfigError(f"{path}: {min(both)} is both a day off and a working day")
-    return parsed.days_off, parsed.working_days
+        raise ConfigError(f"{path}: {where}{min(both)} is both a day off and a working day")

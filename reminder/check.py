@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
+from reminder.calendar import adjustment_warning
 from reminder.contacts import Contacts, Problem
 from reminder.digest import DigestInputs, build_agendas, build_digest
 from reminder.ledger.model import DeadlineKind, Role, Task, UnitKind
@@ -153,7 +155,9 @@ def report_samples(
     for day in days:
         since = dt.datetime.combine(day, dt.time(), tzinfo=zone) - dt.timedelta(days=1)
         for supervisor in [None, *contacts.supervisors]:
-            payload = build_digest(inputs, supervisor, contacts, day, since, zone)
+            # a notice line too, so that the templates' notice branch is rendered
+            notices = [adjustment_warning([day.year + 1], Path("config/calendar.toml")) or ""]
+            payload = build_digest(inputs, supervisor, contacts, day, since, zone, notices)
             samples.append(("digest", payload))
         agendas = build_agendas(inputs, day)
         samples += [("agenda", agendas[unit]) for unit in sorted(agendas)[:5]]

@@ -14,7 +14,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from reminder import logs
-from reminder.commands import ledger, planning, reports, sending
+from reminder.commands import calendar, ledger, planning, reports, sending
 from reminder.errors import ReminderError, StoreError
 
 
@@ -25,7 +25,13 @@ def cli() -> None:
     logs.configure(level=os.environ.get("REMINDER_LOG_LEVEL", "warning"))
 
 
-for command in (*ledger.COMMANDS, *planning.COMMANDS, *sending.COMMANDS, *reports.COMMANDS):
+for command in (
+    *ledger.COMMANDS,
+    *calendar.COMMANDS,
+    *planning.COMMANDS,
+    *sending.COMMANDS,
+    *reports.COMMANDS,
+):
     cli.add_command(command)
 
 

@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
 from reminder.app import App
+from reminder.calendar import years_ahead
 from reminder.delivery import (
     Clock,
     Delivery,
@@ -47,7 +48,7 @@ from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.models import MetaRow
 from reminder.store.reports import queue_counts
-from reminder.store.tasks import latest_import
+from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
@@ -173,6 +174,18 @@ class Daemon:
         waiting = ", ".join(f"{state} {count}" for state, count in queue.items() if count)
         notify(f"STATUS=last tick {local:%Y-%m-%d %H:%M:%S}; queue: {waiting or 'empty'}")
 
+    def check_calendar(self) -> None:
+        """Warn about the years ahead and of the ledger whose 调休 is not known yet."""
+        calendar = self.runtime.planning.calendar
+        today = self.clock().astimezone(self.runtime.settings.zone).date()
+        with self.store.read() as session:
+            years = ledger_years(session) | years_ahead(today)
+        warning = calendar.warning(years)
+        if warning:
+            self.log.warning(
+                "calendar_unconfirmed", years=calendar.unconfirmed_years(years), hint=warning
+            )
+
     def has_ledger(self) -> bool:
         with self.store.read() as session:
             return latest_import(session) is not None
@@ -200,6 +213,7 @@ class Daemon:
             old, self.runtime = self.runtime, fresh
         await old.close()
         self.log.info("reloaded")
+        self.check_calendar()
 
     async def watchdog(self, interval_s: float) -> None:
         while not self.stopping.is_set():
@@ -243,6 +257,7 @@ class Daemon:
         self.log.info("started", pid=os.getpid(), sqlite=self.store.is_sqlite)
         if not self.has_ledger():
             self.log.warning("no_ledger", hint="reminder import FILE; the daemon picks it up")
+        self.check_calendar()
         interval = watchdog_interval_s()
         watchdog = loop.create_task(self.watchdog(interval)) if interval else None
         catch_up = loop.create_task(self.reports())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,8 +114,12 @@ def build_digest(
     day: dt.date,
     since: dt.datetime,
     zone: dt.tzinfo,
+    notices: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The digest of ``day`` for one supervisor (None: everything), as JSON-ready data."""
+    """The digest of ``day`` for one supervisor (None: everything), as JSON-ready data.
+
+    ``notices``: lines every supervisor should read first (the calendar's unknown years).
+    """
     ledger = inputs.ledger
     tasks = [t for t in ledger.tasks if _in_scope(t, ledger, supervisor)]
     lights = {t.id: light(t, day) for t in tasks}
@@ -197,6 +201,7 @@ def build_digest(
         "since": _iso(since, zone),
         "title": ledger.title,
         "scope": scope_label(supervisor, ledger),
+        "notices": list(notices),
         "totals": {**_count(lights.values()), "tasks": len(tasks)},
         "sections": sections,
         "units": units,

@@ -28,8 +28,7 @@ class Planning:
         facts = {
             "policy": self.policy.model_dump(mode="json"),
             "zone": self.zone.key,
-            "days_off": sorted(day.isoformat() for day in self.calendar.days_off),
-            "working_days": sorted(day.isoformat() for day in self.calendar.working_days),
+            "calendar": self.calendar.fingerprint_facts(),
             "groups": {
                 entry.name: list(entry.members)
                 for entry in self.contacts.directory.entries

@@ -10,6 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlmodel import Session
+
+from reminder.calendar import years_ahead
 from reminder.digest import build_agendas, build_digest
 from reminder.outbox import enqueue
 from reminder.planner import local_moment
@@ -19,6 +22,7 @@ from reminder.recipients import Message, message_key, routes
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.reports import digest_inputs, last_sent_to
+from reminder.store.tasks import ledger_years
 
 
 def first_working_day_of_week(planning: Planning, day: dt.date) -> dt.date | None:
@@ -58,6 +62,12 @@ def _agenda_due(
         return None
     moment = local_moment(first, settings.digest.agenda_at, settings.zone)
     return None if now < moment else (first, moment)
+
+
+def calendar_notices(session: Session, planning: Planning, day: dt.date) -> list[str]:
+    """The digest's first lines: the years ahead and of the ledger whose 调休 is unknown."""
+    warning = planning.calendar.warning(ledger_years(session) | years_ahead(day))
+    return [warning] if warning else []
 
 
 def _messages(
@@ -102,6 +112,7 @@ def enqueue_reports(
         if inputs is None:
             return [], []
         if digest_at is not None:
+            notices = calendar_notices(session, planning, day)
             for supervisor in planning.contacts.supervisors:
                 found = routes(supervisor, Kind.DIGEST, planning.policy)
                 if not found:
@@ -114,6 +125,7 @@ def enqueue_reports(
                     day,
                     since or digest_at - dt.timedelta(days=1),
                     settings.zone,
+                    notices,
                 )
                 digests += _messages(Kind.DIGEST, supervisor.name, found, day, digest_at, payload)
         if agenda_at is not None:

@@ -12,7 +12,7 @@ import datetime as dt
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,7 +34,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from reminder.calendar import WorkCalendar, load_calendar_overrides
+from reminder.calendar import WorkCalendar
 from reminder.errors import ConfigError
 from reminder.ledger.deadline import SeasonRule
 from reminder.policy import Policy
@@ -242,13 +242,10 @@ class Config:
     def calendar_path(self) -> Path:
         return self.folder / "calendar.toml"
 
-    def calendar(self, on_uncovered: Callable[[int], None] | None = None) -> WorkCalendar:
-        """Working days: chinese-calendar, calendar.toml on top, the policy's choice."""
-        days_off, working_days = load_calendar_overrides(self.calendar_path)
-        return WorkCalendar(
-            days_off,
-            working_days,
-            on_uncovered,
+    def calendar(self) -> WorkCalendar:
+        """Working days: calendar.toml's notices and exceptions over the packages' tables."""
+        return WorkCalendar.from_file(
+            self.calendar_path,
             working_days_only=self.settings.policy.working_days_only,
         )
 

@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
-from structlog.testing import capture_logs
 
 from reminder.contacts import load_contacts
 from reminder.planning import Planning
@@ -255,15 +254,3 @@ def test_simulate_a_month_on_a_copy(cli: Cli, isolated_env: Path) -> None:
     )
     busiest = Counter(line["scheduled_for"][:10] for line in lines).most_common(1)[0]
     assert f"busiest day: {busiest[0]} ({busiest[1]} messages)" in result.out
-
-
-def test_a_year_the_calendar_does_not_cover_is_logged(cli: Cli) -> None:
-    assert cli("import", str(SEED), "--year", "2031").code == 0
-    with capture_logs() as logs:
-        messages = plan(cli, "2031-10-08 09:00")
-    assert messages
-    warnings = [e for e in logs if e["event"] == "calendar_year_not_covered"]
-    years = [e["year"] for e in warnings]
-    assert 2031 in years
-    assert len(years) == len(set(years))  # each year once
-    assert warnings[0]["log_level"] == "warning"

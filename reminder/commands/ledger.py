@@ -13,14 +13,16 @@ from pathlib import Path
 import click
 
 from reminder.app import App, now, pass_app
+from reminder.calendar import years_ahead
 from reminder.check import check as run_check
 from reminder.check import report_problems, report_samples, template_problems
+from reminder.contacts import Problem
 from reminder.errors import InputError
 from reminder.ledger import read_ledger
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import replan_all
-from reminder.store.tasks import StoredLedger, StoredTask, task_facts
+from reminder.store.tasks import StoredLedger, StoredTask, ledger_years, task_facts
 from reminder.views import (
     import_lines,
     ledger_json,
@@ -115,17 +117,21 @@ def tasks_command(
 def check_command(app: App) -> None:
     """Report config and ledger problems; exit 1 if any is an error."""
     settings = app.config.settings
+    today = now().astimezone(settings.zone).date()
     with app.store.read() as session:
         inputs = digest_inputs(session)
         ledger = inputs.ledger if inputs else None
         facts = task_facts(session, [stored.id for stored in ledger.tasks]) if ledger else {}
+        calendar = app.planning.calendar.warning(ledger_years(session) | years_ahead(today))
     templates = template_problems(app.renderer, facts, app.contacts, settings.messages)
     if inputs is not None:
         # today, and a day in the ledger's own year when most tasks are still open
-        days = [now().astimezone(settings.zone).date(), dt.date(inputs.ledger.year, 6, 25)]
+        days = [today, dt.date(inputs.ledger.year, 6, 25)]
         samples = report_samples(inputs, app.contacts, days, settings.zone)
         templates += report_problems(app.renderer, samples, settings.messages)
     problems = run_check(app.contacts, ledger, templates)
+    if calendar:
+        problems.append(Problem("warning", "calendar", calendar))
     for problem in problems:
         click.echo(f"{problem.severity:<8}{problem}")
     errors = sum(1 for p in problems if p.severity == "error")

@@ -20,7 +20,7 @@ from reminder.errors import InputError
 from reminder.loop import run_async
 from reminder.messages import report_context
 from reminder.planner import local_moment
-from reminder.reports import enqueue_reports, next_digest
+from reminder.reports import calendar_notices, enqueue_reports, next_digest
 from reminder.store.models import AttemptRow, MetaRow, OutboxRow
 from reminder.store.reports import digest_inputs, queue_counts
 from reminder.store.tasks import load_ledger
@@ -125,14 +125,17 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
     moment = parse_moment(app, at, "--at")
     settings = app.config.settings
     if show:
+        day = moment.astimezone(settings.zone).date()
         with app.store.read() as session:
             inputs = digest_inputs(session)
+            notices = calendar_notices(session, app.planning, day)
         if inputs is None:
             raise InputError("no ledger imported yet; run `reminder import FILE` first")
-        day = moment.astimezone(settings.zone).date()
         since = local_moment(day, settings.digest.at, settings.zone) - dt.timedelta(days=1)
         for supervisor in app.contacts.supervisors or [None]:
-            payload = build_digest(inputs, supervisor, app.contacts, day, since, settings.zone)
+            payload = build_digest(
+                inputs, supervisor, app.contacts, day, since, settings.zone, notices
+            )
             values = report_context(
                 kind="digest",
                 recipient=supervisor.name if supervisor else "督查",

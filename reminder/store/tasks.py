@@ -6,6 +6,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from reminder.ledger.model import (
@@ -176,3 +177,27 @@ def task_facts(session: Session, task_ids: list[int]) -> dict[int, TaskFacts]:
             units=tuple((unit.unit, unit.role) for unit in listed),
         )
     return facts
+
+
+def ledger_years(session: Session) -> set[int]:
+    """The years the current ledger touches: its own and those of its dates (aggregates)."""
+    run = latest_import(session)
+    if run is None:
+        return set()
+    active = col(TaskRow.removed_at).is_(None)
+    first_start, last_start, first_due, last_due = session.exec(
+        select(
+            func.min(TaskRow.deadline_start),
+            func.max(TaskRow.deadline_start),
+            func.min(TaskRow.deadline_due),
+            func.max(TaskRow.deadline_due),
+        ).where(active)
+    ).one()
+    days = [d for d in (first_start, last_start, first_due, last_due) if d is not None]
+    years = [run.year, *(_as_date(day).year for day in days)]
+    return set(range(min(years), max(years) + 1))
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    # SQLite's MIN/MAX over a DATE column come back as text
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
