@@ -79,13 +79,20 @@ class Sink:
 
 
 def fill_outbox(url: str, n: int, now: dt.datetime) -> None:
+    """``n`` pending letters, each telling one unit of one overdue task (one alert = one
+    mail, as Alertmanager is measured), to the sample contacts' addresses."""
     from sqlalchemy import insert  # noqa: PLC0415 - see the module docstring
 
+    from reminder.calendar import WorkCalendar  # noqa: PLC0415
     from reminder.contacts import load_contacts  # noqa: PLC0415
     from reminder.ledger import read_ledger  # noqa: PLC0415
+    from reminder.letters import LetterContext, LetterItem, build_letter  # noqa: PLC0415
+    from reminder.policy import Kind  # noqa: PLC0415
+    from reminder.settings import OfficeSettings  # noqa: PLC0415
     from reminder.store.db import open_store  # noqa: PLC0415
     from reminder.store.importer import import_ledger  # noqa: PLC0415
     from reminder.store.models import OutboxRow  # noqa: PLC0415
+    from reminder.store.tasks import task_facts  # noqa: PLC0415
 
     store = open_store(url)
     contacts = load_contacts(ROOT / "config" / "contacts.toml")
@@ -95,30 +102,29 @@ def fill_outbox(url: str, n: int, now: dt.datetime) -> None:
         import_ledger(session, ledger, "", now, "bench")
     with store.write() as session:
         task_ids = [row[0] for row in session.connection().exec_driver_sql("SELECT id FROM task")]
+        facts = task_facts(session, task_ids)
+        context = LetterContext(
+            dt.date(2018, 10, 8), ledger.title, 2018, OfficeSettings(), contacts, WorkCalendar(), {}
+        )
         rows = []
         for i in range(n):
-            task_id = task_ids[i % len(task_ids)]
+            task = facts[task_ids[i % len(task_ids)]]
+            unit, role = task.units[i % len(task.units)]
+            item = LetterItem(
+                f"overdue:{i}", Kind.OVERDUE, unit, role, None, {"milestone": "2018-09-30"}, task
+            )
+            payload = build_letter(context, unit, [item], 1)
             rows.append(
                 {
-                    "key": f"overdue:{task_id}:单位{i}:email:{addresses[i % len(addresses)]}:{i}",
-                    "kind": "overdue",
-                    "task_id": task_id,
-                    "task_no": i % len(task_ids) + 1,
-                    "unit": "环境保护局",
-                    "role": "lead" if i % 3 else "cooperating",
+                    "key": f"letter:{unit}:email:{addresses[i % len(addresses)]}:{i}",
+                    "kind": "letter",
+                    "unit": unit,
                     "channel": "email",
                     "recipient": addresses[i % len(addresses)],
-                    "recipient_name": "环境保护局",
+                    "recipient_name": unit,
                     "scheduled_for": now,
                     "status": "pending",
-                    "payload": {
-                        "day": "2018-10-08",
-                        "milestone": "2018-09-30",
-                        "days_left": -8,
-                        "overdue_days": 1 + i % 10,
-                        "escalated": bool(i % 2),
-                        "via": None,
-                    },
+                    "payload": payload,
                     "created_at": now,
                     "next_attempt_at": now,
                     "attempts": 0,

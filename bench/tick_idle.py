@@ -23,6 +23,7 @@ from reminder.calendar import WorkCalendar
 from reminder.contacts import load_contacts
 from reminder.planning import Planning
 from reminder.policy import Policy
+from reminder.settings import Settings
 from reminder.store.db import Store, open_store
 from reminder.store.models import ImportRun, MetaRow, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.targets import FINGERPRINT
@@ -106,11 +107,12 @@ def time_ticks(url: str, rows: int, runs: int, planning: Planning) -> float:
     store = open_store(url)
     try:
         fill(store, rows, planning)
-        run_tick(store, planning, NOW)  # warm up: statement caches, connections
+        settings = Settings()
+        run_tick(store, planning, settings, NOW)  # warm up: statement caches, connections
         times = []
         for _ in range(runs):
             started = time.perf_counter()
-            result = run_tick(store, planning, NOW)
+            result = run_tick(store, planning, settings, NOW)
             times.append(time.perf_counter() - started)
             assert result.targets == 0, "something was due"
         return statistics.median(times)

@@ -187,6 +187,13 @@ class WorkCalendar:
             self._years[year] = days
         return days
 
+    def week_start(self, day: dt.date) -> dt.date | None:
+        """The first working day of the week (Monday to Sunday) of ``day``; None if the
+        whole week is off."""
+        monday = day - dt.timedelta(days=day.weekday())
+        first = self.on_or_after(monday)
+        return first if (first - monday).days < 7 else None
+
     def after(self, day: dt.date) -> dt.date:
         """The first working day strictly after ``day``."""
         return self.add_working_days(day, 1)

@@ -13,22 +13,16 @@ from typing import Any
 
 from reminder.calendar import adjustment_warning
 from reminder.contacts import Contacts, Problem
-from reminder.digest import DigestInputs, build_agendas, build_digest
+from reminder.digest import DigestInputs, build_digest
 from reminder.ledger.model import DeadlineKind, Role, Task, UnitKind
-from reminder.messages import TaskFacts, context, report_context
+from reminder.letters import LetterContext, LetterItem, build_letter
+from reminder.messages import TaskFacts, report_context
+from reminder.planning import Planning
 from reminder.policy import Kind
 from reminder.render import PARTS, Renderer, TemplateProblem
-from reminder.settings import MessagesSettings
+from reminder.reports import ESCALATION_FIELDS
+from reminder.settings import OfficeSettings
 from reminder.store.tasks import StoredLedger
-
-UNIT_KINDS = (
-    Kind.UPCOMING,
-    Kind.DUE_TODAY,
-    Kind.WINDOW_START,
-    Kind.OVERDUE,
-    Kind.ESCALATION,
-    Kind.PROGRESS,
-)
 
 
 def unit_problems(tasks: list[Task], contacts: Contacts) -> list[Problem]:
@@ -93,49 +87,85 @@ def _numbers(numbers: list[int], limit: int = 8) -> str:
     return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
 
 
-def template_problems(
-    renderer: Renderer,
-    facts: dict[int, TaskFacts],
-    contacts: Contacts,
-    settings: MessagesSettings,
-) -> list[Problem]:
-    """Render every part of every unit template for every task, in both roles.
+def _sample_items(task: TaskFacts, day: dt.date) -> list[tuple[Kind, dict[str, Any]]]:
+    """One item of each kind about a task, dated around ``day`` so every branch shows."""
+    around = {
+        Kind.OVERDUE: day - dt.timedelta(days=10),
+        Kind.DUE_TODAY: day,
+        Kind.UPCOMING: day + dt.timedelta(days=3),
+        Kind.WINDOW_START: day + dt.timedelta(days=3),
+        Kind.PROGRESS: day,
+        Kind.SUMMARY: day,
+    }
+    found = [(kind, {"milestone": milestone.isoformat()}) for kind, milestone in around.items()]
+    # due on a day off: today is the last working day before it
+    found.append((Kind.DUE_TODAY, {"milestone": (day + dt.timedelta(days=2)).isoformat()}))
+    return found
 
-    A template that fails is reported once, with the first task it failed on and how
-    many more it would fail on.
-    """
-    failures: dict[str, list[int]] = defaultdict(list)
+
+def letter_samples(
+    facts: dict[int, TaskFacts], context: LetterContext
+) -> list[tuple[int, dict[str, Any]]]:
+    """For every task, a letter to its lead unit and one to a cooperating unit carrying an
+    item of every kind, and one letter with an agenda: (task number, payload)."""
+    samples: list[tuple[int, dict[str, Any]]] = []
     for task in facts.values():
         lead = next((name for name, role in task.units if role == Role.LEAD.value), "")
         cooperating = next(
-            (name for name, role in task.units if role == Role.COOPERATING.value), lead
+            (name for name, role in task.units if role == Role.COOPERATING.value), ""
         )
-        day = task.due or task.start or dt.date.today()
-        for kind in UNIT_KINDS:
-            for role, unit in ((Role.LEAD.value, lead), (Role.COOPERATING.value, cooperating)):
-                payload = {
-                    "day": day.isoformat(),
-                    "milestone": day.isoformat(),
-                    "days_left": 3,
-                    "overdue_days": 7,
-                    "escalated": kind is Kind.OVERDUE,
-                }
-                values = context(
-                    kind=kind.value,
-                    unit=unit,
-                    role=role,
-                    recipient=unit,
-                    task=task,
-                    payload=payload,
-                    contacts=contacts,
-                    settings=settings,
-                )
-                for part in PARTS:
-                    try:
-                        renderer.part(kind.value, part, values)
-                    except TemplateProblem as problem:
-                        if task.no not in failures[problem.message]:
-                            failures[problem.message].append(task.no)
+        for role, unit in ((Role.LEAD.value, lead), (Role.COOPERATING.value, cooperating)):
+            if not unit:
+                continue
+            items = [
+                LetterItem(f"sample:{task.no}:{n}", kind, unit, role, None, payload, task)
+                for n, (kind, payload) in enumerate(_sample_items(task, context.day))
+            ]
+            samples.append((task.no, build_letter(context, unit, items, 1 + len(samples) % 2)))
+    if samples:
+        no, first = samples[0]
+        agenda = [
+            {
+                "no": no,
+                "number": f"第{no}项",
+                "text": "示例任务",
+                "role": "lead",
+                "role_label": "牵头",
+                "deadline": "全年",
+                "next": None,
+                "light": light,
+                "standing": standing,
+                "lead": first["unit"],
+            }
+            for light, standing in (("red", False), ("yellow", False), ("green", True))
+        ]
+        samples.append((no, {**first, "agenda": agenda}))
+        samples.append((no, {**first, "groups": [], "counts": {}, "total": 0, "agenda": agenda}))
+    return samples
+
+
+LETTER_CHANNELS = ("email", "sms", "wecom", "dingtalk")
+
+
+def template_problems(
+    renderer: Renderer, samples: list[tuple[int, dict[str, Any]]], office: OfficeSettings
+) -> list[Problem]:
+    """Render every part of the letter templates against every sample letter, on every
+    channel. A template that fails is reported once, with the first task it failed on
+    and how many more it would fail on."""
+    failures: dict[str, list[int]] = defaultdict(list)
+    for no, payload in samples:
+        values = report_context(
+            kind=Kind.LETTER.value, recipient=payload["unit"], payload=payload, settings=office
+        )
+        for channel in LETTER_CHANNELS:
+            values["channel"] = channel
+            for part in PARTS:
+                try:
+                    renderer.part(Kind.LETTER.value, part, values)
+                except TemplateProblem as problem:
+                    if no not in failures[problem.message]:
+                        failures[problem.message].append(no)
     return [
         Problem(
             "error",
@@ -148,32 +178,35 @@ def template_problems(
 
 
 def report_samples(
-    inputs: DigestInputs, contacts: Contacts, days: list[dt.date], zone: dt.tzinfo
+    inputs: DigestInputs, planning: Planning, days: list[dt.date]
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Digests for every supervisor (and the whole ledger) and a few agendas, on each day."""
+    """Digests and escalation lists for every supervisor (and the whole ledger) on each
+    day, with a notice line so that the templates' notice branch is rendered too."""
     samples: list[tuple[str, dict[str, Any]]] = []
     for day in days:
-        since = dt.datetime.combine(day, dt.time(), tzinfo=zone) - dt.timedelta(days=1)
-        for supervisor in [None, *contacts.supervisors]:
-            # a notice line too, so that the templates' notice branch is rendered
-            notices = [adjustment_warning([day.year + 1], Path("config/calendar.toml")) or ""]
-            payload = build_digest(inputs, supervisor, contacts, day, since, zone, notices)
+        since = dt.datetime.combine(day, dt.time(), tzinfo=planning.zone) - dt.timedelta(days=1)
+        notices = [adjustment_warning([day.year + 1], Path("config/calendar.toml")) or ""]
+        for supervisor in [None, *planning.contacts.supervisors]:
+            payload = build_digest(inputs, supervisor, planning, day, since, notices)
             samples.append(("digest", payload))
-        agendas = build_agendas(inputs, day)
-        samples += [("agenda", agendas[unit]) for unit in sorted(agendas)[:5]]
+            samples.append(
+                (Kind.ESCALATION.value, {key: payload[key] for key in ESCALATION_FIELDS})
+            )
     return samples
 
 
 def report_problems(
-    renderer: Renderer, samples: list[tuple[str, dict[str, Any]]], settings: MessagesSettings
+    renderer: Renderer, samples: list[tuple[str, dict[str, Any]]], office: OfficeSettings
 ) -> list[Problem]:
-    """Render every part of the digest and agenda templates against sample snapshots."""
+    """Render every part of the digest and escalation list templates against samples."""
     problems: dict[str, str] = {}
     for kind, payload in samples:
-        values = report_context(kind=kind, recipient="督查室", payload=payload, settings=settings)
-        for part in PARTS:
-            try:
-                renderer.part(kind, part, values)
-            except TemplateProblem as problem:
-                problems.setdefault(problem.message, kind)
+        values = report_context(kind=kind, recipient="督查室", payload=payload, settings=office)
+        for channel in LETTER_CHANNELS:
+            values["channel"] = channel
+            for part in PARTS:
+                try:
+                    renderer.part(kind, part, values)
+                except TemplateProblem as problem:
+                    problems.setdefault(problem.message, kind)
     return [Problem("error", "templates", message) for message in problems]

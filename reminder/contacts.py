@@ -42,13 +42,20 @@ class _Reachable(_Strict):
 
     name: str = Field(min_length=1)
     contact: str = ""
+    phone: str = ""  # the office line letters and digests give (default: the first mobile)
     email: StrList = []
     mobile: StrList = []
     webhook: str = ""  # a WeCom or DingTalk group robot
+    wecom_userid: str = ""  # the contact's WeCom account: a WeCom post can @ only that
     robot: Literal["wecom", "dingtalk", ""] = ""  # default: told by the webhook's host
     robot_secret_env: str = ""  # the environment variable holding a DingTalk signing secret
     # per kind of message, the channels to use instead of [policy.channels]
     channels: dict[Kind, list[Channel]] = {}
+
+    @property
+    def telephone(self) -> str:
+        """The number to call: the office line, else the first valid mobile."""
+        return self.phone or next(iter(valid_mobiles(self.mobile)), "")
 
     @property
     def robot_kind(self) -> str:

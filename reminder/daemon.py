@@ -3,9 +3,10 @@
 1. Take the single-daemon lock (SQLite), open the store, load config and contacts.
 2. Schedule with APScheduler 3 (AsyncIOScheduler, no job store: the outbox is the
    state): a tick every ``[daemon] tick_s``, the first one at once (the catch-up), and
-   cron triggers in the configured zone for the digest (08:30) and the agenda (09:00).
-3. Catch up on reports: today's digest and this week's agenda go out if their hour
-   has passed and they have not been sent (their keys make a second one impossible).
+   a cron trigger in the configured zone for the digest (08:30). Each tick composes
+   what is due into letters (the week's agenda in each unit's first letter of a week).
+3. Catch up on reports: today's digest goes out if its hour has passed on a working day
+   and it has not been sent (its key makes a second one impossible).
 4. Tell systemd READY=1; ping WATCHDOG=1 at half the watchdog interval from the event
    loop itself, and report STATUS= with the last tick and the queue after each tick.
 5. SIGTERM/SIGINT: stop taking work; the job in progress finishes its in-flight sends
@@ -113,28 +114,28 @@ class Daemon:
         async with self.busy:
             runtime, now = self.runtime, self.clock()
             try:
-                result = run_tick(self.store, runtime.planning, now)
-                for message in result.messages:
-                    self.log.info("reminder_enqueued", key=message.key)
+                result = run_tick(self.store, runtime.planning, runtime.settings, now)
+                for letter in result.letters:
+                    self.log.info(
+                        "letter_enqueued", key=letter.message.key, items=len(letter.items)
+                    )
                 report = await runtime.delivery.run(stop=self.stopping)
-                self.record_tick(now, result.targets, result.enqueued, report)
+                self.record_tick(now, result.targets, len(result.letters), report)
                 if report.claimed >= RELEASE_AFTER:
                     release_memory(runtime.delivery)
             except Exception as error:  # the next tick tries again
                 self.failed("tick_failed", error)
 
     async def reports(self) -> None:
-        """Today's digest and this week's agenda, if due and not yet sent, then delivery."""
+        """Today's digests (and escalation lists), if due and not yet sent, then delivery."""
         if self.stopping.is_set():
             return
         async with self.busy:
             runtime, now = self.runtime, self.clock()
             try:
-                digests, agendas = enqueue_reports(
-                    self.store, runtime.planning, runtime.settings, now
-                )
-                self.log.info("reports", digests=len(digests), agendas=len(agendas))
-                if digests or agendas:
+                messages = enqueue_reports(self.store, runtime.planning, runtime.settings, now)
+                self.log.info("reports", messages=len(messages))
+                if messages:
                     await runtime.delivery.run(stop=self.stopping)
             except Exception as error:  # the next tick delivers what was enqueued
                 self.failed("reports_failed", error)
@@ -249,9 +250,9 @@ class Daemon:
             next_run_time=dt.datetime.now(zone),
             **common,
         )
-        for job_id, at in (("digest", settings.digest.at), ("agenda", settings.digest.agenda_at)):
-            trigger = CronTrigger(hour=at.hour, minute=at.minute, second=at.second, timezone=zone)
-            scheduler.add_job(self.reports, trigger, id=job_id, **common)
+        at = settings.digest.at
+        trigger = CronTrigger(hour=at.hour, minute=at.minute, second=at.second, timezone=zone)
+        scheduler.add_job(self.reports, trigger, id="digest", **common)
         scheduler.start()
         notify("READY=1", "STATUS=started")
         self.log.info("started", pid=os.getpid(), sqlite=self.store.is_sqlite)

@@ -4,9 +4,10 @@
 
 1. Claim a batch of due messages with a lease, in one short transaction; claiming
    waits while more than a batch is still unanswered.
-2. Render each message (its template, the task as it is now) and build what goes on
-   the wire, in chunks; on a machine with more than one CPU the chunks are rendered in
-   worker processes, so that the process that talks SMTP spends its time on the wire.
+2. Render each message (its template, the snapshot taken when it was enqueued) and
+   build what goes on the wire, in chunks; on a machine with more than one CPU the
+   chunks are rendered in worker processes, so that the process that talks SMTP spends
+   its time on the wire.
    A template that cannot be rendered makes that message dead, with the reason.
 3. Hand each rendered chunk to its channel's sender; senders report each outcome as
    soon as they learn it.
@@ -42,14 +43,12 @@ from reminder.channels.sms import SmsSender
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.logs import get_logger
-from reminder.messages import TaskFacts
 from reminder.outbox import claim, gives_up, mark, renew
-from reminder.prepare import REPORTS, Preparer, render_chunk, start_worker
+from reminder.prepare import Preparer, render_chunk, start_worker
 from reminder.render import Renderer
 from reminder.secrets import secret
 from reminder.settings import Settings
 from reminder.store.db import Store
-from reminder.store.tasks import task_facts
 
 Clock = Callable[[], dt.datetime]
 CHUNK = 200  # messages rendered (and handed to a sender) together
@@ -136,7 +135,7 @@ class _Recorder:
             key = self.keys.pop(result.id, "")
             if result.status == "sent":
                 kind = key.split(":", 1)[0]
-                event = f"{kind}_sent" if kind in REPORTS else "reminder_sent"
+                event = "reminder_sent" if kind == "letter" else f"{kind}_sent"
                 self.log.info(event, key=key)
             elif result.status == "dead" or gives_up(result, attempts[result.id], self.settings):
                 self.log.warning("reminder_dead", key=key, error=result.detail)
@@ -163,7 +162,6 @@ class Delivery:
         self._pool: ProcessPoolExecutor | None = None
         self._pool_failed = False  # for the rest of a run, work in this process
         self._first_here = False  # the next chunk is rendered in this process
-        self._facts: dict[int, TaskFacts] = {}
         self.log = get_logger()
 
     def _render_pool(self) -> ProcessPoolExecutor | None:
@@ -238,30 +236,19 @@ class Delivery:
                 self.renew(recorder)
                 renewed = time.monotonic()
 
-    def _task_facts(self, rows: Sequence[Claimed]) -> dict[int, TaskFacts]:
-        """The tasks of a batch, read once per run."""
-        missing = sorted({r.task_id for r in rows if r.task_id is not None} - self._facts.keys())
-        if missing:
-            with self.store.read() as session:
-                self._facts.update(task_facts(session, missing))
-        return self._facts
-
-    async def _prepare(
-        self, rows: Sequence[Claimed], facts: dict[int, TaskFacts], now: dt.datetime
-    ) -> list[Outgoing | Result]:
+    async def _prepare(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
         pool = self._render_pool() if len(rows) >= CHUNK // 2 else None
         if pool is None:
-            return self.preparer.chunk(rows, facts, now)
+            return self.preparer.chunk(rows, now)
         if self._first_here:
             # the run's first chunk is rendered here, once the batch's other chunks went
             # to the workers: its messages go out while a worker starts or renders
             self._first_here = False
             await asyncio.sleep(0)
-            return self.preparer.chunk(rows, facts, now)
-        subset = {r.task_id: facts[r.task_id] for r in rows if r.task_id in facts}
+            return self.preparer.chunk(rows, now)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(pool, render_chunk, rows, subset, now)
+            return await loop.run_in_executor(pool, render_chunk, rows, now)
         except BrokenProcessPool as exc:
             # a worker died (killed, out of memory); nothing of this chunk was sent yet,
             # so it is rendered here, and so is the rest of this run
@@ -270,11 +257,9 @@ class Delivery:
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
             self._pool_failed = True
-            return self.preparer.chunk(rows, facts, now)
+            return self.preparer.chunk(rows, now)
 
-    async def _chunk(
-        self, rows: Sequence[Claimed], facts: dict[int, TaskFacts], recorder: _Recorder
-    ) -> None:
+    async def _chunk(self, rows: Sequence[Claimed], recorder: _Recorder) -> None:
         """Steps 2 and 3 for one chunk. Whatever goes wrong, every row gets an outcome:
         a row left without one would be held (its lease renewed) until the run ends."""
         reported: set[int] = set()
@@ -285,7 +270,7 @@ class Delivery:
 
         try:
             by_channel: dict[str, list[Outgoing]] = defaultdict(list)
-            for item in await self._prepare(rows, facts, self.clock()):
+            for item in await self._prepare(rows, self.clock()):
                 if isinstance(item, Result):
                     report(item)
                 elif item.channel not in self.senders:
@@ -316,7 +301,6 @@ class Delivery:
         report = DeliveryReport()
         started = time.perf_counter()
         recorder = _Recorder(self)
-        self._facts = {}
         self._pool_failed = False
         self._first_here = True
         chunks: set[asyncio.Task[None]] = set()
@@ -329,10 +313,9 @@ class Delivery:
                     break
                 report.claimed += len(rows)
                 recorder.track(rows, lease_until)
-                facts = self._task_facts(rows)
                 for start in range(0, len(rows), CHUNK):
                     chunk = rows[start : start + CHUNK]
-                    task = asyncio.create_task(self._chunk(chunk, facts, recorder))
+                    task = asyncio.create_task(self._chunk(chunk, recorder))
                     chunks.add(task)
                     task.add_done_callback(chunks.discard)
             await asyncio.gather(*chunks)
@@ -367,7 +350,7 @@ async def send_test(
             html=f"<p>{text}</p>",
             key=key,
             date=now.astimezone(zone),
-            reply_to=settings.smtp.reply_to,
+            reply_to=settings.smtp.reply_to or settings.office.email,
             kind="test",
         )
     except DeliveryError as error:

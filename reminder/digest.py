@@ -1,29 +1,46 @@
 """The supervisors' daily digest and the units' weekly agenda, as data. Pure.
 
 A digest is a snapshot taken when it is enqueued (08:30): what the templates render
-later is exactly what the ledger looked like then. It holds the traffic-light board
-(red: overdue; yellow: due within 7 days; green: on track; done) by section and by unit
-with a ranking of units by overdue count, the overdue list (days overdue, lead unit,
-last reminder, last progress note), what falls due in the next 7 days, what was done
-since the last digest, units nobody can reach, and messages that are dead or still
-retrying. A supervisor with a scope (sections, units) gets that part only.
+later is exactly what the ledger looked like then. A supervisor with a scope (sections,
+units) gets that part only. It holds:
+
+1. the traffic lights (red: overdue; yellow: due within 7 days; green: on track; done),
+   by section, and how many tasks fell overdue since the last digest (今日新增逾期);
+2. 提级督办: every unit whose part of a task is overdue by the policy's ``escalate_after``
+   working days or more, with its contact and phone and, per task, how late and how
+   often it was reminded (units leading such tasks first);
+3. the overdue tasks: how late (calendar days, working days in brackets: the letters
+   count the same way), new today or not, the units still open, the last reminder and
+   the last progress note;
+4. units ranked by the overdue tasks they lead and, separately, those they cooperate
+   on; a group's members (the towns) one by one;
+5. what falls due in the next 7 days, what was done since the last digest, units
+   nobody can reach, and messages not delivered (counted in full, the reasons in
+   Chinese).
+
+全年 duties and tasks without a due date are never red or yellow: their lights follow
+the policy's ``overdue.kinds``, as the reminders do.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reminder.contacts import Contacts, Supervisor
+from reminder.contacts import Supervisor
 from reminder.ledger.model import Role, Task, names_section
 from reminder.messages import ROLE_LABELS
+from reminder.planning import Planning
+from reminder.settings import OfficeSettings
 from reminder.store.tasks import StoredLedger, StoredTask
+from reminder.wording import deadline_text, delivery_problem, lateness
 
 HORIZON_DAYS = 7
 LIGHTS = ("red", "yellow", "green", "done")
+UNDELIVERED_SHOWN = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +67,37 @@ class DigestInputs:
     ledger: StoredLedger
     last_sent: dict[int, dt.datetime] = field(default_factory=dict)  # task id → last reminder
     progress: dict[int, Progress] = field(default_factory=dict)  # task id → last progress note
-    undelivered: tuple[Undelivered, ...] = ()
+    undelivered: tuple[Undelivered, ...] = ()  # the newest, for the list
+    undelivered_counts: Mapping[str, int] = field(default_factory=dict)  # status → all of them
+    reminded: Mapping[tuple[int, str], int] = field(default_factory=dict)  # (no, unit) → days
 
 
-def light(stored: StoredTask, day: dt.date) -> str:
+def counts_down(stored: StoredTask, ledger: StoredLedger, planning: Planning) -> bool:
+    """Whether the task's due date makes it yellow and red (not 全年, not undated)."""
+    task = stored.task
+    if task.deadline.due is None:
+        return False
+    policy = planning.policy.for_task(_section(ledger, task.section_no), task.no)
+    return task.deadline.kind in policy.overdue.kinds
+
+
+def light(stored: StoredTask, day: dt.date, ledger: StoredLedger, planning: Planning) -> str:
     """done, red (past its due date), yellow (due within 7 days), green (on track)."""
     if stored.status == "done":
         return "done"
     due = stored.task.deadline.due
-    if due is None:
+    if due is None or not counts_down(stored, ledger, planning):
         return "green"
     if due < day:
         return "red"
     if due <= day + dt.timedelta(days=HORIZON_DAYS):
         return "yellow"
     return "green"
+
+
+def _section(ledger: StoredLedger, no: int) -> tuple[int, str, str]:
+    section = next((s for s in ledger.sections if s.no == no), None)
+    return (section.no, section.numeral, section.title) if section else (no, "", "")
 
 
 def _lead(task: Task) -> str:
@@ -74,12 +107,7 @@ def _lead(task: Task) -> str:
 def _in_scope(stored: StoredTask, ledger: StoredLedger, supervisor: Supervisor | None) -> bool:
     if supervisor is None:
         return True
-    section = next((s for s in ledger.sections if s.no == stored.task.section_no), None)
-    key = (
-        (section.no, section.numeral, section.title)
-        if section
-        else (stored.task.section_no, "", "")
-    )
+    key = _section(ledger, stored.task.section_no)
     names = [u.ref.name for u in stored.units] + [m.ref.name for m in stored.members]
     return any(supervisor.watches(key, name) for name in names)
 
@@ -107,111 +135,164 @@ def scope_label(supervisor: Supervisor | None, ledger: StoredLedger) -> str:
     return "；".join(parts)
 
 
-def build_digest(
-    inputs: DigestInputs,
-    supervisor: Supervisor | None,
-    contacts: Contacts,
-    day: dt.date,
-    since: dt.datetime,
-    zone: dt.tzinfo,
-    notices: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The digest of ``day`` for one supervisor (None: everything), as JSON-ready data.
+def _who(planning: Planning, name: str) -> dict[str, str]:
+    unit = planning.contacts.unit(name)
+    return {"contact": unit.contact if unit else "", "phone": unit.telephone if unit else ""}
 
-    ``notices``: lines every supervisor should read first (the calendar's unknown years).
-    """
-    ledger = inputs.ledger
-    tasks = [t for t in ledger.tasks if _in_scope(t, ledger, supervisor)]
-    lights = {t.id: light(t, day) for t in tasks}
-    watched_units = set(supervisor.units) if supervisor and supervisor.units else None
 
-    sections = []
-    for section in ledger.sections:
-        in_section = [lights[t.id] for t in tasks if t.task.section_no == section.no]
-        if in_section:
-            sections.append(
+class _Digest:
+    """One supervisor's digest of one day; ``payload`` is the result (steps 1 to 5)."""
+
+    def __init__(
+        self,
+        inputs: DigestInputs,
+        supervisor: Supervisor | None,
+        planning: Planning,
+        day: dt.date,
+        since: dt.datetime,
+    ) -> None:
+        self.inputs = inputs
+        self.ledger = inputs.ledger
+        self.supervisor = supervisor
+        self.planning = planning
+        self.day = day
+        self.since = since
+        self.zone = planning.zone
+        self.tasks = [t for t in self.ledger.tasks if _in_scope(t, self.ledger, supervisor)]
+        self.lights = {t.id: light(t, day, self.ledger, planning) for t in self.tasks}
+        watched = set(supervisor.units) if supervisor and supervisor.units else None
+        self.watched = watched
+        # nobody is escalated to about itself, nor ranked in its own digest
+        self.myself = {supervisor.name} if supervisor else set()
+
+    def _open_units(self, stored: StoredTask) -> list[tuple[str, str]]:
+        """(unit, role) of the task's targets whose part is still open, in scope."""
+        found = []
+        for unit in stored.targets():
+            name = unit.ref.name
+            if unit.done_at is not None or name in self.myself:
+                continue
+            if self.watched is not None and name not in self.watched:
+                continue
+            found.append((name, unit.ref.role.value))
+        return found
+
+    def sections(self) -> list[dict[str, Any]]:
+        found = []
+        for section in self.ledger.sections:
+            lights = [self.lights[t.id] for t in self.tasks if t.task.section_no == section.no]
+            if lights:
+                found.append(
+                    {
+                        "no": section.no,
+                        "numeral": section.numeral,
+                        "title": section.title,
+                        **_count(lights),
+                    }
+                )
+        return found
+
+    def overdue(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The overdue tasks, and the units to escalate (提级督办)."""
+        since_day = self.since.astimezone(self.zone).date()
+        tasks: list[dict[str, Any]] = []
+        escalated: dict[str, list[dict[str, Any]]] = {}
+        red = [t for t in self.tasks if self.lights[t.id] == "red"]
+        for stored in sorted(red, key=lambda t: (t.task.deadline.due or self.day, t.task.no)):
+            task = stored.task
+            due = task.deadline.due
+            late = lateness(due, self.day, self.planning.calendar) if due else None
+            if due is None or late is None:
+                continue
+            policy = self.planning.policy.for_task(_section(self.ledger, task.section_no), task.no)
+            units = self._open_units(stored)
+            progress = self.inputs.progress.get(stored.id)
+            reminded = max(
+                (self.inputs.reminded.get((task.no, name), 0) for name, _ in units), default=0
+            )
+            tasks.append(
                 {
-                    "no": section.no,
-                    "numeral": section.numeral,
-                    "title": section.title,
-                    **_count(in_section),
+                    "no": task.no,
+                    "text": task.text,
+                    "deadline": deadline_text(task.deadline.raw),
+                    "due": due.isoformat(),
+                    "days": late.days,
+                    "working_days": late.working_days,
+                    "new": due >= since_day,
+                    "lead": _lead(task),
+                    "open_units": [name for name, _ in units],
+                    "reminded": reminded,
+                    "last_reminder": _iso(self.inputs.last_sent.get(stored.id), self.zone),
+                    "progress": (
+                        {
+                            "unit": progress.unit,
+                            "note": progress.note,
+                            "at": _iso(progress.at, self.zone),
+                        }
+                        if progress
+                        else None
+                    ),
                 }
             )
-
-    per_unit: dict[str, Counter[str]] = {}
-    for stored in tasks:
-        for unit in stored.units:
-            name = unit.ref.name
-            if watched_units is not None and name not in watched_units:
+            overdue = policy.overdue
+            if not overdue.escalate or late.working_days < overdue.escalate_after:
                 continue
-            per_unit.setdefault(name, Counter())[lights[stored.id]] += 1
-    ranked = sorted(
-        per_unit.items(), key=lambda item: (-item[1]["red"], -item[1]["yellow"], item[0])
-    )
-    units = [{"name": name, **{k: counts[k] for k in LIGHTS}} for name, counts in ranked]
-
-    overdue = []
-    for stored in sorted(tasks, key=lambda t: (t.task.deadline.due or day, t.task.no)):
-        if lights[stored.id] != "red":
-            continue
-        due = stored.task.deadline.due
-        assert due is not None
-        progress = inputs.progress.get(stored.id)
-        overdue.append(
+            for name, role in units:
+                escalated.setdefault(name, []).append(
+                    {
+                        "no": task.no,
+                        "text": task.text,
+                        "role": role,
+                        "role_label": ROLE_LABELS.get(role, role),
+                        "due": due.isoformat(),
+                        "days": late.days,
+                        "working_days": late.working_days,
+                        "reminded": self.inputs.reminded.get((task.no, name), 0),
+                    }
+                )
+        by_unit: list[dict[str, Any]] = [
             {
-                "no": stored.task.no,
-                "text": stored.task.text,
-                "deadline": stored.task.deadline.raw,
-                "due": due.isoformat(),
-                "days": (day - due).days,
-                "lead": _lead(stored.task),
-                "last_reminder": _iso(inputs.last_sent.get(stored.id), zone),
-                "progress": (
-                    {"unit": progress.unit, "note": progress.note, "at": _iso(progress.at, zone)}
-                    if progress
-                    else None
-                ),
+                "unit": name,
+                **_who(self.planning, name),
+                "lead": sum(1 for t in found if t["role"] == Role.LEAD.value),
+                "tasks": sorted(found, key=lambda t: (-t["days"], t["no"])),
             }
+            for name, found in escalated.items()
+        ]
+        by_unit.sort(
+            key=lambda u: (-u["lead"], -len(u["tasks"]), -u["tasks"][0]["days"], u["unit"])
         )
-    upcoming = [
-        {
-            "no": t.task.no,
-            "text": t.task.text,
-            "deadline": t.task.deadline.raw,
-            "due": t.task.deadline.due.isoformat() if t.task.deadline.due else None,
-            "days_left": (t.task.deadline.due - day).days if t.task.deadline.due else None,
-            "lead": _lead(t.task),
-        }
-        for t in sorted(tasks, key=lambda t: (t.task.deadline.due or day, t.task.no))
-        if lights[t.id] == "yellow"
-    ]
-    done = [
-        {"no": t.task.no, "text": t.task.text, "lead": _lead(t.task), "at": _iso(t.done_at, zone)}
-        for t in tasks
-        if t.status == "done" and t.done_at is not None and t.done_at > since
-    ]
-    names = {u.ref.name for t in tasks for u in (*t.units, *t.members)}
-    # a group with members is reached through them: has_contact() says so
-    no_contact = sorted(name for name in names if not contacts.has_contact(name))
-    undelivered = [
-        u for u in inputs.undelivered if watched_units is None or u.recipient in watched_units
-    ]
-    return {
-        "day": day.isoformat(),
-        "since": _iso(since, zone),
-        "title": ledger.title,
-        "scope": scope_label(supervisor, ledger),
-        "notices": list(notices),
-        "totals": {**_count(lights.values()), "tasks": len(tasks)},
-        "sections": sections,
-        "units": units,
-        "overdue": overdue,
-        "upcoming": upcoming,
-        "done": done,
-        "no_contact": no_contact,
-        "undelivered": {
-            "dead": sum(1 for u in undelivered if u.status == "dead"),
-            "retry": sum(1 for u in undelivered if u.status == "retry"),
+        return tasks, by_unit
+
+    def ranking(self) -> dict[str, list[dict[str, Any]]]:
+        """Units by overdue tasks they lead, and by those they cooperate on."""
+        counts: dict[str, dict[str, Counter[str]]] = {"lead": {}, "cooperating": {}}
+        for stored in self.tasks:
+            shown = self.lights[stored.id]
+            if shown not in ("red", "yellow"):
+                continue
+            for name, role in self._open_units(stored):
+                side = "lead" if role == Role.LEAD.value else "cooperating"
+                counts[side].setdefault(name, Counter())[shown] += 1
+        ranked: dict[str, list[dict[str, Any]]] = {}
+        for side, per_unit in counts.items():
+            ordered = sorted(
+                ((name, c) for name, c in per_unit.items() if c["red"]),
+                key=lambda item: (-item[1]["red"], -item[1]["yellow"], item[0]),
+            )
+            ranked[side] = [
+                {"name": name, "red": c["red"], "yellow": c["yellow"]} for name, c in ordered
+            ]
+        return ranked
+
+    def undelivered(self) -> dict[str, Any]:
+        inputs = self.inputs
+        shown = [
+            u for u in inputs.undelivered if self.watched is None or u.recipient in self.watched
+        ][:UNDELIVERED_SHOWN]
+        return {
+            "dead": inputs.undelivered_counts.get("dead", 0),
+            "retry": inputs.undelivered_counts.get("retry", 0),
             "items": [
                 {
                     "status": u.status,
@@ -219,25 +300,94 @@ def build_digest(
                     "task": u.task_no,
                     "recipient": u.recipient,
                     "channel": u.channel,
-                    "error": u.error,
+                    "problem": delivery_problem(u.channel, u.error),
                 }
-                for u in undelivered[:20]
+                for u in shown
             ],
-        },
-    }
+        }
+
+    def payload(self, notices: Sequence[str]) -> dict[str, Any]:
+        overdue, escalated = self.overdue()
+        upcoming = [
+            {
+                "no": t.task.no,
+                "text": t.task.text,
+                "deadline": deadline_text(t.task.deadline.raw),
+                "due": t.task.deadline.due.isoformat() if t.task.deadline.due else None,
+                "days_left": (t.task.deadline.due - self.day).days if t.task.deadline.due else None,
+                "lead": _lead(t.task),
+            }
+            for t in sorted(self.tasks, key=lambda t: (t.task.deadline.due or self.day, t.task.no))
+            if self.lights[t.id] == "yellow"
+        ]
+        done = [
+            {
+                "no": t.task.no,
+                "text": t.task.text,
+                "lead": _lead(t.task),
+                "at": _iso(t.done_at, self.zone),
+            }
+            for t in self.tasks
+            if t.status == "done" and t.done_at is not None and t.done_at > self.since
+        ]
+        names = {u.ref.name for t in self.tasks for u in t.targets()}
+        # a group with members is reached through them: has_contact() says so
+        contacts = self.planning.contacts
+        no_contact = sorted(name for name in names if not contacts.has_contact(name))
+        return {
+            "day": self.day.isoformat(),
+            "since": _iso(self.since, self.zone),
+            "title": self.ledger.title,
+            "scope": scope_label(self.supervisor, self.ledger),
+            "notices": list(notices),
+            "totals": {
+                **_count(self.lights.values()),
+                "tasks": len(self.tasks),
+                "new_overdue": sum(1 for t in overdue if t["new"]),
+            },
+            "sections": self.sections(),
+            "escalated": escalated,
+            "escalate_after": self.planning.policy.overdue.escalate_after,
+            "overdue": overdue,
+            "ranking": self.ranking(),
+            "upcoming": upcoming,
+            "done": done,
+            "no_contact": no_contact,
+            "undelivered": self.undelivered(),
+        }
 
 
-def build_agendas(inputs: DigestInputs, day: dt.date) -> dict[str, dict[str, Any]]:
-    """Every unit's open tasks for the week, with its role and next date, by unit (a unit
-    with none has no agenda); one pass over the ledger."""
-    rows: dict[str, list[dict[str, str | int | None]]] = {}
-    for stored in inputs.ledger.tasks:
+def build_digest(
+    inputs: DigestInputs,
+    supervisor: Supervisor | None,
+    planning: Planning,
+    day: dt.date,
+    since: dt.datetime,
+    notices: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The digest of ``day`` for one supervisor (None: everything), as JSON-ready data.
+
+    ``notices``: lines every supervisor should read first (the calendar's unknown years).
+    """
+    return _Digest(inputs, supervisor, planning, day, since).payload(notices)
+
+
+def build_agendas(
+    inputs: DigestInputs, day: dt.date, planning: Planning, office: OfficeSettings
+) -> dict[str, dict[str, Any]]:
+    """Every unit's open tasks for the week, with its role, state and next date, by unit
+    (a unit with none has no agenda); one pass over the ledger."""
+    ledger = inputs.ledger
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for stored in ledger.tasks:
         if stored.status == "done":
             continue
         deadline = stored.task.deadline
-        dates = [d for d in (deadline.start, *deadline.milestones) if d is not None and d >= day]
+        standing = not counts_down(stored, ledger, planning)  # 全年, ongoing, from …
+        dated = () if standing else deadline.milestones
+        dates = [d for d in (deadline.start, *dated) if d is not None and d >= day]
         following = min(dates) if dates else None
-        shown = light(stored, day)
+        shown = light(stored, day, ledger, planning)
         listed: set[str] = set()
         for mine in stored.targets():
             name = mine.ref.name
@@ -247,25 +397,25 @@ def build_agendas(inputs: DigestInputs, day: dt.date) -> dict[str, dict[str, Any
             rows.setdefault(name, []).append(
                 {
                     "no": stored.task.no,
-                    "text": stored.task.text,
+                    "number": office.number(ledger.year, stored.task.no),
+                    "text": " ".join(stored.task.text.split()),
                     "role": mine.ref.role.value,
                     "role_label": ROLE_LABELS[mine.ref.role.value],
-                    "deadline": deadline.raw,
+                    "deadline": deadline_text(deadline.raw),
                     "next": following.isoformat() if following else None,
                     "light": shown,
+                    "standing": standing and following is None,
                     "lead": _lead(stored.task),
                 }
             )
     order = {"red": 0, "yellow": 1, "green": 2}
     agendas: dict[str, dict[str, Any]] = {}
     for unit, tasks in rows.items():
-        tasks.sort(
-            key=lambda r: (order[str(r["light"])], str(r["next"] or "9999"), int(r["no"] or 0))
-        )
+        tasks.sort(key=lambda r: (order[str(r["light"])], str(r["next"] or "9999"), int(r["no"])))
         agendas[unit] = {
             "day": day.isoformat(),
             "unit": unit,
-            "title": inputs.ledger.title,
+            "title": ledger.title,
             "tasks": tasks,
             "counts": _count(str(r["light"]) for r in tasks),
         }

@@ -38,10 +38,11 @@ from reminder.policy import Kind, Policy
 WINDOW_START_GRACE = dt.timedelta(days=7)
 _RANK = {
     Kind.PROGRESS: 1,
-    Kind.WINDOW_START: 2,
-    Kind.UPCOMING: 3,
-    Kind.DUE_TODAY: 4,
-    Kind.OVERDUE: 5,
+    Kind.SUMMARY: 2,
+    Kind.WINDOW_START: 3,
+    Kind.UPCOMING: 4,
+    Kind.DUE_TODAY: 5,
+    Kind.OVERDUE: 6,
 }
 
 
@@ -156,20 +157,23 @@ class _Rules:
         return self.calendar.on_or_before(day)
 
     def finite(self) -> Iterator[Occasion]:
-        """Upcoming, due today and window start: a fixed number per milestone."""
+        """Upcoming, due today and window start: a fixed number per milestone.
+
+        A milestone on a day off is due on the last working day before it (kind
+        ``due_today``, its ``milestone`` telling the day off); an upcoming reminder that
+        would fall on that day too is left out.
+        """
         deadline = self.target.task.deadline
         upcoming = self.policy.upcoming
-        if upcoming.enabled:
+        if upcoming.enabled and deadline.kind in upcoming.kinds:
             for milestone in deadline.milestones:
+                due_day = self.shift_back(milestone)
                 for before in upcoming.days_before:
                     day = self.shift_back(milestone - dt.timedelta(days=before))
-                    if day < milestone:
+                    if day < due_day or (day < milestone and not upcoming.due_today):
                         yield self.occasion(Kind.UPCOMING, day, milestone)
                 if upcoming.due_today:
-                    day = self.shift_back(milestone)
-                    # due on a day off: the working day before says "due on <day>"
-                    kind = Kind.DUE_TODAY if day == milestone else Kind.UPCOMING
-                    yield self.occasion(kind, day, milestone)
+                    yield self.occasion(Kind.DUE_TODAY, due_day, milestone)
         start = self.policy.window_start
         if start.enabled and deadline.start and deadline.kind in start.kinds:
             befores = [*start.days_before, *([0] if start.on_start else [])]
@@ -178,31 +182,57 @@ class _Rules:
                 yield self.occasion(Kind.WINDOW_START, day, deadline.start)
 
     def overdue(self, until: dt.date, since: dt.date | None) -> Iterator[Occasion]:
-        """The first working day after the final milestone, then every K working days.
+        """The first working day after the final milestone, then weekly (the first working
+        day of each week) or every K working days.
 
         Starts near ``since`` (what was planned already needs no listing again).
         """
         due = self.target.task.deadline.due
         overdue = self.policy.overdue
-        if due is None or not overdue.enabled:
+        if (
+            due is None
+            or not overdue.enabled
+            or self.target.task.deadline.kind not in overdue.kinds
+        ):
             return
-        skip = 0  # how many repeats lie wholly before `since`
-        if since is not None and since > due:
-            skip = max(
-                0, (self.calendar.working_days_between(due, since) - 1) // overdue.repeat_every - 1
-            )
-        count = 1 + skip * overdue.repeat_every  # working days overdue on `day`
-        day = self.calendar.add_working_days(due, count)
-        while True:
-            escalate = overdue.escalate and count >= overdue.escalate_after
-            yield self.occasion(Kind.OVERDUE, day, due, count, escalate)
+        first = self.calendar.after(due)
+        days = (
+            self._weekly(first, since)
+            if overdue.repeat_every == "week"
+            else self._every(due, overdue.repeat_every, since)
+        )
+        for day in days:
+            late = self.calendar.working_days_between(due, day)
+            escalate = overdue.escalate and late >= overdue.escalate_after
+            yield self.occasion(Kind.OVERDUE, day, due, late, escalate)
             if day > until:  # one past `until`: the target's next_at
                 return
-            day = self.calendar.add_working_days(day, overdue.repeat_every)
-            count += overdue.repeat_every
+
+    def _weekly(self, first: dt.date, since: dt.date | None) -> Iterator[dt.date]:
+        """``first``, then the first working day of each following week."""
+        yield first
+        monday = first - dt.timedelta(days=first.weekday()) + dt.timedelta(days=7)
+        if since is not None and since - dt.timedelta(days=7) > monday:
+            monday = since - dt.timedelta(days=since.weekday() + 7)  # the week before since
+        while True:
+            day = self.calendar.week_start(monday)
+            if day is not None:  # a week of days off has no letter
+                yield day
+            monday += dt.timedelta(days=7)
+
+    def _every(self, due: dt.date, every: int, since: dt.date | None) -> Iterator[dt.date]:
+        """The first working day after ``due``, then every ``every`` working days."""
+        skip = 0  # how many repeats lie wholly before `since`
+        if since is not None and since > due:
+            skip = max(0, (self.calendar.working_days_between(due, since) - 1) // every - 1)
+        day = self.calendar.add_working_days(due, 1 + skip * every)
+        while True:
+            yield day
+            day = self.calendar.add_working_days(day, every)
 
     def progress(self, until: dt.date, since: dt.date | None) -> Iterator[Occasion]:
-        """A monthly check-in, skipped in a month the unit already reported progress."""
+        """A monthly check-in, skipped in a month the unit already reported progress; in
+        the month of the year-end summary, the summary request instead."""
         rule = self.policy.progress
         deadline = self.target.task.deadline
         if not rule.enabled or deadline.kind not in rule.kinds:
@@ -222,13 +252,21 @@ class _Rules:
             year, month = (
                 (since.year - 1, 12) if since.month == 1 else (since.year, since.month - 1)
             )
+        summary = rule.summary_on
         while True:
-            check_in = dt.date(year, month, rule.day_of_month)
-            if last is not None and check_in > last:
+            if summary is not None and month == summary[0]:
+                kind, asked = Kind.SUMMARY, dt.date(year, month, summary[1])
+                wanted = True
+            else:
+                kind, asked = Kind.PROGRESS, dt.date(year, month, rule.day_of_month)
+                wanted = (year, month) != reported_month
+            if last is not None and asked > last:
                 return
-            if check_in >= first and (year, month) != reported_month:
-                yield self.occasion(Kind.PROGRESS, self.shift_back(check_in))
-                if check_in > until:  # one past `until`: the target's next_at
+            if asked >= first and wanted:
+                day = self.shift_back(asked)
+                yield self.occasion(kind, day, asked)
+                # the day it goes out, not the day asked (the 25th may be a Sunday)
+                if day > until:  # one past `until`: the target's next_at
                     return
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
 

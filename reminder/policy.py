@@ -1,10 +1,14 @@
 """The reminder policy: who hears what, when. Pydantic models under ``[policy]``.
 
-Defaults suit a Chinese city office: reminders at 09:00 on working days; 14, 7, 3 and 1
-days before each due milestone and on the day; 3 days before and on the start of a
-window; overdue on the first working day after, then every 3 working days, copied to
-the supervisors from the 5th working day overdue; a monthly progress check-in on the
-25th for all-year, open-ended, ongoing and recurring tasks.
+Defaults suit a Chinese city office, whose units get everything of a day in one letter:
+reminders at 09:00 on working days; 7 and 3 days before each due milestone and on the
+day (or on the last working day before it, when it falls on a day off); 3 days before
+and on the start of a window; overdue on the first working day after, then in the
+unit's weekly letter (the first working day of each week), escalated to the
+supervisors' digest from the 5th working day overdue; a monthly progress check-in on
+the 25th (the working day before, if that is a day off) and a year-end summary request
+on 12-10 for all-year, open-ended, ongoing and recurring tasks. 全年 duties are not
+counted down to 12-31 and never overdue (``kinds`` says which deadlines are).
 
 ``[[policy.override]]`` entries change any of this for some sections or tasks; a task
 override wins over a section override, which wins over the defaults.
@@ -19,27 +23,54 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
     field_validator,
     model_validator,
 )
+from pydantic_settings import NoDecode
 
 from reminder.ledger.model import DeadlineKind, names_section
 
 
-class Kind(StrEnum):
-    """What a message is about; also the name of its template."""
+def _month_day(value: object) -> object:
+    """'11-15' → (11, 15); checked against a leap year so 02-29 is allowed; '' → None."""
+    if value == "":
+        return None
+    if isinstance(value, str):
+        month, sep, day = value.partition("-")
+        if not sep or not month.isdigit() or not day.isdigit():
+            raise ValueError("must look like MM-DD, e.g. 11-15")
+        try:
+            dt.date(2000, int(month), int(day))
+        except ValueError:
+            raise ValueError(f"{value} is not a day of the year") from None
+        return (int(month), int(day))
+    return value
 
+
+# NoDecode: a complex type would otherwise be read from the environment as JSON
+MonthDay = Annotated[tuple[int, int], NoDecode, BeforeValidator(_month_day)]
+OptionalMonthDay = Annotated[tuple[int, int] | None, NoDecode, BeforeValidator(_month_day)]
+
+
+class Kind(StrEnum):
+    """What an item of a letter is about, or what a message is."""
+
+    # items: what one unit is told about one task (the audit trail), per channel
     UPCOMING = "upcoming"
-    DUE_TODAY = "due_today"
+    DUE_TODAY = "due_today"  # on the due day, or the last working day before it
     WINDOW_START = "window_start"
     OVERDUE = "overdue"
-    ESCALATION = "escalation"  # the supervisors' copy of an escalated overdue reminder
-    PROGRESS = "progress"
-    DIGEST = "digest"
-    AGENDA = "agenda"
+    PROGRESS = "progress"  # the monthly check-in
+    SUMMARY = "summary"  # the year-end summary request (年度总结)
+    AGENDA = "agenda"  # the week's agenda, carried by the unit's first letter of the week
+    # messages: what goes out
+    LETTER = "letter"  # a unit's 督办通知: its items of one moment on one channel
+    DIGEST = "digest"  # a supervisor's daily digest
+    ESCALATION = "escalation"  # a supervisor's daily 逾期督办清单, for those who ask for it
 
 
 Channel = Literal["email", "sms", "robot"]
@@ -49,11 +80,24 @@ DEFAULT_CHANNELS: dict[Kind, list[Channel]] = {
     Kind.DUE_TODAY: ["email", "sms"],
     Kind.WINDOW_START: ["email"],
     Kind.OVERDUE: ["email", "sms", "robot"],
-    Kind.ESCALATION: ["email"],
     Kind.PROGRESS: ["email"],
-    Kind.DIGEST: ["email"],
+    Kind.SUMMARY: ["email"],
     Kind.AGENDA: ["email"],
+    Kind.DIGEST: ["email"],
+    Kind.ESCALATION: [],  # escalations are in the digest; a supervisor may ask for a list
 }
+ITEM_KINDS = (
+    Kind.UPCOMING,
+    Kind.DUE_TODAY,
+    Kind.WINDOW_START,
+    Kind.OVERDUE,
+    Kind.PROGRESS,
+    Kind.SUMMARY,
+    Kind.AGENDA,
+)
+# deadlines that are counted down and can be overdue: not 全年 (a standing duty) and not
+# those without a due date (from, ongoing, unknown)
+DUE_KINDS = [DeadlineKind.DATE, DeadlineKind.WINDOW, DeadlineKind.SEASON, DeadlineKind.RECURRING]
 
 
 def _days_before(value: list[int]) -> list[int]:
@@ -72,8 +116,9 @@ class _Part(BaseModel):
 
 class UpcomingPolicy(_Part):
     enabled: bool = True
-    days_before: DaysBefore = Field(default=[14, 7, 3, 1])
-    due_today: bool = True
+    days_before: DaysBefore = Field(default=[7, 3])
+    due_today: bool = True  # on the day, or the last working day before a day off
+    kinds: list[DeadlineKind] = Field(default_factory=lambda: list(DUE_KINDS))
 
 
 class WindowStartPolicy(_Part):
@@ -87,14 +132,19 @@ class WindowStartPolicy(_Part):
 
 class OverduePolicy(_Part):
     enabled: bool = True
-    repeat_every: int = Field(default=3, ge=1)  # working days between overdue reminders
+    # after the first working day overdue: "week" (in the unit's letter of the first
+    # working day of each week) or a number of working days between reminders
+    repeat_every: Literal["week"] | Annotated[int, Field(ge=1)] = "week"
     escalate: bool = True
-    escalate_after: int = Field(default=5, ge=1)  # working days overdue before supervisors hear
+    escalate_after: int = Field(default=5, ge=1)  # working days overdue: 提级督办 in the digest
+    kinds: list[DeadlineKind] = Field(default_factory=lambda: list(DUE_KINDS))
 
 
 class ProgressPolicy(_Part):
     enabled: bool = True
-    day_of_month: int = Field(default=25, ge=1, le=28)
+    day_of_month: int = Field(default=25, ge=1, le=28)  # the working day before, if a day off
+    # the year-end summary request (年度总结), instead of that month's check-in; "" for none
+    summary_on: OptionalMonthDay = (12, 10)
     kinds: list[DeadlineKind] = Field(
         default=[
             DeadlineKind.ALL_YEAR,

@@ -1,7 +1,9 @@
 """Step 2 of delivery: a claimed message → what goes on the wire. Pure.
 
-The same code runs in the sending process, or in worker processes when a batch is big
-(``Delivery`` keeps a small pool): each worker builds its own ``Preparer`` once.
+Every message (a letter, a digest, an escalation list) is rendered from the snapshot
+taken when it was enqueued, so this needs no database. The same code runs in the
+sending process, or in worker processes when a batch is big (``Delivery`` keeps a small
+pool): each worker builds its own ``Preparer`` once.
 """
 
 from __future__ import annotations
@@ -14,12 +16,10 @@ from reminder.channels import Claimed, Outgoing, Result
 from reminder.channels.mime import build_email
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
-from reminder.messages import TaskFacts, context, report_context
+from reminder.messages import report_context
 from reminder.render import Renderer, TemplateProblem
 from reminder.settings import Settings
 from reminder.text import fit
-
-REPORTS = ("digest", "agenda")  # kinds rendered from their snapshot, not from a task
 
 
 class Preparer:
@@ -30,29 +30,19 @@ class Preparer:
         self.contacts = contacts
         self.renderer = renderer
         self.zone = settings.zone
+        office = settings.office
+        self.signature = settings.sms.signature or f"【{office.short_name}】"
+        self.reply_to = settings.smtp.reply_to or office.email
 
-    def prepare(self, row: Claimed, task: TaskFacts | None, now: dt.datetime) -> Outgoing:
+    def prepare(self, row: Claimed, now: dt.datetime) -> Outgoing:
         """Raises ``DeliveryError`` or ``TemplateProblem`` if it cannot be built."""
-        if row.kind in REPORTS:
-            values = report_context(
-                kind=row.kind,
-                recipient=row.recipient_name,
-                payload=row.payload,
-                settings=self.settings.messages,
-            )
-        elif task is None:
-            raise DeliveryError(f"task {row.task_no} is no longer in the ledger", permanent=True)
-        else:
-            values = context(
-                kind=row.kind,
-                unit=row.unit or "",
-                role=row.role or "",
-                recipient=row.recipient_name,
-                task=task,
-                payload=row.payload,
-                contacts=self.contacts,
-                settings=self.settings.messages,
-            )
+        values = report_context(
+            kind=row.kind,
+            recipient=row.recipient_name,
+            payload=row.payload,
+            settings=self.settings.office,
+        )
+        values["channel"] = row.channel
         base = Outgoing(
             id=row.id,
             key=row.key,
@@ -76,24 +66,24 @@ class Preparer:
                 html=parts.html,
                 key=row.key,
                 date=now.astimezone(self.zone),
-                reply_to=smtp.reply_to,
+                reply_to=self.reply_to,
                 kind=row.kind,
             )
             return base._replace(subject=parts.subject, data=data)
         if row.channel == "sms":
             parts = self.renderer.render(row.kind, values, ("sms",))
-            sms = self.settings.sms
-            return base._replace(body=fit(sms.signature + parts.sms, sms.max_segments))
+            body = fit(self.signature + parts.sms, self.settings.sms.max_segments)
+            return base._replace(body=body)
         parts = self.renderer.render(row.kind, values, ("subject", "md"))
-        return base._replace(subject=parts.subject, body=parts.md)
+        mention = row.payload.get("mention") or {}
+        mobile = str(mention.get("mobile") or "") if row.channel == "dingtalk" else ""
+        return base._replace(subject=parts.subject, body=parts.md, mention=mobile)
 
-    def chunk(
-        self, rows: Sequence[Claimed], facts: dict[int, TaskFacts], now: dt.datetime
-    ) -> list[Outgoing | Result]:
+    def chunk(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
         out: list[Outgoing | Result] = []
         for row in rows:
             try:
-                out.append(self.prepare(row, facts.get(row.task_id or -1), now))
+                out.append(self.prepare(row, now))
             except (TemplateProblem, DeliveryError) as exc:
                 out.append(Result(row.id, "dead", None, str(exc)))
         return out
@@ -108,9 +98,7 @@ def start_worker(settings: Settings, contacts: Contacts, templates: str | None) 
     _WORKER = Preparer(settings, contacts, Renderer(Path(templates) if templates else None))
 
 
-def render_chunk(
-    rows: Sequence[Claimed], facts: dict[int, TaskFacts], now: dt.datetime
-) -> list[Outgoing | Result]:
+def render_chunk(rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
     """What a worker process runs for one chunk."""
     assert _WORKER is not None, "the worker was not started"
-    return _WORKER.chunk(rows, facts, now)
+    return _WORKER.chunk(rows, now)

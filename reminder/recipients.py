@@ -1,15 +1,15 @@
-"""Who a reminder goes to: reminders → one ``Message`` per recipient and channel. Pure.
+"""Who hears what: reminders → items (one per unit and channel), messages. Pure.
 
-A unit's reminder goes through the channels its contacts.toml entry names for that kind
-of message, else those of ``[policy.channels]``. If none of them reaches the unit, any
-channel that does is used; if nothing reaches it, one undeliverable message records the
-fact (status dead, "no contact") so that `status` and the supervisors' digest show it.
-An escalated overdue reminder is also copied to every supervisor watching the unit.
+A unit's reminder becomes one *item* per channel the unit's contacts.toml entry names
+for that kind, else those of ``[policy.channels]``. If none of them reaches the unit,
+any channel that does is used; if nothing reaches it, one unreachable item records the
+fact so that `check`, `status` and the supervisors' digest show it. Items of one unit,
+channel and moment go out together as one letter (``reminder.store.letters``).
 
-A message's key is unique: kind, task, unit, channel and recipient, scheduled day.
-Enqueueing it twice is a no-op, which is what makes delivery exactly-once-enqueued.
-Robot webhook URLs carry a secret: a robot message names whose robot it is, and the
-URL is looked up only when it is sent.
+An item's key is unique: kind, task, unit, channel and address, the planner's day.
+Planning it twice is a no-op, which is what makes every reminder planned exactly once.
+Robot webhook URLs carry a secret: a robot item names whose robot it is, and the URL is
+looked up only when the letter is sent.
 """
 
 from __future__ import annotations
@@ -27,11 +27,34 @@ _FALLBACK: tuple[Channel, ...] = ("email", "sms", "robot")
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Item:
+    """What one unit is told about one task on one channel (a row of ``item``)."""
+
     key: str
     kind: Kind
     channel: str  # email | sms | wecom | dingtalk | none
     to: str  # e-mail address, mobile number, or the name whose robot it is
+    recipient_name: str
+    day: dt.date  # the local day the planner chose
+    scheduled_for: dt.datetime
+    unit: str
+    task_id: int | None = None
+    task_no: int | None = None
+    role: str | None = None
+    via: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    status: str = "pending"  # pending | superseded | unreachable
+    superseded_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of the outbox: a letter, a digest, an escalation list."""
+
+    key: str
+    kind: Kind
+    channel: str
+    to: str
     recipient_name: str
     scheduled_for: dt.datetime
     task_id: int | None = None
@@ -39,7 +62,7 @@ class Message:
     unit: str | None = None
     role: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
-    status: str = "pending"  # pending | superseded | dead
+    status: str = "pending"  # pending | dead
     error: str = ""
     superseded_by: str | None = None
 
@@ -84,82 +107,48 @@ def message_key(
     return f"{kind.value}:{task_id}:{unit}:{channel}:{to}:{day.isoformat()}"
 
 
-def address(reminder: Reminder, contacts: Contacts, policy: Policy) -> list[Message]:
-    """The messages of one reminder that is due: the unit's, and escalation copies."""
+def address(reminder: Reminder, contacts: Contacts, policy: Policy) -> list[Item]:
+    """The items of one reminder that is due: one per route of the unit."""
     target, occasion = reminder.target, reminder.occasion
-    unit = contacts.unit(target.unit)
     payload: dict[str, Any] = {
-        "day": occasion.day.isoformat(),
         "milestone": occasion.milestone.isoformat() if occasion.milestone else None,
         "days_left": occasion.days_left,
-        "overdue_days": occasion.overdue_days,
+        "overdue_days": occasion.overdue_days,  # working days overdue on the planner's day
         "escalated": occasion.escalate,
-        "via": target.via,
     }
     common: dict[str, Any] = {
+        "kind": occasion.kind,
+        "recipient_name": target.unit,
+        "day": occasion.day,
         "scheduled_for": occasion.at,
+        "unit": target.unit,
         "task_id": target.task_id,
         "task_no": target.task.no,
-        "unit": target.unit,
         "role": target.role.value,
+        "via": target.via,
         "payload": payload,
     }
-    unit_routes = routes(unit, occasion.kind, policy)
-    messages = [
-        Message(
+    found = routes(contacts.unit(target.unit), occasion.kind, policy)
+    items = [
+        Item(
             key=message_key(occasion.kind, target.task_id, target.unit, channel, to, occasion.day),
-            kind=occasion.kind,
             channel=channel,
             to=to,
-            recipient_name=target.unit,
             **common,
         )
-        for channel, to in unit_routes or []
+        for channel, to in found or []
     ]
-    if unit_routes == []:  # switched on, but nothing reaches the unit
-        messages.append(
-            Message(
-                key=message_key(
-                    occasion.kind, target.task_id, target.unit, NO_CONTACT, "", occasion.day
-                ),
-                kind=occasion.kind,
-                channel=NO_CONTACT,
-                to="",
-                recipient_name=target.unit,
-                status="dead",
-                error=f"no contact for {target.unit} in contacts.toml",
-                **common,
-            )
-        )
-    if occasion.escalate:
-        for supervisor in contacts.supervisors:
-            if not supervisor.watches(target.section, target.unit):
-                continue
-            for channel, to in routes(supervisor, Kind.ESCALATION, policy) or []:
-                key = message_key(
-                    Kind.ESCALATION, target.task_id, target.unit, channel, to, occasion.day
-                )
-                messages.append(
-                    Message(
-                        key=key,
-                        kind=Kind.ESCALATION,
-                        channel=channel,
-                        to=to,
-                        recipient_name=supervisor.name,
-                        **common,
-                    )
-                )
-    return messages
+    if found == []:  # switched on, but nothing reaches the unit
+        key = message_key(occasion.kind, target.task_id, target.unit, NO_CONTACT, "", occasion.day)
+        items.append(Item(key=key, channel=NO_CONTACT, to="", status="unreachable", **common))
+    return items
 
 
-def superseded(
-    reminder: Reminder, by: Reminder, contacts: Contacts, policy: Policy
-) -> list[Message]:
+def superseded(reminder: Reminder, by: Reminder, contacts: Contacts, policy: Policy) -> list[Item]:
     """Records of a reminder that did not go out because ``by`` was more urgent."""
     chosen = address(by, contacts, policy)
     chosen_key = chosen[0].key if chosen else None
     return [
-        replace(message, status="superseded", error="", superseded_by=chosen_key)
-        for message in address(reminder, contacts, policy)
-        if message.kind is not Kind.ESCALATION
+        replace(item, status="superseded", superseded_by=chosen_key)
+        for item in address(reminder, contacts, policy)
     ]

@@ -1,10 +1,11 @@
 """Rendering messages from Jinja2 templates. Pure: a context in, texts out.
 
-One template name (the kind of message: ``overdue``, ``digest``, …) has up to five
-parts, each a file: ``<name>.subject.j2``, ``<name>.text.j2``, ``<name>.html.j2``,
-``<name>.sms.j2`` and ``<name>.md.j2`` (robots). The bundled templates are in
-``reminder/templates``; a deployment overrides any file by putting one of the same
-name in its own folder (``[messages] templates``).
+One template name (the kind of message: ``letter``, ``digest``, ``escalation``) has up to
+five parts, each a file: ``<name>.subject.j2``, ``<name>.text.j2``, ``<name>.html.j2``,
+``<name>.sms.j2`` and ``<name>.md.j2`` (robots). The bundled templates are in the
+repository's ``templates/`` (installed as ``reminder.templates``); a deployment
+overrides any file by putting one of the same name in its own folder
+(``[messages] templates``).
 
 Every template runs in Jinja2's sandbox with ``StrictUndefined`` (a misspelt variable
 is an error, not an empty string), autoescaping for the HTML part only, and limits a
@@ -16,6 +17,7 @@ longer than ``MAX_OUTPUT`` characters is an error.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,15 +37,23 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
+from reminder import wording
 from reminder.errors import ConfigError
 from reminder.text import shorten
 
-BUNDLED = Path(__file__).resolve().parent / "templates"
+
+def _bundled() -> Path:
+    """The templates shipped with the package (reminder.templates: the repository's
+    templates/ folder, mapped into the package when it is installed)."""
+    found = importlib.resources.files("reminder.templates")
+    return Path(str(found))
+
+
+BUNDLED = _bundled()
 PARTS = ("subject", "text", "html", "sms", "md")
 MAX_SEQUENCE = 100_000  # characters or items a `*` may produce
 MAX_POWER_BITS = 4_096  # bits a `**` may produce
 MAX_OUTPUT = 1_000_000  # characters of one rendered part
-WEEKDAYS = "一二三四五六日"
 
 
 class TemplateProblem(ConfigError):
@@ -77,14 +87,27 @@ def _as_date(day: dt.date | str | None) -> dt.date | None:
 
 
 def cn_date(day: dt.date | str | None) -> str:
-    """2018年10月8日 (a date, or an ISO date in a digest snapshot)."""
+    """2018年10月8日 (a date, or an ISO date in a snapshot)."""
     found = _as_date(day)
-    return "" if found is None else f"{found.year}年{found.month}月{found.day}日"
+    return "" if found is None else wording.cn_date(found)
+
+
+def md_date(day: dt.date | str | None) -> str:
+    """10月8日: a date of the letter's own year, said short."""
+    found = _as_date(day)
+    return "" if found is None else f"{found.month}月{found.day}日"
 
 
 def weekday(day: dt.date | str | None) -> str:
     found = _as_date(day)
-    return "" if found is None else f"星期{WEEKDAYS[found.weekday()]}"
+    return "" if found is None else wording.cn_weekday(found)
+
+
+def md_time(moment: str | None) -> str:
+    """'2018-10-08 09:00' (a snapshot's moment) → 10月8日 09:00."""
+    if not moment:
+        return ""
+    return f"{md_date(moment)} {moment[11:16]}".strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +138,10 @@ class Renderer:
         )
         filters: dict[str, Callable[..., Any]] = {
             "cn_date": cn_date,
+            "md_date": md_date,
+            "md_time": md_time,
             "weekday": weekday,
+            "cn_numeral": wording.cn_numeral,
             "shorten": shorten,
         }
         self.env.filters.update(filters)

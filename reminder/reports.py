@@ -1,8 +1,9 @@
-"""Enqueueing the daily digest and the weekly agenda: the store around digest.py.
+"""Enqueueing the supervisors' daily digest (and 逾期督办清单): the store around digest.py.
 
-Both go through the outbox like every message, keyed by recipient and day (digest) or
-week (agenda), so a job that runs twice, a restart or a clock that jumps cannot send
-one twice, and a daemon that was down at 08:30 sends today's digest when it starts.
+They go through the outbox like every message, keyed by recipient and day, so a job
+that runs twice, a restart or a clock that jumps cannot send one twice, and a daemon
+that was down at 08:30 sends today's digest when it starts. (The units' weekly agenda
+goes in their first letter of the week: ``reminder.store.letters``.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from sqlmodel import Session
 
 from reminder.calendar import years_ahead
-from reminder.digest import build_agendas, build_digest
+from reminder.digest import build_digest
 from reminder.outbox import enqueue
 from reminder.planner import local_moment
 from reminder.planning import Planning
@@ -22,13 +23,10 @@ from reminder.recipients import Message, message_key, routes
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.reports import digest_inputs, last_sent_to
-from reminder.store.tasks import ledger_years
+from reminder.store.tasks import StoredLedger, ledger_years
 
-
-def first_working_day_of_week(planning: Planning, day: dt.date) -> dt.date | None:
-    monday = day - dt.timedelta(days=day.weekday())
-    first = planning.calendar.on_or_after(monday)
-    return first if (first - monday).days < 7 else None
+# what a 逾期督办清单 holds of its supervisor's digest
+ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after")
 
 
 def next_digest(settings: Settings, planning: Planning, now: dt.datetime) -> dt.datetime:
@@ -47,21 +45,6 @@ def _digest_due(settings: Settings, planning: Planning, now: dt.datetime) -> dt.
     if now < moment or not planning.calendar.is_working_day(day):
         return None
     return moment
-
-
-def _agenda_due(
-    settings: Settings, planning: Planning, now: dt.datetime
-) -> tuple[dt.date, dt.datetime] | None:
-    """This week's first working day and agenda moment, once it has come."""
-    if not settings.digest.agenda:
-        return None
-    day = now.astimezone(settings.zone).date()
-    first = first_working_day_of_week(planning, day)
-    # a daemon that was down on that day catches up on a later working day of the week
-    if first is None or day < first or not planning.calendar.is_working_day(day):
-        return None
-    moment = local_moment(first, settings.digest.agenda_at, settings.zone)
-    return None if now < moment else (first, moment)
 
 
 def calendar_notices(session: Session, planning: Planning, day: dt.date) -> list[str]:
@@ -95,44 +78,44 @@ def _messages(
 
 
 def enqueue_reports(
-    store: Store, planning: Planning, settings: Settings, now: dt.datetime
-) -> tuple[list[Message], list[Message]]:
+    store: Store,
+    planning: Planning,
+    settings: Settings,
+    now: dt.datetime,
+    ledger: StoredLedger | None = None,
+) -> list[Message]:
     """Today's digest for every supervisor, once its hour has come on a working day, and
-    this week's agenda for every unit with open tasks, from the week's first working day:
-    the store read once, both enqueued in one transaction."""
+    the 逾期督办清单 for those who ask for one (and have something in it), in one
+    transaction. ``ledger``: the ledger as loaded already (a simulation)."""
     digest_at = _digest_due(settings, planning, now)
-    agenda_at = _agenda_due(settings, planning, now)
-    if digest_at is None and agenda_at is None:
-        return [], []
+    if digest_at is None:
+        return []
     day = now.astimezone(settings.zone).date()
-    digests: list[Message] = []
-    agendas: list[Message] = []
+    messages: list[Message] = []
     with store.write() as session:
-        inputs = digest_inputs(session)
+        inputs = digest_inputs(session, ledger)
         if inputs is None:
-            return [], []
-        if digest_at is not None:
-            notices = calendar_notices(session, planning, day)
-            for supervisor in planning.contacts.supervisors:
-                found = routes(supervisor, Kind.DIGEST, planning.policy)
-                if not found:
-                    continue
-                since = last_sent_to(session, Kind.DIGEST.value, supervisor.name, digest_at)
-                payload = build_digest(
-                    inputs,
-                    supervisor,
-                    planning.contacts,
-                    day,
-                    since or digest_at - dt.timedelta(days=1),
-                    settings.zone,
-                    notices,
+            return []
+        notices = calendar_notices(session, planning, day)
+        for supervisor in planning.contacts.supervisors:
+            digest = routes(supervisor, Kind.DIGEST, planning.policy) or []
+            escalation = routes(supervisor, Kind.ESCALATION, planning.policy) or []
+            if not digest and not escalation:
+                continue
+            since = last_sent_to(session, Kind.DIGEST.value, supervisor.name, digest_at)
+            payload = build_digest(
+                inputs,
+                supervisor,
+                planning,
+                day,
+                since or digest_at - dt.timedelta(days=1),
+                notices,
+            )
+            messages += _messages(Kind.DIGEST, supervisor.name, digest, day, digest_at, payload)
+            if payload["escalated"]:
+                listed = {key: payload[key] for key in ESCALATION_FIELDS}
+                messages += _messages(
+                    Kind.ESCALATION, supervisor.name, escalation, day, digest_at, listed
                 )
-                digests += _messages(Kind.DIGEST, supervisor.name, found, day, digest_at, payload)
-        if agenda_at is not None:
-            first, moment = agenda_at
-            for name, payload in sorted(build_agendas(inputs, day).items()):
-                found = routes(planning.contacts.unit(name), Kind.AGENDA, planning.policy)
-                if found:
-                    agendas += _messages(Kind.AGENDA, name, found, first, moment, payload, name)
-        enqueue(session, digests + agendas, now)
-    return digests, agendas
+        enqueue(session, messages, now)
+    return messages

@@ -15,12 +15,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -29,7 +28,6 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -37,29 +35,11 @@ from pydantic_settings import (
 from reminder.calendar import WorkCalendar
 from reminder.errors import ConfigError
 from reminder.ledger.deadline import SeasonRule
-from reminder.policy import Policy
+from reminder.policy import MonthDay, Policy
 
 ENV_PREFIX = "REMINDER_"
 DEFAULT_CONFIG_DIR = "config"
 DEFAULT_DB = "sqlite:///ledger.db"
-
-
-def _month_day(value: object) -> object:
-    """'11-15' → (11, 15); checked against a leap year so 02-29 is allowed."""
-    if isinstance(value, str):
-        month, sep, day = value.partition("-")
-        if not sep or not month.isdigit() or not day.isdigit():
-            raise ValueError("must look like MM-DD, e.g. 11-15")
-        try:
-            dt.date(2000, int(month), int(day))
-        except ValueError:
-            raise ValueError(f"{value} is not a day of the year") from None
-        return (int(month), int(day))
-    return value
-
-
-# NoDecode: a complex type would otherwise be read from the environment as JSON
-MonthDay = Annotated[tuple[int, int], NoDecode, BeforeValidator(_month_day)]
 
 
 class _Section(BaseModel):
@@ -129,7 +109,7 @@ class SmsSettings(_Section):
     auth_scheme: str = "Bearer"
     body: str = '{"to": {{ to | tojson }}, "text": {{ text | tojson }}}'
     ok_json: dict[str, Any] = {}  # keys the gateway's JSON answer must have, e.g. {Code = "OK"}
-    signature: str = "【督办提醒】"
+    signature: str = ""  # "" → 【the office's short name】
     max_segments: int = Field(default=3, ge=1, le=10)
     concurrency: int = Field(default=4, ge=1, le=64)
     timeout_s: float = Field(default=10.0, gt=0)
@@ -165,8 +145,7 @@ class DigestSettings(_Section):
     """The supervisors' daily digest and the units' weekly agenda."""
 
     at: dt.time = dt.time(8, 30)  # on working days, local time
-    agenda: bool = True
-    agenda_at: dt.time = dt.time(9, 0)  # on the first working day of each week
+    agenda: bool = True  # each unit's first letter of a week carries its open tasks
 
 
 class DaemonSettings(_Section):
@@ -174,9 +153,30 @@ class DaemonSettings(_Section):
     stop_timeout_s: float = Field(default=10.0, gt=0)  # in-flight sends may finish this long
 
 
+class OfficeSettings(_Section):
+    """The office that sends the letters (落款) and takes the answers."""
+
+    name: str = "济源市环境污染防治攻坚战领导小组办公室"
+    short_name: str = "济源市攻坚办"  # SMS signature and robot posts
+    contact: str = "攻坚办督办联络员"  # 联系人
+    phone: str = "0391-0000000"
+    email: str = "gongjianban@example.org"  # where answers go: the Reply-To of every letter
+    address: str = ""
+    code: str = "大气攻坚"  # 编号: 大气攻坚〔2018〕第8项
+
+    @field_validator("email")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        if value and not _ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not an e-mail address")
+        return value
+
+    def number(self, year: int, task_no: int) -> str:
+        """A task's 编号: the office's code, the ledger's year, the task's number."""
+        return f"{self.code}〔{year}〕第{task_no}项" if self.code else f"第{task_no}项"
+
+
 class MessagesSettings(_Section):
-    sender: str = "济源市环境污染防治攻坚战领导小组办公室"
-    report_hint: str = "办结或进展情况请回复本邮件，或告知督办联系人。"
     templates: str = ""  # a folder whose templates override the bundled ones
 
 
@@ -193,6 +193,7 @@ class Settings(BaseSettings):
     sms: SmsSettings = SmsSettings()
     robots: RobotSettings = RobotSettings()
     delivery: DeliverySettings = DeliverySettings()
+    office: OfficeSettings = OfficeSettings()
     messages: MessagesSettings = MessagesSettings()
     digest: DigestSettings = DigestSettings()
     daemon: DaemonSettings = DaemonSettings()

@@ -1,4 +1,4 @@
-"""One tick: store → planner → recipients → outbox. The I/O around the pure planner.
+"""One tick: store → planner → items → letters → outbox. The I/O around the pure planner.
 
 ``run_tick`` is what the daemon does every minute and what `reminder run --once` does:
 
@@ -8,9 +8,11 @@
 2. Read a batch of targets whose ``next_at`` has come (an index range scan: a ledger
    with nothing due costs one query), locking them on PostgreSQL with
    ``FOR UPDATE SKIP LOCKED`` so several daemons share the work.
-3. Ask the planner what is due, address it, enqueue it (insert-or-ignore by key) and
-   move each target's ``planned_until`` and ``next_at`` on, in the same transaction.
+3. Ask the planner what is due, address it as items (insert-or-ignore by key) and move
+   each target's ``planned_until`` and ``next_at`` on, in the same transaction.
 4. Repeat until a batch comes back short.
+5. Plan the week's agenda items when their day has come, and compose the pending items
+   into letters (``reminder.store.letters``): one per recipient, channel and moment.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from typing import Any
 from sqlalchemy import Row, bindparam, update
 from sqlmodel import Session, col, select
 
-from reminder.outbox import enqueue
 from reminder.planner import due
 from reminder.planning import Planning
-from reminder.recipients import Message, address, superseded
+from reminder.policy import Kind
+from reminder.recipients import Item, address, superseded
+from reminder.settings import Settings
 from reminder.store.db import Store
+from reminder.store.letters import Composed, compose_letters, enqueue_items, plan_agendas
 from reminder.store.models import TaskRow, TaskUnitRow
 from reminder.store.targets import LedgerContext, ensure_planned, target_of
 from reminder.store.tasks import task_of, units_by_task
@@ -37,15 +41,17 @@ BATCH = 500
 @dataclass(slots=True)
 class TickResult:
     targets: int = 0
-    messages: list[Message] = field(default_factory=list)  # to send, or undeliverable
+    items: list[Item] = field(default_factory=list)  # to send, or unreachable
     superseded: int = 0
-    enqueued: int = 0
+    enqueued: int = 0  # items new in the store
+    letters: list[Composed] = field(default_factory=list)
 
     def add(self, other: TickResult) -> None:
         self.targets += other.targets
-        self.messages += other.messages
+        self.items += other.items
         self.superseded += other.superseded
         self.enqueued += other.enqueued
+        self.letters += other.letters
 
 
 def plan_batch(
@@ -88,17 +94,17 @@ def plan_batch(
         for row in due_rows
     ]
     plan = due(targets, planning.policy_for, planning.calendar, planning.zone, now)
-    messages: list[Message] = []
+    items: list[Item] = []
     chosen = {reminder.target.id: reminder for reminder in plan.send}
     for reminder in plan.send:
-        messages += address(reminder, planning.contacts, planning.policy_for(reminder.target))
-    records: list[Message] = []
+        items += address(reminder, planning.contacts, planning.policy_for(reminder.target))
+    records: list[Item] = []
     for reminder in plan.superseded:
         policy = planning.policy_for(reminder.target)
         records += superseded(reminder, chosen[reminder.target.id], planning.contacts, policy)
-    result.messages = messages
+    result.items = items
     result.superseded = len(records)
-    result.enqueued = len(enqueue(session, [*messages, *records], now))
+    result.enqueued = len(enqueue_items(session, [*items, *records], now))
 
     def planned(row: Row[Any]) -> dt.datetime | None:
         if row.id in plan.held:  # sending is closed: what is owed waits, planned as it was
@@ -121,8 +127,8 @@ def plan_batch(
     return result
 
 
-def run_tick(store: Store, planning: Planning, now: dt.datetime) -> TickResult:
-    """Plan and enqueue everything due at ``now``, in short transactions."""
+def run_tick(store: Store, planning: Planning, settings: Settings, now: dt.datetime) -> TickResult:
+    """Plan everything due at ``now`` and compose it into letters, in short transactions."""
     total = TickResult()
     with store.write() as session:
         ensure_planned(session, planning)
@@ -132,15 +138,32 @@ def run_tick(store: Store, planning: Planning, now: dt.datetime) -> TickResult:
         total.add(batch)
         if batch.targets < BATCH:
             break
+    with store.write() as session:
+        agendas = plan_agendas(session, planning, settings, now)
+        total.items += agendas
+        total.enqueued += len(agendas)
+        total.letters = compose_letters(session, planning, settings, now)
     return total
 
 
-def preview(store: Store, planning: Planning, now: dt.datetime) -> list[Message]:
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What a tick at a moment would do: the items, and the letter each goes in."""
+
+    items: list[Item]
+    letters: dict[str, str]  # item key → letter key
+
+
+def preview(store: Store, planning: Planning, settings: Settings, now: dt.datetime) -> Preview:
     """What a tick at ``now`` would send, computed in a transaction that is rolled back."""
     with store.write() as session:
         ensure_planned(session, planning)
         result = plan_batch(session, planning, now, limit=None, lock=False)
+        result.items += plan_agendas(session, planning, settings, now)
+        letters = compose_letters(session, planning, settings, now)
         session.rollback()
-    return sorted(
-        result.messages, key=lambda m: (m.scheduled_for, m.task_no or 0, m.unit or "", m.key)
-    )
+    in_letter = {key: letter.message.key for letter in letters for key in letter.items}
+    # an agenda in no letter (a week with nothing for the unit) does not go out
+    shown = [i for i in result.items if i.kind is not Kind.AGENDA or i.key in in_letter]
+    items = sorted(shown, key=lambda m: (m.scheduled_for, m.task_no or 0, m.unit or "", m.key))
+    return Preview(items, in_letter)

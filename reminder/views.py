@@ -14,11 +14,11 @@ from rich.table import Table
 
 from reminder.contacts import Contacts
 from reminder.ledger.model import Deadline, DeadlineKind, Role, Task
-from reminder.recipients import Message
 from reminder.store.importer import ImportReport
 from reminder.store.models import OutboxRow
 from reminder.store.tasks import StoredLedger, StoredTask
 from reminder.text import shorten
+from reminder.tick import Preview
 
 KIND_ORDER = [kind.value for kind in DeadlineKind]
 
@@ -175,38 +175,39 @@ def print_lines(console: Console, lines: Iterable[str]) -> None:
         console.print(line, markup=False, highlight=False)
 
 
-def plan_json(messages: Iterable[Message], zone: ZoneInfo) -> list[dict[str, Any]]:
-    """The contract of `reminder plan --json` (DESIGN.md)."""
+def plan_json(found: Preview, zone: ZoneInfo) -> list[dict[str, Any]]:
+    """The contract of `reminder plan --json` (DESIGN.md): one entry per item, with the
+    letter it goes in (null: unreachable)."""
     return [
         {
-            "key": message.key,
-            "kind": message.kind.value,
-            "task": message.task_no,
-            "unit": message.unit,
-            "role": message.role,
-            "channel": message.channel,
-            "to": message.to,
-            "scheduled_for": message.scheduled_for.astimezone(zone).isoformat(),
+            "key": item.key,
+            "kind": item.kind.value,
+            "task": item.task_no,
+            "unit": item.unit,
+            "role": item.role,
+            "channel": item.channel,
+            "to": item.to,
+            "scheduled_for": item.scheduled_for.astimezone(zone).isoformat(),
+            "letter": found.letters.get(item.key),
         }
-        for message in messages
+        for item in found.items
     ]
 
 
-def plan_table(messages: Iterable[Message], zone: ZoneInfo) -> Table:
+def plan_table(found: Preview, zone: ZoneInfo) -> Table:
     table = Table(box=None, pad_edge=False)
-    for name in ("When", "Kind", "No", "Unit", "Role", "To"):
+    for name in ("When", "Kind", "No", "Unit", "Role", "To", "Letter"):
         table.add_column(name, no_wrap=True)
-    for message in messages:
-        to = f"{message.channel}:{message.to}" if message.to else "— no contact —"
-        if message.kind.value == "escalation":
-            to += f" ({message.recipient_name})"
+    for item in found.items:
+        letter = found.letters.get(item.key, "")
         table.add_row(
-            f"{message.scheduled_for.astimezone(zone):%Y-%m-%d %H:%M}",
-            message.kind.value,
-            str(message.task_no or ""),
-            message.unit or "",
-            message.role or "",
-            to,
+            f"{item.scheduled_for.astimezone(zone):%Y-%m-%d %H:%M}",
+            item.kind.value,
+            str(item.task_no or ""),
+            item.unit or "",
+            item.role or "",
+            f"{item.channel}:{item.to}" if item.to else "— no contact —",
+            f"#{letter.rsplit(':', 1)[-1]}" if letter else "",
         )
     return table
 

@@ -102,7 +102,6 @@ def known_config(folder: Path, today: dt.date | None = None) -> Path:
 MIDNIGHT = {
     "REMINDER_POLICY__SEND_AT": "00:00",
     "REMINDER_DIGEST__AT": "00:00:00",
-    "REMINDER_DIGEST__AGENDA_AT": "00:00:00",
 }
 
 

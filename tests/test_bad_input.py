@@ -131,8 +131,8 @@ def test_bad_contacts_toml(cli: Cli, isolated_env: Path, monkeypatch: pytest.Mon
     [
         ('[[unit]]\nname = "环保局"\n', ["'环保局' is already used by '环境保护局'"]),
         (
-            '[[unit]]\nname = "新单位"\nphone = "1"\n',
-            ["[[unit]] #", "'新单位'", "phone", "Extra inputs"],
+            '[[unit]]\nname = "新单位"\ntel = "1"\n',
+            ["[[unit]] #", "'新单位'", "tel", "Extra inputs"],
         ),
         (
             '[[group]]\nname = "新组"\nmembers = ["不存在的单位"]\n',

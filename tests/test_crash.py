@@ -10,14 +10,21 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
 
+from reminder.calendar import WorkCalendar
 from reminder.channels.mime import message_id
-from reminder.store.db import open_store
+from reminder.check import letter_samples
+from reminder.contacts import load_contacts
+from reminder.letters import LetterContext
+from reminder.settings import OfficeSettings
+from reminder.store.db import Store, open_store
 from reminder.store.models import OutboxRow
-from tests.conftest import SEED, Cli
+from reminder.store.tasks import latest_import, task_facts
+from tests.conftest import CONFIG, SEED, Cli
 from tests.smtp_server import smtp_server
 
 MESSAGES = 1000
@@ -26,41 +33,48 @@ MARK_EVERY = 20
 CONNECTIONS = 4
 
 
+def sample_payloads(store: Store) -> list[dict[str, Any]]:
+    """Letters about the seed's tasks, each carrying an item of every kind (as `check`
+    renders them), to whoever leads or cooperates."""
+    contacts = load_contacts(CONFIG / "contacts.toml")
+    with store.read() as session:
+        ids = [row[0] for row in session.connection().exec_driver_sql("SELECT id FROM task")]
+        facts = task_facts(session, ids)
+        run = latest_import(session)
+    assert run is not None
+    context = LetterContext(
+        dt.date(2018, 10, 8), run.title, run.year, OfficeSettings(), contacts, WorkCalendar(), {}
+    )
+    return [payload for _, payload in letter_samples(facts, context)]
+
+
 def fill_outbox(db: Path | str, count: int) -> list[str]:
-    """``count`` pending e-mails to distinct addresses, for the seed's tasks.
+    """``count`` pending letters by e-mail to distinct addresses, about the seed's tasks.
 
     ``db``: an SQLite file, or any database URL.
     """
     store = open_store(db if isinstance(db, str) else f"sqlite:///{db}")
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    payloads = sample_payloads(store)
     keys = []
     with store.write() as session:
         connection = session.connection()
-        tasks = [row[0] for row in connection.exec_driver_sql("SELECT id FROM task ORDER BY no")]
         rows = []
         for i in range(count):
-            key = f"overdue:{tasks[i % len(tasks)]}:环境保护局:email:unit{i}@example.org:2018-10-08"
+            payload = payloads[i % len(payloads)]
+            key = f"letter:{payload['unit']}:email:unit{i}@example.org:2018-10-08:1"
             keys.append(key)
             rows.append(
                 {
                     "key": key,
-                    "kind": "overdue",
-                    "task_id": tasks[i % len(tasks)],
-                    "task_no": i % len(tasks) + 1,
-                    "unit": "环境保护局",
-                    "role": "lead",
+                    "kind": "letter",
+                    "unit": payload["unit"],
                     "channel": "email",
                     "recipient": f"unit{i}@example.org",
-                    "recipient_name": "环境保护局",
+                    "recipient_name": payload["unit"],
                     "scheduled_for": now,
                     "status": "pending",
-                    "payload": {
-                        "day": "2018-10-08",
-                        "milestone": "2018-09-30",
-                        "days_left": -8,
-                        "overdue_days": 1,
-                        "escalated": False,
-                    },
+                    "payload": payload,
                     "created_at": now,
                     "next_attempt_at": now,
                     "attempts": 0,

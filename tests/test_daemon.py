@@ -123,21 +123,27 @@ def test_ready_catch_up_stop_and_a_restart_that_sends_nothing_new(
     received = Counter(r.message["Message-ID"] for r in handler.received)
     assert set(received) == {message_id(key, "duban@example.org") for key, *_ in emails}
     assert set(received.values()) == {1}, "a message went out twice"
-    # what the catch-up owed: both digests, the week's agendas, task 1's overdue reminders
+    # what the catch-up owed: both digests, and a letter to each unit with something due:
+    # task 1's overdue to its two units, task 2 (due in 3 days) to its lead unit
     assert {r.rcpt_tos[0] for r in by_subject(handler.received, "督办日报")} == {
         "dcs@test.example.org",
         "ez@test.example.org",
     }
-    assert {r.rcpt_tos[0] for r in by_subject(handler.received, "本周待办")} == {
-        "hbj@test.example.org",
+    letters = by_subject(handler.received, "【督办提醒】你单位今日待办")
+    assert sorted(r.rcpt_tos[0] for r in letters) == [
         "fgw@test.example.org",
+        "hbj@test.example.org",
         "zjj@test.example.org",
-        "zjjd@test.example.org",
-    }
-    overdue = [r for r in handler.received if "第1项" in str(r.message["Subject"])]
-    assert {"hbj@test.example.org", "fgw@test.example.org"} <= {r.rcpt_tos[0] for r in overdue}
+    ]
+    overdue = [r for r in letters if "逾期1项" in str(r.message["Subject"])]
+    assert {r.rcpt_tos[0] for r in overdue} == {"hbj@test.example.org", "fgw@test.example.org"}
     # the enterprise nobody can reach is recorded, not skipped
-    assert outbox_rows(db, f"recipient_name = '{UNREACHABLE}' AND status = 'dead'")
+    with sqlite3.connect(db) as con:
+        unreachable = con.execute(
+            "SELECT count(*) FROM item WHERE recipient_name = ? AND status = 'unreachable'",
+            (UNREACHABLE,),
+        ).fetchone()[0]
+    assert unreachable > 0
 
     before = len(handler.received)
     with Daemon(isolated_env, env, name="second") as second:
@@ -153,8 +159,9 @@ def test_ready_catch_up_stop_and_a_restart_that_sends_nothing_new(
     text = cli("status").out
     assert "last tick:" in text and "never" not in text and "stale" not in text
     assert "red 1, yellow 2, green 1, done 1" in text
-    assert data["last_tick"]["queue"] == {"dead": 1}  # the unreachable enterprise
+    assert data["last_tick"]["queue"] == {}  # everything went out
     assert data["queue"]["pending"] == data["queue"]["retry"] == 0
+    assert data["unreachable"] == [UNREACHABLE]
     assert (data["ledger"]["red"], data["ledger"]["yellow"], data["ledger"]["done"]) == (1, 2, 1)
 
 
@@ -192,17 +199,20 @@ def test_the_digest_mail_carries_the_known_states_in_both_parts(
         if r.rcpt_tos == ["dcs@test.example.org"]
     ]
     subject = str(whole.message["Subject"])
-    assert "逾期1项，7日内到期2项，新办结1项（全部任务）" in subject
+    assert "逾期1项，7日内到期2项，提级督办2个单位，新办结1项（全部任务）" in subject
     text, html = parts(whole)
     assert text.startswith("督查室：")
     assert "共5项任务：逾期1项，7日内到期2项，正常推进1项，已办结1项。" in text
-    assert "一、燃煤与扬尘：1/1/0/0" in text and "二、油品与监测：0/1/1/1" in text
-    assert f"已逾期{OVERDUE_DAYS}天；牵头：环境保护局" in text
+    assert "一、燃煤与扬尘：逾期1，临期1，正常0，办结0" in text
+    assert "二、油品与监测：逾期0，临期1，正常1，办结1" in text
+    assert f"已逾期{OVERDUE_DAYS}天（" in text and "牵头：环境保护局" in text
     assert "环境保护局：已拆改80%" in text
     assert "第2项　开展扬尘专项检查" in text and "（还有3天）" in text
     assert "第4项　建成交通监测站点" in text
     assert f"无联系方式的单位：{UNREACHABLE}" in text
-    assert "未送达的消息：失败1条" in text and "550 5.1.1 mailbox unavailable" in text
+    assert "未送达的消息：失败1条" in text
+    assert "失败：质量技术监督局（第3项），收件地址被拒收，请核对地址" in text
+    assert "550 5.1.1" not in text  # the English detail stays in the log and `outbox`
     for fragment in (
         "完成燃煤锅炉拆改任务",
         f"{OVERDUE_DAYS}天",
@@ -210,10 +220,10 @@ def test_the_digest_mail_carries_the_known_states_in_both_parts(
         "开展扬尘专项检查",
         "建成交通监测站点",
         UNREACHABLE,
-        "550 5.1.1 mailbox unavailable",
+        "收件地址被拒收",
     ):
         assert fragment in html, fragment
-    assert "<table" in html and "#b3261e" in html and "<script" not in html and "<img" not in html
+    assert "#b3261e" in html and "<script" not in html and "<img" not in html
 
     [scoped] = [
         r for r in by_subject(handler.received, "督办日报") if r.rcpt_tos == ["ez@test.example.org"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sqlite3
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,11 @@ from reminder.digest import DigestInputs, Undelivered, build_agendas, build_dige
 from reminder.messages import report_context
 from reminder.planning import Planning
 from reminder.render import PARTS, Renderer
-from reminder.reports import enqueue_reports
-from reminder.settings import MessagesSettings, load_config
+from reminder.reports import ESCALATION_FIELDS, enqueue_reports
+from reminder.settings import OfficeSettings, load_config
 from reminder.store.db import open_store
 from reminder.store.reports import digest_inputs
-from tests.conftest import Cli
+from tests.conftest import SEED, Cli
 from tests.known_ledger import (
     OVERDUE_DAYS,
     UNREACHABLE,
@@ -53,45 +56,84 @@ def known_contacts(known: Path) -> Contacts:
     return load_contacts(known / "contacts.toml")
 
 
+@pytest.fixture
+def planning(known: Path, known_contacts: Contacts) -> Planning:
+    settings = load_config().settings
+    return Planning(settings.policy, load_config().calendar(), settings.zone, known_contacts)
+
+
 def digest(
     inputs: DigestInputs,
-    contacts: Contacts,
+    planning: Planning,
     supervisor: Supervisor | None = None,
     day: dt.date | None = None,
     since: dt.datetime | None = None,
 ) -> dict[str, Any]:
     day = day or local_today()
     since = since or dt.datetime.combine(day, dt.time(), tzinfo=ZONE) - dt.timedelta(days=1)
-    return build_digest(inputs, supervisor, contacts, day, since, ZONE)
+    return build_digest(inputs, supervisor, planning, day, since)
 
 
 def render(kind: str, part: str, payload: dict[str, Any], recipient: str = "督查室") -> str:
     values = report_context(
-        kind=kind, recipient=recipient, payload=payload, settings=MessagesSettings()
+        kind=kind, recipient=recipient, payload=payload, settings=OfficeSettings()
     )
-    return Renderer().part(kind, part, values)
+    return Renderer().part(kind, part, {**values, "channel": "email"})
 
 
 def task(inputs: DigestInputs, no: int) -> Any:
     return next(t for t in inputs.ledger.tasks if t.task.no == no)
 
 
-def test_lights_at_their_boundaries(inputs: DigestInputs) -> None:
+def test_lights_at_their_boundaries(inputs: DigestInputs, planning: Planning) -> None:
     stored = task(inputs, 2)
+    ledger = inputs.ledger
     due = stored.task.deadline.due
     assert due is not None
-    assert light(stored, due - dt.timedelta(days=8)) == "green"
-    assert light(stored, due - dt.timedelta(days=7)) == "yellow"
-    assert light(stored, due) == "yellow"  # due today is not overdue yet
-    assert light(stored, due + dt.timedelta(days=1)) == "red"
-    assert light(task(inputs, 4), due + dt.timedelta(days=365)) == "done"
+    assert light(stored, due - dt.timedelta(days=8), ledger, planning) == "green"
+    assert light(stored, due - dt.timedelta(days=7), ledger, planning) == "yellow"
+    assert light(stored, due, ledger, planning) == "yellow"  # due today is not overdue yet
+    assert light(stored, due + dt.timedelta(days=1), ledger, planning) == "red"
+    assert light(task(inputs, 4), due + dt.timedelta(days=365), ledger, planning) == "done"
 
 
-def test_the_board_overdue_upcoming_and_done(
-    inputs: DigestInputs, known_contacts: Contacts
-) -> None:
-    data = digest(inputs, known_contacts)
-    assert data["totals"] == {"red": 1, "yellow": 2, "green": 1, "done": 1, "tasks": 5}
+def test_a_standing_duty_is_never_red(isolated_env: Path, cli: Cli) -> None:
+    """全年 tasks were counted down to 12-31 like deadlines: 89 red on 2019-01-02."""
+    assert cli("import", str(SEED)).code == 0
+    config = load_config()
+    settings = config.settings
+    contacts = load_contacts(config.contacts_path)
+    planning = Planning(settings.policy, config.calendar(), settings.zone, contacts)
+    store = open_store(settings.db)
+    with store.read() as session:
+        inputs = digest_inputs(session)
+    store.dispose()
+    assert inputs is not None
+    lights = Counter(
+        (t.task.deadline.kind.value, light(t, dt.date(2019, 1, 2), inputs.ledger, planning))
+        for t in inputs.ledger.tasks
+    )
+    assert lights[("all_year", "green")] == 36
+    assert not [k for k in lights if k[0] == "all_year" and k[1] != "green"]
+    assert lights[("date", "red")] == 47  # every dated task is overdue by then
+    on_12_26 = Counter(
+        light(t, dt.date(2018, 12, 26), inputs.ledger, planning)
+        for t in inputs.ledger.tasks
+        if t.task.deadline.kind.value == "all_year"
+    )
+    assert on_12_26 == {"green": 36}
+
+
+def test_the_board_overdue_upcoming_and_done(inputs: DigestInputs, planning: Planning) -> None:
+    data = digest(inputs, planning)
+    assert data["totals"] == {
+        "red": 1,
+        "yellow": 2,
+        "green": 1,
+        "done": 1,
+        "tasks": 5,
+        "new_overdue": 0,
+    }
     assert [
         (s["numeral"], s["red"], s["yellow"], s["green"], s["done"]) for s in data["sections"]
     ] == [
@@ -100,6 +142,7 @@ def test_the_board_overdue_upcoming_and_done(
     ]
     [overdue] = data["overdue"]
     assert (overdue["no"], overdue["days"], overdue["lead"]) == (1, OVERDUE_DAYS, "环境保护局")
+    assert overdue["open_units"] == ["环境保护局", "发展和改革委员会"]
     assert overdue["last_reminder"] is None
     assert overdue["progress"]["unit"] == "环境保护局"
     assert overdue["progress"]["note"] == "已拆改80%"
@@ -108,105 +151,148 @@ def test_the_board_overdue_upcoming_and_done(
     assert data["no_contact"] == [UNREACHABLE]
     # tasks done before the last digest are not news
     later = dt.datetime.now(ZONE) + dt.timedelta(minutes=1)
-    assert digest(inputs, known_contacts, since=later)["done"] == []
+    assert digest(inputs, planning, since=later)["done"] == []
 
 
-def test_units_ranked_by_overdue_then_upcoming(
-    inputs: DigestInputs, known_contacts: Contacts
+def test_newly_overdue_and_escalated_units(inputs: DigestInputs, planning: Planning) -> None:
+    # task 2 fell due 3 days from today: four days later it is new, eleven days later old
+    later = local_today() + dt.timedelta(days=4)
+    data = digest(
+        inputs,
+        planning,
+        day=later,
+        since=dt.datetime.combine(later, dt.time(), tzinfo=ZONE) - dt.timedelta(days=1),
+    )
+    assert [(t["no"], t["new"]) for t in data["overdue"]] == [(1, False), (2, True)]
+    assert data["totals"]["new_overdue"] == 1
+    # task 1 is OVERDUE_DAYS (10) calendar days late: at least 5 working days, escalated
+    escalated = {u["unit"]: u for u in data["escalated"]}
+    assert set(escalated) == {"环境保护局", "发展和改革委员会"}
+    lead = escalated["环境保护局"]
+    assert lead["contact"] == "环保局联络员"
+    [entry] = lead["tasks"]
+    assert (entry["no"], entry["role_label"], entry["days"]) == (1, "牵头", OVERDUE_DAYS + 4)
+    assert data["escalated"][0]["unit"] == "环境保护局"  # units that lead come first
+    # nobody is escalated to about itself
+    itself = Supervisor(name="环境保护局", email="z@test.example.org")
+    assert "环境保护局" not in {u["unit"] for u in digest(inputs, planning, itself)["escalated"]}
+
+
+def test_units_ranked_by_overdue_led_and_cooperated_separately(
+    inputs: DigestInputs, planning: Planning
 ) -> None:
     # a week later tasks 2 and 5 are overdue too
-    units = digest(inputs, known_contacts, day=local_today() + dt.timedelta(days=6))["units"]
-    ranked = [(u["name"], u["red"], u["yellow"]) for u in units]
-    assert ranked[:4] == [
-        ("住房和城乡建设局", 1, 0),
-        ("发展和改革委员会", 1, 0),
-        ("某某新材料有限公司", 1, 0),
-        ("环境保护局", 1, 0),
+    ranking = digest(inputs, planning, day=local_today() + dt.timedelta(days=6))["ranking"]
+    assert [(u["name"], u["red"]) for u in ranking["lead"]] == [
+        ("住房和城乡建设局", 1),
+        ("某某新材料有限公司", 1),
+        ("环境保护局", 1),
     ]
-    assert [u["name"] for u in units[4:]] == ["交通运输局", "质量技术监督局"]
-    assert all(u["red"] == 0 for u in units[4:])
+    assert [(u["name"], u["red"]) for u in ranking["cooperating"]] == [("发展和改革委员会", 1)]
 
 
-def test_a_scoped_supervisor_gets_its_part_only(
-    inputs: DigestInputs, known_contacts: Contacts
-) -> None:
-    by_section = next(s for s in known_contacts.supervisors if s.sections)
-    data = digest(inputs, known_contacts, by_section)
+def test_group_members_are_ranked_one_by_one(isolated_env: Path, cli: Cli) -> None:
+    assert cli("import", str(SEED)).code == 0
+    config = load_config()
+    settings = config.settings
+    contacts = load_contacts(config.contacts_path)
+    planning = Planning(settings.policy, config.calendar(), settings.zone, contacts)
+    store = open_store(settings.db)
+    with store.read() as session:
+        inputs = digest_inputs(session)
+    store.dispose()
+    assert inputs is not None
+    data = build_digest(
+        inputs, None, planning, dt.date(2018, 10, 8), dt.datetime(2018, 10, 5, tzinfo=ZONE)
+    )
+    names = {u["name"] for side in data["ranking"].values() for u in side}
+    assert "克井镇人民政府" in names and "五龙口镇人民政府" in names
+    assert "镇人民政府" not in names  # the group itself is not a unit
+
+
+def test_a_scoped_supervisor_gets_its_part_only(inputs: DigestInputs, planning: Planning) -> None:
+    by_section = next(s for s in planning.contacts.supervisors if s.sections)
+    data = digest(inputs, planning, by_section)
     assert data["scope"] == "二、油品与监测"
     assert data["totals"]["tasks"] == 3
     assert data["overdue"] == []
     assert [s["numeral"] for s in data["sections"]] == ["二"]
 
     by_unit = Supervisor(name="住建督查", email="x@test.example.org", units=["住房和城乡建设局"])
-    data = digest(inputs, known_contacts, by_unit)
+    data = digest(inputs, planning, by_unit, day=local_today() + dt.timedelta(days=6))
     assert data["scope"] == "住房和城乡建设局"
-    assert [t["no"] for t in data["upcoming"]] == [2]
-    assert [u["name"] for u in data["units"]] == ["住房和城乡建设局"]
-    assert data["no_contact"] == []
+    assert [u["name"] for u in data["ranking"]["lead"]] == ["住房和城乡建设局"]
+    assert data["no_contact"] == []  # task 5 (the unreachable enterprise) is out of scope
 
 
-def test_the_text_and_html_say_it_all(inputs: DigestInputs, known_contacts: Contacts) -> None:
-    data = digest(inputs, known_contacts)
+def test_the_text_and_html_say_it_all(inputs: DigestInputs, planning: Planning) -> None:
+    data = digest(inputs, planning)
     text = render("digest", "text", data)
     assert "共5项任务：逾期1项，7日内到期2项，正常推进1项，已办结1项。" in text
     assert "第1项　完成燃煤锅炉拆改任务\n   完成时限：" in text
-    assert f"已逾期{OVERDUE_DAYS}天；牵头：环境保护局" in text
-    assert "最近提醒：尚未提醒；最近进展：" in text and "环境保护局：已拆改80%" in text
+    assert f"已逾期{OVERDUE_DAYS}天（" in text and "牵头：环境保护局" in text
+    assert "未办结：环境保护局、发展和改革委员会；催办0次" in text
+    assert "环境保护局：已拆改80%" in text
     assert "第2项　开展扬尘专项检查" in text and "（还有3天）" in text
     assert "新办结" in text and "第4项　建成交通监测站点" in text
     assert f"无联系方式的单位：{UNREACHABLE}（请补充联系方式）" in text
+    assert "二、提级督办（逾期5个工作日以上，2个单位）" in text
+    assert "环境保护局（联系人：环保局联络员）：1项" in text
     assert "无需处理" not in text
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", text)  # dates in Chinese, never ISO
     html = render("digest", "html", data)
-    assert "<table" in html and 'style="' in html and "#b3261e" in html  # the red mark
+    assert 'style="' in html and "#b3261e" in html  # the red mark
+    assert "<table" not in html  # no columns that break into a character per line on a phone
     assert "完成燃煤锅炉拆改任务" in html and "已拆改80%" in html and UNREACHABLE in html
     assert "<script" not in html and "<img" not in html and "http" not in html
     subject = render("digest", "subject", data)
     assert "逾期1项" in subject and "\n" not in subject
 
 
-def test_nothing_to_report_is_said_plainly(inputs: DigestInputs, known_contacts: Contacts) -> None:
+def test_nothing_to_report_is_said_plainly(inputs: DigestInputs, planning: Planning) -> None:
     first = Supervisor(name="一组", email="y@test.example.org", sections=[1])
     day = local_today() - dt.timedelta(days=60)  # long before any deadline
-    data = digest(inputs, known_contacts, first, day=day)
+    data = digest(inputs, planning, first, day=day)
     assert (data["totals"]["red"], data["totals"]["yellow"]) == (0, 0)
     text = render("digest", "text", data)
     html = render("digest", "html", data)
     for part in (text, html):
         assert "今日无逾期、临期任务，无新办结，消息均已送达，无需处理。" in part
     assert "无逾期任务。" in text and "7日内无到期任务。" in text
-    assert "<td" not in html.split("逾期任务（0项）")[1].split("逾期单位排名")[0]
 
 
-def test_dead_and_retrying_messages_are_listed(
-    inputs: DigestInputs, known_contacts: Contacts
+def test_dead_and_retrying_messages_are_counted_in_full_and_said_in_chinese(
+    inputs: DigestInputs, planning: Planning
 ) -> None:
-    troubled = DigestInputs(
-        inputs.ledger,
-        inputs.last_sent,
-        inputs.progress,
-        (
-            Undelivered("dead", "overdue", 1, "环境保护局", "email", "550 5.1.1 no such user"),
-            Undelivered("retry", "upcoming", 2, "住房和城乡建设局", "sms", "gateway timeout"),
+    troubled = replace(
+        inputs,
+        undelivered=(
+            Undelivered("dead", "letter", None, "环境保护局", "email", "recipient refused: 550 5.1.1 no such user"),
+            Undelivered("retry", "letter", None, "住房和城乡建设局", "sms", "sms ConnectError: All connection attempts failed"),
         ),
-    )
-    data = digest(troubled, known_contacts)
-    assert (data["undelivered"]["dead"], data["undelivered"]["retry"]) == (1, 1)
+        undelivered_counts={"dead": 250, "retry": 1},
+    )  # fmt: skip
+    data = digest(troubled, planning)
+    assert (data["undelivered"]["dead"], data["undelivered"]["retry"]) == (250, 1)
     text = render("digest", "text", data)
-    assert "未送达的消息：失败1条，重试中1条" in text
-    assert "失败：环境保护局（第1项） email 550 5.1.1 no such user" in text
-    assert "重试中：住房和城乡建设局（第2项） sms gateway timeout" in text
+    assert "未送达的消息：失败250条，重试中1条" in text
+    assert "失败：环境保护局，收件地址被拒收，请核对地址" in text
+    assert "重试中：住房和城乡建设局，连接短信网关失败" in text
+    assert "ConnectError" not in text and "refused" not in text
 
 
-def test_the_agenda_lists_a_units_open_tasks_with_its_role(inputs: DigestInputs) -> None:
+def test_the_agenda_lists_a_units_open_tasks_with_its_role(
+    inputs: DigestInputs, planning: Planning
+) -> None:
     day = local_today()
-    agendas = build_agendas(inputs, day)
+    agendas = build_agendas(inputs, day, planning, OfficeSettings())
     lead = agendas.get("环境保护局")
     assert lead is not None
     assert [(t["no"], t["role_label"], t["light"]) for t in lead["tasks"]] == [(1, "牵头", "red")]
+    assert lead["tasks"][0]["number"] == f"大气攻坚〔{day.year}〕第1项"
     cooperating = agendas.get("发展和改革委员会")
     assert cooperating is not None
-    text = render("agenda", "text", cooperating, recipient="发展和改革委员会")
-    assert "第1项（配合）" in text and "牵头：环境保护局" in text and "【逾期】" in text
+    assert [(t["no"], t["role_label"]) for t in cooperating["tasks"]] == [(1, "配合")]
     assert agendas.get("交通运输局") is None  # its one task is done
     upcoming = agendas.get("住房和城乡建设局")
     assert upcoming is not None
@@ -214,19 +300,20 @@ def test_the_agenda_lists_a_units_open_tasks_with_its_role(inputs: DigestInputs)
     assert upcoming["counts"]["yellow"] == 1
 
 
-def test_every_part_of_both_reports_renders(inputs: DigestInputs, known_contacts: Contacts) -> None:
-    agenda = build_agendas(inputs, local_today()).get("环境保护局")
-    assert agenda is not None
-    for kind, payload in (("digest", digest(inputs, known_contacts)), ("agenda", agenda)):
-        rendered = Renderer().render(
-            kind,
-            report_context(
-                kind=kind, recipient="督查室", payload=payload, settings=MessagesSettings()
-            ),
-            PARTS,
-        )
-        assert rendered.subject and rendered.text and rendered.html and rendered.sms and rendered.md
-        assert len(rendered.sms) <= 140
+def test_every_part_of_the_digest_and_escalation_list_renders(
+    inputs: DigestInputs, planning: Planning
+) -> None:
+    data = digest(inputs, planning)
+    listed = {key: data[key] for key in ESCALATION_FIELDS}
+    for kind, payload in (("digest", data), ("escalation", listed)):
+        for channel in ("email", "sms", "wecom", "dingtalk"):
+            values = report_context(
+                kind=kind, recipient="督查室", payload=payload, settings=OfficeSettings()
+            )
+            rendered = Renderer().render(kind, {**values, "channel": channel}, PARTS)
+            assert rendered.subject and rendered.text and rendered.html
+            assert rendered.sms and rendered.md
+            assert len(rendered.sms) <= 140
 
 
 def test_digest_print_and_status(cli: Cli, known: Path) -> None:
@@ -273,12 +360,10 @@ def test_check_renders_the_report_templates(
     assert problems, result.out  # … and so is a digest template that cannot render
 
 
-def test_clock_jumps_send_no_report_twice_and_lose_none(known: Path, isolated_env: Path) -> None:
-    config = load_config()
-    settings = config.settings
-    planner = Planning(
-        settings.policy, config.calendar(), settings.zone, load_contacts(config.contacts_path)
-    )
+def test_clock_jumps_send_no_report_twice_and_lose_none(
+    known: Path, isolated_env: Path, planning: Planning
+) -> None:
+    settings = load_config().settings
     store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
     today = local_today()
 
@@ -289,24 +374,50 @@ def test_clock_jumps_send_no_report_twice_and_lose_none(known: Path, isolated_en
         with sqlite3.connect(isolated_env / "ledger.db") as con:
             return {k for (k,) in con.execute("SELECT key FROM outbox WHERE kind = 'digest'")}
 
-    assert enqueue_reports(store, planner, settings, at(today, 8))[0] == []  # before 08:30
-    first = enqueue_reports(store, planner, settings, at(today, 10))[0]
+    assert enqueue_reports(store, planning, settings, at(today, 8)) == []  # before 08:30
+    first = enqueue_reports(store, planning, settings, at(today, 10))
     assert {m.recipient_name for m in first} == {"督查室", "第二督导组"}
     sent = keys()
     assert len(sent) == 2
-    enqueue_reports(store, planner, settings, at(today, 8))  # back two hours
-    enqueue_reports(store, planner, settings, at(today, 10))  # and on again
+    enqueue_reports(store, planning, settings, at(today, 8))  # back two hours
+    enqueue_reports(store, planning, settings, at(today, 10))  # and on again
     assert keys() == sent
-    # the week's agenda: once, whatever the day of the week it is caught up on
-    agendas = enqueue_reports(store, planner, settings, at(today, 10))[1]
-    again = enqueue_reports(store, planner, settings, at(today, 11))[1]
-    assert {m.key for m in agendas} == {m.key for m in again}
-    with sqlite3.connect(isolated_env / "ledger.db") as con:
-        count = con.execute("SELECT count(*) FROM outbox WHERE kind = 'agenda'").fetchone()[0]
-    assert count == len(agendas) == 4
     tomorrow = today + dt.timedelta(days=1)
-    enqueue_reports(store, planner, settings, at(tomorrow, 10))  # forward a day
-    working = planner.calendar.is_working_day(tomorrow)
+    enqueue_reports(store, planning, settings, at(tomorrow, 10))  # forward a day
+    working = planning.calendar.is_working_day(tomorrow)
     assert len(keys()) == (4 if working else 2)
     assert all(tomorrow.isoformat() in k for k in keys() - sent)
     store.dispose()
+
+
+def test_a_supervisor_who_asks_gets_one_escalation_list_a_day(
+    known: Path, isolated_env: Path, cli: Cli
+) -> None:
+    contacts = known / "contacts.toml"
+    text = contacts.read_text(encoding="utf-8").replace(
+        'email = "dcs@test.example.org"',
+        'email = "dcs@test.example.org"\nchannels = { escalation = ["email"] }',
+    )
+    contacts.write_text(text, encoding="utf-8")
+    config = load_config()
+    settings = config.settings
+    planning = Planning(
+        settings.policy, config.calendar(), settings.zone, load_contacts(config.contacts_path)
+    )
+    store = open_store(settings.db)
+    moment = dt.datetime.combine(local_today(), dt.time(10), tzinfo=ZONE)
+    messages = enqueue_reports(store, planning, settings, moment)
+    assert sorted((m.kind.value, m.recipient_name) for m in messages) == [
+        ("digest", "督查室"),
+        ("digest", "第二督导组"),
+        ("escalation", "督查室"),
+    ]
+    assert enqueue_reports(store, planning, settings, moment + dt.timedelta(hours=1)) != []
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        count = con.execute("SELECT count(*) FROM outbox WHERE kind = 'escalation'").fetchone()[0]
+    assert count == 1
+    store.dispose()
+    [listed] = [m for m in messages if m.kind.value == "escalation"]
+    text = render("escalation", "text", listed.payload)
+    assert "以下单位承担的任务逾期5个工作日以上，提请督办" in text
+    assert "环境保护局（联系人：环保局联络员）：1项" in text

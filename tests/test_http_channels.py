@@ -183,6 +183,22 @@ async def test_dingtalk_robot_is_signed(gateway: Gateway, monkeypatch: pytest.Mo
     ).decode()
     assert query["sign"] == [expected]
     assert request.json["markdown"]["title"] == "【逾期提醒】第8项任务已逾期3个工作日"
+    assert "at" not in request.json  # nobody to @
+
+
+async def test_a_dingtalk_post_ats_the_units_contact(gateway: Gateway) -> None:
+    contacts = parse_contacts(
+        CONTACTS.format(url=gateway.url).replace('robot_secret_env = "TEST_DINGTALK_SECRET"\n', ""),
+        "contacts.toml",
+    )
+    item = robot(1, "公安局", "dingtalk")._replace(
+        body="### 督办提醒\n\n@13800000002", mention="13800000002"
+    )
+    [result] = await send(RobotSender(RobotSettings(), contacts), [item])
+    assert result.status == "sent"
+    request = gateway.requests[0].json
+    assert request["at"] == {"atMobiles": ["13800000002"], "isAtAll": False}
+    assert request["markdown"]["text"].endswith("@13800000002")
 
 
 async def test_robot_error_codes(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,7 +261,6 @@ def test_sms_and_robots_through_the_cli(
     monkeypatch.setenv("REMINDER_SMS__URL", gateway.url + "/sms")
     monkeypatch.setenv("REMINDER_SMS_TOKEN", "tok-abc")
     monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "0")
-    monkeypatch.setenv("REMINDER_ROBOTS__PER_MINUTE", "5")
     assert cli("import", str(SEED)).code == 0
     result = cli("run", "--once", "--at", "2018-10-08 09:00")
     assert result.code == 0, result.err
@@ -256,16 +271,19 @@ def test_sms_and_robots_through_the_cli(
                 "SELECT channel, count(*) FROM outbox WHERE status = 'sent' GROUP BY channel"
             )
         )
-        robot_rows = con.execute(
-            "SELECT status, count(*) FROM outbox WHERE channel = 'wecom' GROUP BY status"
-        ).fetchall()
     sms_requests = [r for r in gateway.requests if r.path == "/sms"]
     robot_requests = [r for r in gateway.requests if r.path.startswith("/cgi-bin")]
     assert by_channel["sms"] == len(sms_requests) > 0
     assert all(r.headers["Authorization"] == "Bearer tok-abc" for r in sms_requests)
-    assert all(r.json["text"].startswith("【督办提醒】") for r in sms_requests)
-    # 环境保护局 has more overdue tasks than its robot takes in a minute: the rest wait
-    waiting = dict(robot_rows)
-    assert waiting["sent"] == 5
-    assert waiting["retry"] > 0
-    assert len(robot_requests) == 5
+    assert all(r.json["text"].startswith("【济源市攻坚办】") for r in sms_requests)
+    # one SMS per unit (per number) a day, whatever the number of its items
+    numbers = [r.json["to"] for r in sms_requests]
+    assert len(numbers) == len(set(numbers))
+    hbj = next(r.json["text"] for r in sms_requests if r.json["to"] == "13800000001")
+    assert hbj.startswith("【济源市攻坚办】环境保护局：今日督办事项")
+    # 环境保护局's robot gets one post with all its overdue tasks, in WeCom's markup
+    [post] = robot_requests
+    content = post.json["markdown"]["content"]
+    assert '<font color="warning">督办提醒</font> · 环境保护局' in content
+    assert content.count("- 第") > 1
+    assert by_channel["wecom"] == 1

@@ -66,62 +66,92 @@ def plan_at(t: Target, when: dt.datetime, policy: Policy | None = None) -> Plan:
 # --- upcoming and due today ----------------------------------------------------------------
 
 
-def test_upcoming_14_7_3_1_days_and_on_the_day() -> None:
+def test_upcoming_7_and_3_days_and_on_the_last_working_day_before_a_day_off() -> None:
     found = schedule(target("6月30日"), until="2018-07-01")
-    # 06-16 is a Saturday → Friday 06-15; 06-30 is a Saturday → the 29th says "due on the 30th"
-    assert days(found, Kind.UPCOMING) == [
-        D(2018, 6, 15),
-        D(2018, 6, 22),
-        D(2018, 6, 27),
-        D(2018, 6, 29),
-    ]
-    assert days(found, Kind.DUE_TODAY) == []
-    last = [o for o in found if o.day == D(2018, 6, 29)]
-    assert [(o.kind, o.days_left) for o in last] == [(Kind.UPCOMING, 1)]
+    # 06-23 is a Saturday → Friday 06-22; 06-30 is a Saturday → the 29th is its due day
+    assert days(found, Kind.UPCOMING) == [D(2018, 6, 22), D(2018, 6, 27)]
+    due = [o for o in found if o.kind is Kind.DUE_TODAY]
+    assert [(o.day, o.milestone, o.days_left) for o in due] == [(D(2018, 6, 29), D(2018, 6, 30), 1)]
 
 
 def test_due_today_on_a_working_day() -> None:
     found = schedule(target("1月31日"), until="2018-02-01")
     assert days(found, Kind.DUE_TODAY) == [D(2018, 1, 31)]
+    assert days(found, Kind.UPCOMING) == [D(2018, 1, 24), D(2018, 1, 26)]
     assert all(o.at.astimezone(ZONE).time() == dt.time(9, 0) for o in found)
 
 
 def test_reminders_before_national_day_move_to_the_working_day_before() -> None:
-    # due Monday 10-08: 7 days before is 10-01 (holiday) → Sunday 09-30, a make-up working day;
-    # 14 days before is 09-24, Mid-Autumn → Friday 09-21
+    # due Monday 10-08: 7 days before is 10-01 (holiday) → Sunday 09-30, a make-up working
+    # day; 3 days before is 10-05 (holiday) → 09-30 too
     found = schedule(target("10月8日"), until="2018-10-09")
-    assert days(found, Kind.UPCOMING) == [D(2018, 9, 21), D(2018, 9, 30)]  # 3 and 1 also → 09-30
+    assert days(found, Kind.UPCOMING) == [D(2018, 9, 30)]
     assert days(found, Kind.DUE_TODAY) == [D(2018, 10, 8)]
 
 
-def test_due_on_a_holiday_is_announced_the_working_day_before() -> None:
+def test_due_on_a_holiday_is_due_on_the_working_day_before() -> None:
     found = schedule(target("10月3日"), until="2018-10-04")
     on_sunday = [o for o in found if o.day == D(2018, 9, 30)]
-    assert [(o.kind, o.days_left) for o in on_sunday] == [(Kind.UPCOMING, 3)]
-    assert days(found, Kind.DUE_TODAY) == []
+    # the 3-day reminder would fall on the due day itself: the due-day reminder says it all
+    assert [(o.kind, o.milestone, o.days_left) for o in on_sunday] == [
+        (Kind.DUE_TODAY, D(2018, 10, 3), 3)
+    ]
+    assert days(found, Kind.UPCOMING) == [D(2018, 9, 26)]
+
+
+def test_due_on_new_years_eve_is_due_on_the_29th() -> None:
+    found = schedule(target("12月31日"), until="2019-01-03")
+    assert days(found, Kind.DUE_TODAY) == [D(2018, 12, 29)]  # the make-up working Saturday
+    assert days(found, Kind.OVERDUE) == [D(2019, 1, 2)]
 
 
 def test_two_milestones_each_get_reminders() -> None:
     found = schedule(target("6月底和7月底"), until="2018-08-01")
-    assert D(2018, 7, 31) in days(found, Kind.DUE_TODAY)
-    assert D(2018, 6, 29) in days(found, Kind.UPCOMING)  # the 30th is a Saturday
+    assert days(found, Kind.DUE_TODAY) == [D(2018, 6, 29), D(2018, 7, 31)]
     assert days(found, Kind.OVERDUE) == [D(2018, 8, 1)]  # only after the last
 
 
 def test_leap_day_due_date() -> None:
     found = schedule(target("2月29日", year=2020), until="2020-03-03")
-    # Saturday 02-29: announced Friday 02-28, which is also the "1 day before"
-    assert [(o.kind, o.day, o.days_left) for o in found if o.day == D(2020, 2, 28)] == [
-        (Kind.UPCOMING, D(2020, 2, 28), 1)
+    # Saturday 02-29: due on Friday 02-28
+    assert [(o.kind, o.milestone) for o in found if o.day == D(2020, 2, 28)] == [
+        (Kind.DUE_TODAY, D(2020, 2, 29))
     ]
     assert days(found, Kind.OVERDUE) == [D(2020, 3, 2)]
+
+
+def test_upcoming_without_due_today_keeps_the_day_before() -> None:
+    policy = Policy.model_validate({"upcoming": {"days_before": [1], "due_today": False}})
+    found = schedule(target("10月3日"), until="2018-10-04", policy=policy)
+    assert [(o.kind, o.day) for o in found] == [(Kind.UPCOMING, D(2018, 9, 30))]
 
 
 # --- overdue and escalation -------------------------------------------------------------------
 
 
-def test_overdue_after_national_day_every_3_working_days_escalating_from_the_5th() -> None:
+def test_overdue_on_the_first_working_day_then_weekly_escalating_from_the_5th() -> None:
     found = schedule(target("9月30日"), until="2018-10-25")
+    overdue = [o for o in found if o.kind is Kind.OVERDUE]
+    # working days overdue, counted from the due date: 10-08 is the 1st, 10-15 the 6th
+    assert [(o.day, o.overdue_days, o.escalate) for o in overdue] == [
+        (D(2018, 10, 8), 1, False),
+        (D(2018, 10, 15), 6, True),
+        (D(2018, 10, 22), 11, True),
+    ]
+
+
+def test_weekly_overdue_skips_a_week_of_days_off_and_starts_late_weeks_late() -> None:
+    # due Friday 09-28; 09-29 and 09-30 are make-up working days, 10-01 … 10-07 are off
+    found = schedule(target("9月28日"), until="2018-10-16")
+    assert days(found, Kind.OVERDUE) == [D(2018, 9, 29), D(2018, 10, 8), D(2018, 10, 15)]
+    # 12-29 (a make-up Saturday) is the first day overdue; the next week starts on 01-02
+    found = schedule(target("12月28日"), until="2019-01-10")
+    assert days(found, Kind.OVERDUE) == [D(2018, 12, 29), D(2019, 1, 2), D(2019, 1, 7)]
+
+
+def test_overdue_every_k_working_days_when_the_policy_says_so() -> None:
+    policy = Policy.model_validate({"overdue": {"repeat_every": 3}})
+    found = schedule(target("9月30日"), until="2018-10-25", policy=policy)
     overdue = [o for o in found if o.kind is Kind.OVERDUE]
     assert [(o.day, o.overdue_days, o.escalate) for o in overdue] == [
         (D(2018, 10, 8), 1, False),
@@ -130,19 +160,9 @@ def test_overdue_after_national_day_every_3_working_days_escalating_from_the_5th
         (D(2018, 10, 19), 10, True),
         (D(2018, 10, 24), 13, True),
     ]
-
-
-def test_overdue_over_the_year_end() -> None:
-    found = schedule(target("12月28日"), until="2019-01-10")
-    # 12-29 is a make-up Saturday; 12-30 … 01-01 are off
-    assert days(found, Kind.OVERDUE) == [D(2018, 12, 29), D(2019, 1, 4), D(2019, 1, 9)]
-
-
-def test_overdue_policy_is_configurable() -> None:
-    policy = Policy.model_validate({"overdue": {"repeat_every": 1, "escalate_after": 2}})
-    found = schedule(target("9月28日"), until="2018-10-10", policy=policy)
-    overdue = [(o.day, o.escalate) for o in found if o.kind is Kind.OVERDUE]
-    assert overdue == [
+    daily = Policy.model_validate({"overdue": {"repeat_every": 1, "escalate_after": 2}})
+    found = schedule(target("9月28日"), until="2018-10-10", policy=daily)
+    assert [(o.day, o.escalate) for o in found if o.kind is Kind.OVERDUE] == [
         (D(2018, 9, 29), False),
         (D(2018, 9, 30), True),
         (D(2018, 10, 8), True),
@@ -165,12 +185,7 @@ def test_window_start_3_days_before_and_on_the_day() -> None:
 def test_heating_season_spans_the_new_year() -> None:
     found = schedule(target("采暖季"), until="2019-03-20")
     assert days(found, Kind.WINDOW_START) == [D(2018, 11, 12), D(2018, 11, 15)]
-    assert days(found, Kind.UPCOMING) == [
-        D(2019, 3, 1),
-        D(2019, 3, 8),
-        D(2019, 3, 12),
-        D(2019, 3, 14),
-    ]
+    assert days(found, Kind.UPCOMING) == [D(2019, 3, 8), D(2019, 3, 12)]
     assert days(found, Kind.DUE_TODAY) == [D(2019, 3, 15)]
     assert days(found, Kind.OVERDUE) == [D(2019, 3, 18)]
     assert days(found, Kind.PROGRESS) == []  # a season is not in the default progress kinds
@@ -182,19 +197,45 @@ def test_from_task_gets_start_notice_and_monthly_progress_but_no_overdue() -> No
     # 08-25 is a Saturday, 11-25 a Sunday
     assert days(found, Kind.PROGRESS) == [
         D(2018, 7, 25), D(2018, 8, 24), D(2018, 9, 25), D(2018, 10, 25), D(2018, 11, 23),
-        D(2018, 12, 25),
     ]  # fmt: skip
+    assert days(found, Kind.SUMMARY) == [D(2018, 12, 10)]  # December: the year-end summary
     assert days(found, Kind.OVERDUE) == []
 
 
-def test_all_year_task_progress_on_the_25th_moved_to_a_working_day() -> None:
+def test_all_year_duty_gets_check_ins_and_a_summary_no_countdown_and_no_overdue() -> None:
     found = schedule(target("全年"), until="2019-01-31")
     progress = days(found, Kind.PROGRESS)
-    assert len(progress) == 12
+    assert len(progress) == 11
     assert progress[1] == D(2018, 2, 24)  # Sunday 02-25 → the make-up working Saturday
     assert progress[2] == D(2018, 3, 23)  # Sunday 03-25 → Friday
-    assert days(found, Kind.DUE_TODAY) == []  # 12-31 is a holiday: announced on the 29th
+    assert days(found, Kind.SUMMARY) == [D(2018, 12, 10)]
+    assert {o.kind for o in found} == {Kind.PROGRESS, Kind.SUMMARY}
+
+
+def test_all_year_duty_is_counted_down_when_the_policy_says_so() -> None:
+    kinds = ["date", "all_year"]
+    policy = Policy.model_validate({"upcoming": {"kinds": kinds}, "overdue": {"kinds": kinds}})
+    found = schedule(target("全年"), until="2019-01-31", policy=policy)
+    assert days(found, Kind.DUE_TODAY) == [D(2018, 12, 29)]
     assert days(found, Kind.OVERDUE)[0] == D(2019, 1, 2)
+
+
+def test_check_ins_go_on_every_month_whatever_day_the_25th_is() -> None:
+    """The planner kept the unshifted 25th: after a month whose 25th was a day off, a
+    task with nothing else planned was never read again."""
+    t = target("全年", planned_until=at("2018-03-22", "10:00"))
+    plan = plan_at(t, at("2018-03-23", "09:00"))  # Friday before Sunday 03-25
+    assert [(r.occasion.kind, r.occasion.day) for r in plan.send] == [
+        (Kind.PROGRESS, D(2018, 3, 23))
+    ]
+    assert plan.next_at[1] == at("2018-04-25")
+
+
+def test_no_year_end_summary_when_the_policy_says_none() -> None:
+    policy = Policy.model_validate({"progress": {"summary_on": ""}})
+    found = schedule(target("全年"), until="2019-01-31", policy=policy)
+    assert len(days(found, Kind.PROGRESS)) == 12
+    assert days(found, Kind.SUMMARY) == []
 
 
 def test_ongoing_task_has_only_progress() -> None:
@@ -206,8 +247,9 @@ def test_ongoing_task_has_only_progress() -> None:
 def test_recurring_deadline_makes_its_own_milestones() -> None:
     found = schedule(target("每月10日前"), until="2018-12-31")
     assert D(2018, 1, 10) in days(found, Kind.DUE_TODAY)
-    assert D(2018, 3, 9) in days(found, Kind.UPCOMING)  # 03-10 is a Saturday
+    assert D(2018, 3, 9) in days(found, Kind.DUE_TODAY)  # 03-10 is a Saturday
     assert len(days(found, Kind.PROGRESS)) == 11  # none after the last milestone, 12-10
+    assert days(found, Kind.SUMMARY) == [D(2018, 12, 10)]
 
 
 def test_unknown_deadline_has_no_reminders() -> None:
@@ -227,28 +269,32 @@ def test_progress_note_answers_the_months_check_in() -> None:
 
 def test_three_days_of_downtime_give_one_message_per_task() -> None:
     # planned up to Tuesday 06-26; back on Friday 06-29 at 10:00: upcoming 3 (06-27)
-    # and "due on Saturday" (06-29) fell due; only the more urgent goes out
+    # and the due day (06-29, as 06-30 is a Saturday) fell due; only the more urgent goes
     t = target("6月30日", planned_until=at("2018-06-26", "10:00"))
     plan = plan_at(t, at("2018-06-29", "10:00"))
     assert [(r.occasion.kind, r.occasion.day) for r in plan.send] == [
-        (Kind.UPCOMING, D(2018, 6, 29))
+        (Kind.DUE_TODAY, D(2018, 6, 29))
     ]
-    assert [(r.occasion.kind, r.occasion.day) for r in plan.superseded] == []  # same kind: latest
+    assert [(r.occasion.kind, r.occasion.day) for r in plan.superseded] == [
+        (Kind.UPCOMING, D(2018, 6, 27))
+    ]
     overdue_t = target("6月1日", planned_until=at("2018-06-20", "10:00"))
     plan = plan_at(overdue_t, at("2018-06-29", "10:00"))
     assert len(plan.send) == 1
     assert plan.send[0].occasion.kind is Kind.OVERDUE
+    assert plan.superseded == []  # same kind: the latest only
 
 
 def test_most_urgent_wins_and_the_rest_are_superseded() -> None:
-    # down from 12-20 to 12-26: the 7-day reminder (12-24) and the check-in (12-25) fell due
-    t = target("全年", planned_until=at("2018-12-20"))
-    plan = plan_at(t, at("2018-12-26", "10:00"))
+    # 每月10日前: down from 05-24 to Monday 06-04; the check-in (Friday 05-25) and the
+    # 7-day reminder of 06-10 (Sunday 06-03 → Friday 06-01) fell due
+    t = target("每月10日前", planned_until=at("2018-05-24"))
+    plan = plan_at(t, at("2018-06-04", "10:00"))
     assert [(r.occasion.kind, r.occasion.day) for r in plan.send] == [
-        (Kind.UPCOMING, D(2018, 12, 24))
+        (Kind.UPCOMING, D(2018, 6, 1))
     ]
     assert [(r.occasion.kind, r.occasion.day) for r in plan.superseded] == [
-        (Kind.PROGRESS, D(2018, 12, 25))
+        (Kind.PROGRESS, D(2018, 5, 25))
     ]
 
 
@@ -280,22 +326,21 @@ def test_a_clock_that_went_back_finds_nothing_new() -> None:
     t = target("9月30日", planned_until=planned)
     plan = plan_at(t, at("2018-10-11", "07:00"))
     assert plan.send == []
-    assert plan.next_at[1] == at("2018-10-16")
+    assert plan.next_at[1] == at("2018-10-15")
 
 
 def test_next_at_is_the_first_occasion_after_what_was_planned() -> None:
     t = target("9月30日", planned_until=at("2018-10-08", "09:00"))
-    assert next_at(t, Policy(), CAL, ZONE, t.planned_until) == at("2018-10-11")
+    assert next_at(t, Policy(), CAL, ZONE, t.planned_until) == at("2018-10-15")
     fresh = target("9月30日")
-    assert next_at(fresh, Policy(), CAL, ZONE, None) == at(
-        "2018-09-14"
-    )  # 14 days before 09-30 → Friday
+    # 7 days before 09-30 is Sunday 09-23, and 09-24 is Mid-Autumn → Friday 09-21
+    assert next_at(fresh, Policy(), CAL, ZONE, None) == at("2018-09-21")
 
 
 def test_send_time_and_zone_follow_the_policy() -> None:
     policy = Policy.model_validate({"send_at": "08:15"})
     found = schedule(target("1月31日"), until="2018-02-01", policy=policy)
-    assert found[0].at == dt.datetime(2018, 1, 17, 0, 15, tzinfo=dt.UTC)
+    assert found[0].at == dt.datetime(2018, 1, 24, 0, 15, tzinfo=dt.UTC)
 
 
 def test_overrides_per_section_and_task() -> None:
@@ -311,7 +356,7 @@ def test_overrides_per_section_and_task() -> None:
     in_section = policy.for_task(SECTION, 1)
     assert in_section.upcoming.days_before == [5]
     assert policy.for_task(SECTION, 2).upcoming.enabled is False
-    assert policy.for_task(other_section, 3).upcoming.days_before == [14, 7, 3, 1]
+    assert policy.for_task(other_section, 3).upcoming.days_before == [7, 3]
     found = schedule(target("6月29日"), until="2018-06-30", policy=in_section)
     assert days(found, Kind.UPCOMING) == [D(2018, 6, 22)]
 
@@ -350,8 +395,11 @@ def test_a_catch_up_outside_sending_hours_waits_for_them(
     assert plan.next_at[1] == opens
     # when sending opens, what was owed goes out (planned_until was left where it was)
     later = plan_at(t, opens)
-    # the latest of what was owed: the 7th working day overdue (Sunday 09-30 was worked)
-    assert [(r.occasion.kind, r.occasion.overdue_days) for r in later.send] == [(Kind.OVERDUE, 7)]
+    # the latest of what was owed: 10-08, the 8th working day overdue (09-29 and 09-30
+    # were worked)
+    assert [(r.occasion.kind, r.occasion.day, r.occasion.overdue_days) for r in later.send] == [
+        (Kind.OVERDUE, D(2018, 10, 8), 8)
+    ]
     assert later.held == set()
 
 
@@ -359,4 +407,4 @@ def test_nothing_owed_on_a_day_off_moves_on_as_usual() -> None:
     t = target("12月20日", planned_until=at("2018-10-05", "12:00"))
     plan = plan_at(t, at("2018-10-07", "10:00"))
     assert plan.held == set()
-    assert plan.next_at[1] == at("2018-12-06")  # 14 days before, as if nothing happened
+    assert plan.next_at[1] == at("2018-12-13")  # 7 days before, as if nothing happened

@@ -1,4 +1,4 @@
-"""Who hears a reminder: channels per kind, fallbacks, opt-outs, escalation copies."""
+"""Who hears a reminder: items per channel and kind, fallbacks, opt-outs, no copies."""
 
 from __future__ import annotations
 
@@ -75,12 +75,10 @@ def test_fallback_to_a_channel_that_reaches_the_unit() -> None:
 
 def test_unit_with_no_address_is_recorded_undeliverable() -> None:
     contacts = parse_contacts(CONTACTS, "contacts.toml")
-    messages = address(reminder("丙局", Kind.UPCOMING), contacts, Policy())
-    assert [(m.channel, m.status, m.error) for m in messages] == [
-        ("none", "dead", "no contact for 丙局 in contacts.toml")
-    ]
+    items = address(reminder("丙局", Kind.UPCOMING), contacts, Policy())
+    assert [(m.channel, m.status) for m in items] == [("none", "unreachable")]
     unknown = address(reminder("丁局", Kind.UPCOMING), contacts, Policy())
-    assert [(m.channel, m.status) for m in unknown] == [("none", "dead")]
+    assert [(m.channel, m.status) for m in unknown] == [("none", "unreachable")]
 
 
 def test_a_kind_switched_off_sends_nothing_and_records_nothing() -> None:
@@ -89,11 +87,11 @@ def test_a_kind_switched_off_sends_nothing_and_records_nothing() -> None:
     assert routes_of("丙局", Kind.UPCOMING, policy=policy) == []
 
 
-def test_escalation_goes_to_supervisors_watching_the_section() -> None:
+def test_an_escalated_reminder_is_no_copy_to_the_supervisors() -> None:
+    """Escalations are in the supervisors' digest, not separate mails to them."""
     found = routes_of("甲局", Kind.OVERDUE, escalate=True)
-    escalations = [r for r in found if r[0] == "escalation"]
-    # 二科 watches section 2 only; 不看升级的 switched escalations off
-    assert escalations == [("escalation", "email", "duchashi@example.org")]
+    assert found == routes_of("甲局", Kind.OVERDUE)
+    assert {to for _, _, to in found} == {"jia@example.org", "13800000001", "甲局"}
 
 
 def test_superseded_records_point_at_the_reminder_sent() -> None:

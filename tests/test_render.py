@@ -1,23 +1,30 @@
-"""Templates: every kind and role renders every part; the sandbox holds; errors say where."""
+"""Letter templates: every part on every channel, the wording of each kind and role, the
+sandbox, and errors that say where."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reminder.calendar import WorkCalendar
 from reminder.contacts import Contacts
-from reminder.messages import TaskFacts, context
+from reminder.letters import LetterContext, LetterItem, build_letter
+from reminder.messages import TaskFacts, report_context
+from reminder.policy import Kind
 from reminder.render import PARTS, Renderer, TemplateProblem
-from reminder.settings import MessagesSettings
+from reminder.settings import OfficeSettings
+from reminder.text import segments
 from tests.conftest import SEED, Cli
 
+DAY = dt.date(2018, 10, 16)  # a Tuesday
 TASK = TaskFacts(
     no=8,
     text="煤电热电联产机组、燃煤燃气集中供热锅炉要满足国家和我省环保排放标准，并安装大气污染源自动监控设施<script>alert(1)</script>。",
-    section="加快调整能源消费结构",
+    section="一、加快调整能源消费结构",
     deadline="9月30日",
     due=dt.date(2018, 9, 30),
     start=None,
@@ -25,35 +32,75 @@ TASK = TaskFacts(
     kind="date",
     units=(("环境保护局", "lead"), ("公安局", "cooperating"), ("交通运输局", "cooperating")),
 )
-KINDS = ["upcoming", "due_today", "window_start", "overdue", "escalation", "progress"]
+ALONE = TaskFacts(
+    no=9,
+    text="独自承担的任务。",
+    section="一、加快调整能源消费结构",
+    deadline="4月1日—\n12月31日",
+    due=dt.date(2018, 12, 31),
+    start=dt.date(2018, 4, 1),
+    action=None,
+    kind="window",
+    units=(("环境保护局", "lead"),),
+)
+# one item of each kind, as a letter of 2018-10-16 carries it
+EVERY_KIND: list[tuple[Kind, str]] = [
+    (Kind.OVERDUE, "2018-09-30"),
+    (Kind.DUE_TODAY, "2018-10-16"),
+    (Kind.UPCOMING, "2018-10-19"),
+    (Kind.WINDOW_START, "2018-10-19"),
+    (Kind.PROGRESS, "2018-10-25"),
+    (Kind.SUMMARY, "2018-12-10"),
+]
 
 
-def values(contacts: Contacts, kind: str, role: str, **payload: Any) -> dict[str, Any]:
-    unit = "环境保护局" if role == "lead" else "公安局"
-    return context(
-        kind=kind,
-        unit=unit,
-        role=role,
-        recipient=unit,
-        task=TASK,
-        payload={
-            "day": "2018-10-16",
-            "milestone": "2018-09-30",
-            "days_left": 3,
-            "overdue_days": 7,
-            "escalated": True,
-        }
-        | payload,
+def letter(
+    contacts: Contacts,
+    items: list[tuple[Kind, str]],
+    unit: str = "环境保护局",
+    *,
+    task: TaskFacts = TASK,
+    seq: int = 1,
+    agenda: list[dict[str, Any]] | None = None,
+    reminded: int = 0,
+) -> dict[str, Any]:
+    role = next((r for name, r in task.units if name == unit), "lead")
+    context = LetterContext(
+        day=DAY,
+        title="济源市2018年大气污染防治攻坚战任务分解台账",
+        year=2018,
+        office=OfficeSettings(),
         contacts=contacts,
-        settings=MessagesSettings(),
+        calendar=WorkCalendar(),
+        reminded={(task.no, unit): reminded},
     )
+    found = [
+        LetterItem(f"k{n}", kind, unit, role, None, {"milestone": day}, task)
+        for n, (kind, day) in enumerate(items)
+    ]
+    return build_letter(context, unit, found, seq, agenda)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("role", ["lead", "cooperating"])
-def test_every_kind_and_role_renders_every_part(contacts: Contacts, kind: str, role: str) -> None:
-    rendered = Renderer().render(kind, values(contacts, kind, role), PARTS)
-    assert "第8项" in rendered.subject or "8" in rendered.subject
+def values(payload: dict[str, Any], channel: str = "email") -> dict[str, Any]:
+    found = report_context(
+        kind="letter", recipient=payload["unit"], payload=payload, settings=OfficeSettings()
+    )
+    return {**found, "channel": channel}
+
+
+def render(payload: dict[str, Any], part: str, channel: str = "email") -> str:
+    return Renderer().part("letter", part, values(payload, channel))
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "wecom", "dingtalk"])
+@pytest.mark.parametrize("unit", ["环境保护局", "公安局"])
+def test_every_part_renders_on_every_channel(contacts: Contacts, channel: str, unit: str) -> None:
+    payload = letter(contacts, EVERY_KIND, unit)
+    rendered = Renderer().render("letter", values(payload, channel), PARTS)
+    assert (
+        rendered.subject
+        == "【督办提醒】你单位今日待办6项（逾期1项、今日到期1项、即将到期1项、开始实施1项、进展报送2项）"
+    )
     assert "\n" not in rendered.subject
     assert TASK.text[:10] in rendered.text
     assert "<script>" not in rendered.html  # escaped in HTML …
@@ -64,53 +111,166 @@ def test_every_kind_and_role_renders_every_part(contacts: Contacts, kind: str, r
     assert "http" not in rendered.html.replace("http-equiv", "")  # no external images or scripts
 
 
+def test_the_subject_counts_what_the_body_lists(contacts: Contacts) -> None:
+    payload = letter(contacts, [*EVERY_KIND, (Kind.OVERDUE, "2018-09-28")])
+    subject, text = render(payload, "subject"), render(payload, "text")
+    counts = {
+        label: int(n)
+        for label, n in re.findall(r"(逾期|今日到期|即将到期|开始实施|进展报送)(\d+)项", subject)
+    }
+    listed = {
+        label: int(n)
+        for label, n in re.findall(
+            r"^[一二三四五六]、(逾期事项|今日到期|即将到期|开始实施|进展报送)（(\d+)项）$",
+            text,
+            re.M,
+        )
+    }
+    assert counts == {label.removesuffix("事项"): n for label, n in listed.items()}
+    assert sum(counts.values()) == int(re.search(r"待办(\d+)项", subject).group(1)) == 7  # type: ignore[union-attr]
+    numbered = re.findall(r"^\d+\. 大气攻坚〔2018〕第8项", text, re.M)
+    assert len(numbered) == 7
+
+
+def test_a_letter_says_where_it_comes_from_and_how_to_answer(contacts: Contacts) -> None:
+    text = render(letter(contacts, [(Kind.OVERDUE, "2018-09-30")]), "text")
+    assert "根据《济源市2018年大气污染防治攻坚战任务分解台账》" in text  # 依据
+    assert "大气攻坚〔2018〕第8项　一、加快调整能源消费结构" in text  # 编号, section
+    assert (
+        "济源市攻坚办（联系人：攻坚办督办联络员，电话：0391-0000000），也可直接回复本邮件" in text
+    )
+    assert text.rstrip().endswith("本通知由督办提醒系统发出。")
+    assert (
+        "济源市环境污染防治攻坚战领导小组办公室\n2018年10月16日（星期二）" in text
+    )  # dated the day it is sent
+    assert "请回复本邮件" not in text  # … only "也可直接回复本邮件" where replies reach the office
+    sms = render(letter(contacts, [(Kind.OVERDUE, "2018-09-30")]), "sms", "sms")
+    assert "回复" not in sms
+
+
 def test_lead_and_cooperating_wording_differ(contacts: Contacts) -> None:
-    renderer = Renderer()
-    lead = renderer.part("overdue", "text", values(contacts, "overdue", "lead"))
-    cooperating = renderer.part("overdue", "text", values(contacts, "overdue", "cooperating"))
-    assert "牵头单位承担的第8项任务" in lead
-    assert "请立即组织完成" in lead
-    assert "配合单位承担的第8项任务" in cooperating
-    assert "向牵头单位报送" in cooperating
+    lead = render(letter(contacts, [(Kind.OVERDUE, "2018-09-30")]), "text")
+    assert "牵头单位：环境保护局（你单位）；配合单位：公安局、交通运输局" in lead
+    assert "请立即组织办结并报送办结情况" in lead
+    assert "报送对象" not in lead
+    cooperating = render(letter(contacts, [(Kind.OVERDUE, "2018-09-30")], "公安局"), "text")
+    assert "牵头单位：环境保护局；配合单位：公安局（你单位）、交通运输局" in cooperating
+    assert "请抓紧完成你单位承担的工作，并将完成情况报牵头单位。" in cooperating
+    assert "报送对象：牵头单位环境保护局（联系人：环保局联络员，电话：13800000001）" in cooperating
+    assert "请立即组织办结" not in cooperating
+    sms = render(letter(contacts, [(Kind.OVERDUE, "2018-09-30")], "公安局"), "sms", "sms")
+    assert "办结" not in sms  # a cooperating unit is not told to finish the task
 
 
-def test_messages_name_the_days_and_the_deadline(contacts: Contacts) -> None:
-    renderer = Renderer()
-    upcoming = renderer.part("upcoming", "text", values(contacts, "upcoming", "lead", days_left=3))
-    assert "2018年9月30日（星期日）到期，距今还有3天" in upcoming
-    overdue = renderer.part("overdue", "subject", values(contacts, "overdue", "lead"))
-    assert overdue.startswith("【逾期提醒】第8项任务已逾期7个工作日")
-    escalated = renderer.part("overdue", "text", values(contacts, "overdue", "lead"))
-    assert "本提醒已抄送督查部门" in escalated
+def test_a_task_of_one_unit_names_no_cooperating_units(contacts: Contacts) -> None:
+    text = render(letter(contacts, [(Kind.UPCOMING, "2018-12-31")], task=ALONE), "text")
+    assert "牵头单位：环境保护局（你单位）\n" in text
+    assert "配合" not in text
+    assert "完成时限：4月1日至12月31日（2018年12月31日）" in text  # as written, tidied
+
+
+def test_lateness_and_days_left_as_the_unit_reads_them(contacts: Contacts) -> None:
+    text = render(letter(contacts, EVERY_KIND, reminded=2), "text")
+    # 2018-09-30 (a make-up working Sunday) to Tuesday 10-16: 16 days, 07-10-08 … 10-16
+    assert "已逾期16天（7个工作日），此前已催办2次。" in text
+    assert "今日到期。" in text
+    assert "10月19日（星期五）到期，还有3天。" in text
+    assert "10月19日（星期五）开始实施，还有3天。" in text
+    assert "请报送10月工作进展（已开展的工作、存在的问题、下一步打算），10月25日前报送。" in text
+    assert "报送年度工作总结" in text
+
+
+def test_due_on_a_day_off_is_due_on_the_last_working_day(contacts: Contacts) -> None:
+    context = LetterContext(
+        day=dt.date(2018, 12, 29),
+        title="台账",
+        year=2018,
+        office=OfficeSettings(),
+        contacts=contacts,
+        calendar=WorkCalendar(),
+        reminded={},
+    )
+    item = LetterItem(
+        "k", Kind.DUE_TODAY, "环境保护局", "lead", None, {"milestone": "2018-12-31"}, ALONE
+    )
+    text = render(build_letter(context, "环境保护局", [item], 1), "text")
+    assert "12月31日（星期一）为节假日，今日为到期前最后一个工作日。请于今日办结" in text
+    assert "还有2天" not in text
+
+
+def test_a_second_letter_the_same_day_says_it_adds_to_the_first(contacts: Contacts) -> None:
+    payload = letter(contacts, [(Kind.UPCOMING, "2018-10-19")], seq=2)
+    assert render(payload, "subject") == "【督办提醒·补充】你单位今日新增待办1项（即将到期1项）"
+    assert "今日已向你单位发送督办通知，现补充通知以下事项" in render(payload, "text")
+    assert "督办通知（补充）" in render(payload, "html")
+
+
+def test_the_weeks_agenda_lists_the_other_open_tasks(contacts: Contacts) -> None:
+    agenda = [
+        {"no": 12, "number": "大气攻坚〔2018〕第12项", "text": "一项任务", "role": "lead",
+         "role_label": "牵头", "deadline": "10月31日", "next": "2018-10-31", "light": "green",
+         "standing": False, "lead": "环境保护局"},
+        {"no": 13, "number": "大气攻坚〔2018〕第13项", "text": "全年任务", "role": "cooperating",
+         "role_label": "配合", "deadline": "全年", "next": None, "light": "green",
+         "standing": True, "lead": "住房和城乡建设局"},
+    ]  # fmt: skip
+    with_items = render(letter(contacts, [(Kind.OVERDUE, "2018-09-30")], agenda=agenda), "text")
+    assert "二、本周其他在办任务（2项）" in with_items
+    assert "你单位牵头；完成时限：10月31日；正常推进；下一时间节点：2018年10月31日" in with_items
+    assert "另有常态化工作1项（全年等，按月报送进展）：第13项。" in with_items
+    alone = letter(contacts, [], agenda=agenda)
+    assert render(alone, "subject") == "【督办提醒】本周工作安排：你单位在办任务2项"
+    assert "一、本周在办任务（2项）" in render(alone, "text")
+
+
+def test_robot_posts_use_each_services_markup_and_at_the_contact(contacts: Contacts) -> None:
+    payload = letter(contacts, [(Kind.OVERDUE, "2018-09-30")])
+    payload["mention"] = {"mobile": "13800000001", "wecom_userid": "HuanBao"}
+    wecom = render(payload, "md", "wecom")
+    dingtalk = render(payload, "md", "dingtalk")
+    assert '<font color="warning">' in wecom and "<@HuanBao>" in wecom
+    assert "<font" not in dingtalk and "<@" not in dingtalk
+    assert dingtalk.rstrip().endswith("@13800000001")
+    assert "已逾期16天" in dingtalk
+
+
+def test_an_sms_gives_the_counts_the_nearest_date_and_the_office(contacts: Contacts) -> None:
+    sms = render(
+        letter(contacts, [(Kind.DUE_TODAY, "2018-10-16"), (Kind.OVERDUE, "2018-09-30")]),
+        "sms",
+        "sms",
+    )
+    assert sms == (
+        "环境保护局：今日督办事项2项（逾期1项、今日到期1项），最近时限10月16日（第8项）。"
+        "详见督办通知邮件，咨询济源市攻坚办0391-0000000。"
+    )
+    assert segments("【济源市攻坚办】" + sms) <= 2
 
 
 def test_a_deployment_overrides_one_file(tmp_path: Path, contacts: Contacts) -> None:
-    (tmp_path / "overdue.sms.j2").write_text(
-        "{{ unit }}：第{{ task.no }}项逾期了", encoding="utf-8"
-    )
+    (tmp_path / "letter.sms.j2").write_text("{{ unit }}：{{ total }}项", encoding="utf-8")
     renderer = Renderer(tmp_path)
-    assert (
-        renderer.part("overdue", "sms", values(contacts, "overdue", "lead"))
-        == "环境保护局：第8项逾期了"
-    )
-    assert "逾期提醒" in renderer.part("overdue", "subject", values(contacts, "overdue", "lead"))
+    payload = letter(contacts, [(Kind.OVERDUE, "2018-09-30")])
+    assert renderer.part("letter", "sms", values(payload, "sms")) == "环境保护局：1项"
+    assert "督办提醒" in renderer.part("letter", "subject", values(payload))
 
 
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("{{ task.nope }}", "overdue.sms.j2:1: 'dict object' has no attribute 'nope'"),
-        ("ok\n{{ missing }}", "overdue.sms.j2:2: 'missing' is undefined"),
-        ("{% if %}", "overdue.sms.j2:1: Expected an expression"),
-        ("{{ unit.__class__.__mro__ }}", "overdue.sms.j2:1:"),
+        ("{{ office.nope }}", "letter.sms.j2:1: 'dict object' has no attribute 'nope'"),
+        ("ok\n{{ missing }}", "letter.sms.j2:2: 'missing' is undefined"),
+        ("{% if %}", "letter.sms.j2:1: Expected an expression"),
+        ("{{ unit.__class__.__mro__ }}", "letter.sms.j2:1:"),
     ],
 )
 def test_template_errors_name_file_and_line(
     tmp_path: Path, contacts: Contacts, source: str, message: str
 ) -> None:
-    (tmp_path / "overdue.sms.j2").write_text(source, encoding="utf-8")
+    (tmp_path / "letter.sms.j2").write_text(source, encoding="utf-8")
+    payload = letter(contacts, [(Kind.OVERDUE, "2018-09-30")])
     with pytest.raises(TemplateProblem) as caught:
-        Renderer(tmp_path).part("overdue", "sms", values(contacts, "overdue", "lead"))
+        Renderer(tmp_path).part("letter", "sms", values(payload, "sms"))
     assert message in str(caught.value)
 
 
@@ -127,9 +287,10 @@ def test_template_errors_name_file_and_line(
 def test_the_sandbox_refuses_huge_work_at_once(
     tmp_path: Path, contacts: Contacts, source: str
 ) -> None:
-    (tmp_path / "overdue.sms.j2").write_text(source, encoding="utf-8")
+    (tmp_path / "letter.sms.j2").write_text(source, encoding="utf-8")
+    payload = letter(contacts, [(Kind.OVERDUE, "2018-09-30")])
     with pytest.raises(TemplateProblem):
-        Renderer(tmp_path).part("overdue", "sms", values(contacts, "overdue", "lead"))
+        Renderer(tmp_path).part("letter", "sms", values(payload, "sms"))
 
 
 def test_check_renders_every_template_for_every_task(
@@ -139,13 +300,15 @@ def test_check_renders_every_template_for_every_task(
     assert cli("check").code == 0
     folder = tmp_path / "templates"
     folder.mkdir()
-    (folder / "progress.md.j2").write_text(
-        "{% if task.no > 98 %}{{ task.oops }}{% endif %}", encoding="utf-8"
+    (folder / "letter.md.j2").write_text(
+        '{% for g in groups %}{% for t in g["items"] %}{% if t.no > 98 %}{{ t.oops }}'
+        "{% endif %}{% endfor %}{% endfor %}",
+        encoding="utf-8",
     )
     monkeypatch.setenv("REMINDER_MESSAGES__TEMPLATES", str(folder))
     result = cli("check")
     assert result.code == 1
     assert (
-        "error   templates: template progress.md.j2:1: 'dict object' has no attribute 'oops' (task 99)"
+        "error   templates: template letter.md.j2:1: 'dict object' has no attribute 'oops' (task 99)"
         in result.out
     )

@@ -17,8 +17,8 @@ import time_machine
 from reminder.contacts import load_contacts
 from reminder.planning import Planning
 from reminder.settings import load_config
-from reminder.store.db import open_store
-from reminder.tick import run_tick
+from reminder.store.db import Store, open_store
+from reminder.tick import TickResult, run_tick
 from tests.conftest import SEED, Cli
 from tests.test_bad_input import config_copy
 from tests.test_import import dump
@@ -36,6 +36,10 @@ def planning() -> Planning:
     return Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
 
 
+def tick(store: Store, moment: dt.datetime) -> TickResult:
+    return run_tick(store, planning(), load_config().settings, moment)
+
+
 def plan(cli: Cli, when: str) -> list[dict[str, Any]]:
     result = cli("plan", "--at", when, "--json")
     assert result.code == 0, result.err
@@ -43,9 +47,9 @@ def plan(cli: Cli, when: str) -> list[dict[str, Any]]:
     return data
 
 
-def outbox(db: Path) -> list[tuple[str, str]]:
+def items(db: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(db) as con:
-        return con.execute("SELECT key, status FROM outbox ORDER BY key").fetchall()
+        return con.execute("SELECT key, status FROM item ORDER BY key").fetchall()
 
 
 def test_plan_json_contract_on_the_seed(cli: Cli, isolated_env: Path) -> None:
@@ -62,6 +66,7 @@ def test_plan_json_contract_on_the_seed(cli: Cli, isolated_env: Path) -> None:
         "channel",
         "to",
         "scheduled_for",
+        "letter",
     }
     task8 = [m for m in messages if m["task"] == 8]
     assert sorted((m["kind"], m["channel"], m["to"]) for m in task8) == [
@@ -70,6 +75,14 @@ def test_plan_json_contract_on_the_seed(cli: Cli, isolated_env: Path) -> None:
     ]
     assert task8[0]["scheduled_for"] == "2018-10-08T09:00:00+08:00"
     assert task8[0]["role"] == "lead"
+    letters = {m["channel"]: m["letter"] for m in task8}
+    assert letters == {
+        "email": "letter:环境保护局:email:hbj@example.org:2018-10-08:1",
+        "sms": "letter:环境保护局:sms:13800000001:2018-10-08:1",
+    }
+    # one letter per unit and channel: every item of the unit's e-mail goes in the same one
+    hbj = {m["letter"] for m in messages if m["to"] == "hbj@example.org"}
+    assert hbj == {letters["email"]}
     assert (
         task8[0]["key"]
         == f"overdue:{task8[0]['key'].split(':')[1]}:环境保护局:email:hbj@example.org:2018-10-08"
@@ -83,18 +96,17 @@ def test_plan_json_contract_on_the_seed(cli: Cli, isolated_env: Path) -> None:
     assert plan(cli, "2018-10-08 09:00") == messages  # the same answer twice
 
 
-def test_escalation_goes_to_the_supervisors_watching(cli: Cli) -> None:
+def test_escalations_go_in_the_digest_not_in_letters_to_supervisors(cli: Cli) -> None:
     assert cli("import", str(SEED)).code == 0
     messages = plan(cli, "2018-10-16 09:00")
-    escalations = [m for m in messages if m["kind"] == "escalation"]
-    assert escalations
-    by_supervisor = Counter(m["to"] for m in escalations)
-    # the office watching everything hears of every escalated unit; the transport group
-    # only of 交通运输局 and 公安局 in section 三
-    assert by_supervisor["gongjianban@example.org"] >= by_supervisor["jiaotong@example.org"] > 0
-    transport = [m for m in escalations if m["to"] == "jiaotong@example.org"]
-    assert {m["unit"] for m in transport} <= {"交通运输局", "公安局"}
-    assert all(27 <= m["task"] <= 46 for m in transport)
+    assert messages
+    assert not [m for m in messages if m["kind"] == "escalation"]
+    supervisors = {
+        "市环境污染防治攻坚战领导小组办公室",
+        "市燃煤散烧管控办公室",
+        "交通运输结构督导组",
+    }
+    assert not {m["unit"] for m in messages} & supervisors
 
 
 def test_a_unit_without_contact_is_reported_not_skipped(
@@ -108,25 +120,30 @@ def test_a_unit_without_contact_is_reported_not_skipped(
     monkeypatch.setenv("REMINDER_CONFIG", str(folder))
     assert cli("import", str(SEED)).code == 0
     messages = [m for m in plan(cli, "2018-10-08 09:00") if m["task"] == 8]
-    assert [(m["unit"], m["channel"], m["to"]) for m in messages] == [("环境保护局", "none", "")]
+    assert [(m["unit"], m["channel"], m["to"], m["letter"]) for m in messages] == [
+        ("环境保护局", "none", "", None)
+    ]
 
 
 def test_ticks_enqueue_each_key_once(cli: Cli, isolated_env: Path) -> None:
     assert cli("import", str(SEED)).code == 0
     store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
-    planner = planning()
-    first = run_tick(store, planner, at("2018-10-08T09:00"))
-    assert first.enqueued == len(first.messages) + first.superseded > 0
-    again = run_tick(store, planner, at("2018-10-08T09:00"))
-    assert (again.targets, again.enqueued) == (0, 0)
+    first = tick(store, at("2018-10-08T09:00"))
+    assert first.enqueued == len(first.items) + first.superseded > 0
+    assert first.letters
+    again = tick(store, at("2018-10-08T09:00"))
+    assert (again.targets, again.enqueued, again.letters) == (0, 0, [])
     # the clock jumps back two hours: nothing new
-    back = run_tick(store, planner, at("2018-10-08T07:00"))
-    assert back.enqueued == 0
+    back = tick(store, at("2018-10-08T07:00"))
+    assert (back.enqueued, back.letters) == (0, [])
     # forward a day: only what is due that day
-    later = run_tick(store, planner, at("2018-10-09T09:00"))
-    rows = outbox(isolated_env / "ledger.db")
+    later = tick(store, at("2018-10-09T09:00"))
+    rows = items(isolated_env / "ledger.db")
     assert len(rows) == first.enqueued + later.enqueued
     assert len({key for key, _ in rows}) == len(rows)
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        letters = con.execute("SELECT count(*), count(DISTINCT key) FROM outbox").fetchone()
+    assert letters[0] == letters[1] == len(first.letters) + len(later.letters)
     store.dispose()
 
 
@@ -136,24 +153,31 @@ def test_concurrent_ticks_on_postgresql_enqueue_once(
     monkeypatch.setenv("REMINDER_DB", pg_url)
     assert cli("import", str(SEED)).code == 0
     planner = planning()
+    settings = load_config().settings
     stores = [open_store(pg_url) for _ in range(3)]
-    results: list[int] = []
+    results: list[TickResult] = []
     barrier = threading.Barrier(len(stores))
 
-    def tick(index: int) -> None:
+    def one(index: int) -> None:
         barrier.wait(timeout=10)
-        results.append(run_tick(stores[index], planner, at("2018-10-16T09:00")).enqueued)
+        results.append(run_tick(stores[index], planner, settings, at("2018-10-16T09:00")))
 
-    threads = [threading.Thread(target=tick, args=(i,)) for i in range(len(stores))]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(stores))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
     with stores[0].engine.connect() as connection:
-        total, distinct = connection.exec_driver_sql(
+        total, distinct, lettered = connection.exec_driver_sql(
+            "SELECT count(*), count(DISTINCT key), count(letter_id) FROM item"
+        ).one()
+        letters, keys = connection.exec_driver_sql(
             "SELECT count(*), count(DISTINCT key) FROM outbox"
         ).one()
-    assert total == distinct == sum(results) > 0
+    assert total == distinct == sum(r.enqueued for r in results) > 0
+    assert letters == keys == sum(len(r.letters) for r in results) > 0
+    # every item that goes out is in exactly one letter
+    assert lettered == sum(len(letter.items) for r in results for letter in r.letters)
     for store in stores:
         store.dispose()
 
@@ -202,7 +226,7 @@ def test_progress_note_answers_the_check_in(cli: Cli) -> None:
     assert "住房和城乡建设局" in {m["unit"] for m in check_ins}
     # the daemon ran up to the 19th; the unit reports on the 20th
     store = open_store("sqlite:///ledger.db")
-    run_tick(store, planning(), at("2018-11-19T09:00"))
+    tick(store, at("2018-11-19T09:00"))
     store.dispose()
     with time_machine.travel(at("2018-11-20T15:00"), tick=False):
         result = cli("progress", "6", "--unit", "住建局", "--note", "宣传已开展")
@@ -241,16 +265,36 @@ def test_simulate_a_month_on_a_copy(cli: Cli, isolated_env: Path) -> None:
     assert result.code == 0, result.err
     assert dump(isolated_env / "ledger.db") == before  # the real store is only read
     assert "Simulated 2018-09-25 → 2018-10-20 (26 days, 16 working days)" in result.out
-    lines = [json.loads(line) for line in (out / "messages.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "letters.jsonl").read_text().splitlines()]
     assert lines
+    assert set(lines[0]) == {
+        "key",
+        "kind",
+        "recipient",
+        "unit",
+        "channel",
+        "to",
+        "sent_at",
+        "items",
+    }
     assert len({line["key"] for line in lines}) == len(lines)
-    assert f"messages: {len(lines)}" in result.out
+    assert f"messages: {len(lines)} carrying" in result.out
     # nothing goes out on the National Day holiday, and the 8th has the overdue of task 8
-    sent_days = {line["scheduled_for"][:10] for line in lines}
+    sent_days = {line["sent_at"][:10] for line in lines}
     assert not sent_days & {f"2018-10-0{d}" for d in range(1, 8)}
     assert any(
-        line["task"] == 8 and line["kind"] == "overdue" and line["day"] == "2018-10-08"
+        line["sent_at"].startswith("2018-10-08")
+        and line["recipient"] == "环境保护局"
+        and {"task": 8, "kind": "overdue"}.items() <= item.items()
         for line in lines
+        for item in line["items"]
     )
-    busiest = Counter(line["scheduled_for"][:10] for line in lines).most_common(1)[0]
+    # a digest every working day for each supervisor, and at most one message a day on a
+    # channel to anyone
+    digests = Counter(line["recipient"] for line in lines if line["kind"] == "digest")
+    assert set(digests.values()) == {16}
+    assert (
+        max(Counter((m["recipient"], m["channel"], m["sent_at"][:10]) for m in lines).values()) == 1
+    )
+    busiest = Counter(line["sent_at"][:10] for line in lines).most_common(1)[0]
     assert f"busiest day: {busiest[0]} ({busiest[1]} messages)" in result.out

@@ -52,6 +52,7 @@ class Outgoing(NamedTuple):
     data: bytes = b""  # the e-mail as it goes on the wire (from build_email: no fix needed)
     task_no: int | None = None
     scheduled_day: str = ""
+    mention: str = ""  # a mobile number a DingTalk robot post @s
 
 
 class Result(NamedTuple):

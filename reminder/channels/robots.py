@@ -40,10 +40,14 @@ def wecom_payload(item: Outgoing) -> dict[str, Any]:
 
 
 def dingtalk_payload(item: Outgoing) -> dict[str, Any]:
-    return {
+    """Markdown; a post that @s someone carries the number in ``at`` and in the text."""
+    payload: dict[str, Any] = {
         "msgtype": "markdown",
         "markdown": {"title": item.subject or "督办提醒", "text": item.body},
     }
+    if item.mention:
+        payload["at"] = {"atMobiles": [item.mention], "isAtAll": False}
+    return payload
 
 
 def dingtalk_signed(url: str, secret: str, now_ms: int) -> str:

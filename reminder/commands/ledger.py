@@ -15,10 +15,11 @@ import click
 from reminder.app import App, now, pass_app
 from reminder.calendar import years_ahead
 from reminder.check import check as run_check
-from reminder.check import report_problems, report_samples, template_problems
+from reminder.check import letter_samples, report_problems, report_samples, template_problems
 from reminder.contacts import Problem
 from reminder.errors import InputError
 from reminder.ledger import read_ledger
+from reminder.letters import LetterContext
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import replan_all
@@ -123,12 +124,23 @@ def check_command(app: App) -> None:
         ledger = inputs.ledger if inputs else None
         facts = task_facts(session, [stored.id for stored in ledger.tasks]) if ledger else {}
         calendar = app.planning.calendar.warning(ledger_years(session) | years_ahead(today))
-    templates = template_problems(app.renderer, facts, app.contacts, settings.messages)
+    templates = []
     if inputs is not None:
+        context = LetterContext(
+            day=today,
+            title=inputs.ledger.title,
+            year=inputs.ledger.year,
+            office=settings.office,
+            contacts=app.contacts,
+            calendar=app.planning.calendar,
+            reminded={},
+        )
+        letters = letter_samples(facts, context)
+        templates += template_problems(app.renderer, letters, settings.office)
         # today, and a day in the ledger's own year when most tasks are still open
         days = [today, dt.date(inputs.ledger.year, 6, 25)]
-        samples = report_samples(inputs, app.contacts, days, settings.zone)
-        templates += report_problems(app.renderer, samples, settings.messages)
+        samples = report_samples(inputs, app.planning, days)
+        templates += report_problems(app.renderer, samples, settings.office)
     problems = run_check(app.contacts, ledger, templates)
     if calendar:
         problems.append(Problem("warning", "calendar", calendar))

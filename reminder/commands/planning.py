@@ -26,14 +26,14 @@ def plan_command(app: App, at: str | None, as_json: bool) -> None:
     """What would be sent at a moment, given the store. Sends nothing, writes nothing."""
     moment = parse_moment(app, at, "--at")
     app.ledger()  # a clear message before the first import
-    messages = preview(app.store, app.planning, moment)
+    settings = app.config.settings
+    found = preview(app.store, app.planning, settings, moment)
     if as_json:
-        click.echo(
-            json.dumps(plan_json(messages, app.config.settings.zone), ensure_ascii=False, indent=2)
-        )
+        click.echo(json.dumps(plan_json(found, settings.zone), ensure_ascii=False, indent=2))
         return
-    app.out.print(plan_table(messages, app.config.settings.zone))
-    app.out.print(f"{len(messages)} messages", markup=False)
+    app.out.print(plan_table(found, settings.zone))
+    letters = len(set(found.letters.values()))
+    app.out.print(f"{len(found.items)} items in {letters} letters", markup=False)
 
 
 @click.command("simulate")
@@ -49,7 +49,7 @@ def simulate_command(app: App, start: str, end: str, out: Path | None) -> None:
     if last < first:
         raise InputError(f"--to {end} is before --from {start}")
     app.ledger()
-    report = simulate(app.store, app.planning, first, last, out)
+    report = simulate(app.store, app.planning, app.config.settings, first, last, out)
     print_lines(app.out, report.lines())
 
 

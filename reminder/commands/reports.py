@@ -21,12 +21,13 @@ from reminder.loop import run_async
 from reminder.messages import report_context
 from reminder.planner import local_moment
 from reminder.reports import calendar_notices, enqueue_reports, next_digest
-from reminder.store.models import AttemptRow, MetaRow, OutboxRow
+from reminder.store.models import AttemptRow, ItemRow, MetaRow, OutboxRow
 from reminder.store.reports import digest_inputs, queue_counts
 from reminder.store.tasks import load_ledger
 from reminder.views import print_lines
 
 STATES = ("pending", "sending", "retry", "sent", "dead", "superseded")
+UNREACHABLE_SHOWN = 20
 
 
 def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
@@ -49,9 +50,20 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
                 .group_by(AttemptRow.outcome)
             ).all()
         }
+        item = ItemRow.__table__  # type: ignore[attr-defined]
+        nobody = (
+            select(item.c.recipient_name)
+            .where(item.c.status == "unreachable")
+            .distinct()
+            .order_by(item.c.recipient_name)
+            .limit(UNREACHABLE_SHOWN)
+        )
+        unreachable = [str(name) for name in session.connection().execute(nobody).scalars()]
         ledger = load_ledger(session)
     day = moment.astimezone(zone).date()
-    lights = Counter(light(t, day) for t in ledger.tasks) if ledger else Counter()
+    lights = (
+        Counter(light(t, day, ledger, app.planning) for t in ledger.tasks) if ledger else Counter()
+    )
     last_tick = json.loads(meta.value) if meta else None
     # no tick for three intervals (and a minute): the daemon is down or stuck
     stale = last_tick is not None and moment - dt.datetime.fromisoformat(
@@ -65,6 +77,7 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
         "queue": {state: queue.get(state, 0) for state in STATES},
         "dead": [{"key": row.key, "error": row.last_error} for row in dead],
         "failures_24h": failures,
+        "unreachable": unreachable,
         "ledger": {
             "title": ledger.title if ledger else None,
             "tasks": len(ledger.tasks) if ledger else 0,
@@ -94,6 +107,8 @@ def status_lines(data: dict[str, Any]) -> list[str]:
         f"red {ledger['red']}, yellow {ledger['yellow']}, "
         f"green {ledger['green']}, done {ledger['done']}",
     ]
+    if data["unreachable"]:
+        lines.append("no contact:    " + ", ".join(data["unreachable"]) + " (see `reminder check`)")
     if data["dead"]:
         lines.append(f"dead letters ({data['queue']['dead']}), newest first:")
         lines += [f"  {item['key']}: {item['error']}" for item in data["dead"]]
@@ -121,7 +136,7 @@ def status_command(app: App, as_json: bool) -> None:
 )
 @pass_app
 def digest_command(app: App, at: str | None, show: bool) -> None:
-    """Send today's digests (and this week's agendas) now, if not sent yet; or print them."""
+    """Send today's digests (and escalation lists) now, if not sent yet; or print them."""
     moment = parse_moment(app, at, "--at")
     settings = app.config.settings
     if show:
@@ -133,20 +148,22 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
             raise InputError("no ledger imported yet; run `reminder import FILE` first")
         since = local_moment(day, settings.digest.at, settings.zone) - dt.timedelta(days=1)
         for supervisor in app.contacts.supervisors or [None]:
-            payload = build_digest(
-                inputs, supervisor, app.contacts, day, since, settings.zone, notices
-            )
+            payload = build_digest(inputs, supervisor, app.planning, day, since, notices)
             values = report_context(
                 kind="digest",
                 recipient=supervisor.name if supervisor else "督查",
                 payload=payload,
-                settings=settings.messages,
+                settings=settings.office,
             )
             click.echo(app.renderer.part("digest", "text", values))
             click.echo("")
         return
-    digests, agendas = enqueue_reports(app.store, app.planning, settings, moment)
-    app.out.print(f"{len(digests)} digest and {len(agendas)} agenda messages due", markup=False)
+    messages = enqueue_reports(app.store, app.planning, settings, moment)
+    digests = sum(1 for m in messages if m.kind == "digest")
+    app.out.print(
+        f"{digests} digest and {len(messages) - digests} escalation list messages due",
+        markup=False,
+    )
     report = run_async(deliver_due(app, moment))
     app.out.print(report.line(), markup=False)
 

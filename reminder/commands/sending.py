@@ -43,11 +43,11 @@ def run_command(app: App, once: bool, at: str | None) -> None:
         sys.exit(code)
     moment = parse_moment(app, at, "--at")
     app.ledger()
-    result = run_tick(app.store, app.planning, moment)
+    result = run_tick(app.store, app.planning, app.config.settings, moment)
     local = moment.astimezone(app.config.settings.zone)
     app.out.print(
-        f"tick at {local:%Y-%m-%d %H:%M}: {result.targets} due, {len(result.messages)} "
-        f"messages, {result.enqueued} enqueued ({result.superseded} superseded)",
+        f"tick at {local:%Y-%m-%d %H:%M}: {result.targets} due, {len(result.items)} items "
+        f"({result.superseded} superseded), {len(result.letters)} letters",
         markup=False,
     )
     report = run_async(deliver_due(app, moment))

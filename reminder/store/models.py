@@ -130,8 +130,47 @@ class MetaRow(SQLModel, table=True):
     value: str
 
 
+class ItemRow(SQLModel, table=True):
+    """What one unit is told about one task at one moment on one channel: the audit trail.
+
+    The planner decides items (``key``: kind, task, unit, channel, address, day; unique:
+    planning is insert-or-ignore). A pending item goes into exactly one letter
+    (``letter_id``, in the transaction that enqueues the letter), or is superseded by a
+    more urgent one, or is unreachable (nobody to send it to). ``sent``: an item that
+    went out as a message of its own, before letters.
+    """
+
+    __tablename__ = "item"
+    __table_args__ = (Index("ix_item_status_scheduled", "status", "scheduled_for"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    kind: str
+    task_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("task.id"), nullable=True, index=True)
+    )
+    task_no: int | None = None
+    unit: str
+    role: str | None = None
+    via: str | None = None  # the group the unit was listed through
+    channel: str  # email | sms | wecom | dingtalk | none
+    recipient: str  # the address; "" when there is none
+    recipient_name: str
+    day: dt.date  # the local day the planner chose for it
+    scheduled_for: dt.datetime = utc_field()
+    status: str = "pending"  # pending | lettered | superseded | unreachable | sent
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    superseded_by: str | None = None
+    letter_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("outbox.id"), nullable=True, index=True),
+    )
+    created_at: dt.datetime = utc_field()
+
+
 class OutboxRow(SQLModel, table=True):
-    """One message to one recipient. ``key`` is unique: enqueueing is insert-or-ignore.
+    """One message to one recipient: a letter, a digest, an escalation list. ``key`` is
+    unique: enqueueing is insert-or-ignore.
 
     States: pending → sending (claimed, ``lease_until``) → sent; or retry (again at
     ``next_attempt_at``) and dead (permanent error, retries exhausted, no contact);

@@ -9,26 +9,57 @@ from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
 from reminder.digest import DigestInputs, Progress, Undelivered
-from reminder.store.models import EventRow, OutboxRow
-from reminder.store.tasks import load_ledger
+from reminder.store.models import EventRow, ItemRow, OutboxRow
+from reminder.store.tasks import StoredLedger, load_ledger
 
-UNDELIVERED_SHOWN = 200
+UNDELIVERED_SHOWN = 20
 
 
-def digest_inputs(session: Session) -> DigestInputs | None:
-    ledger = load_ledger(session)
+def reminded(session: Session) -> dict[tuple[int, str], int]:
+    """Overdue reminders per (task number, unit): the days one went out, in a letter or
+    (before letters) on its own."""
+    item = ItemRow.__table__  # type: ignore[attr-defined]
+    statement = (
+        select(item.c.task_no, item.c.unit, func.count(func.distinct(item.c.day)))
+        .where(item.c.kind == "overdue", item.c.status.in_(("lettered", "sent")))
+        .group_by(item.c.task_no, item.c.unit)
+    )
+    return {
+        (int(no), str(unit)): int(count)
+        for no, unit, count in session.connection().execute(statement)
+        if no is not None
+    }
+
+
+def last_reminders(session: Session) -> dict[int, dt.datetime]:
+    """When each task was last reminded of: its letters sent, or (before letters) its items."""
+    item = ItemRow.__table__  # type: ignore[attr-defined]
+    outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+    found: dict[int, dt.datetime] = {}
+    lettered = (
+        select(item.c.task_id, func.max(outbox.c.sent_at))
+        .join(outbox, outbox.c.id == item.c.letter_id)
+        .where(outbox.c.status == "sent", item.c.task_id.is_not(None))
+        .group_by(item.c.task_id)
+    )
+    alone = (
+        select(item.c.task_id, func.max(item.c.scheduled_for))
+        .where(item.c.status == "sent", item.c.task_id.is_not(None))
+        .group_by(item.c.task_id)
+    )
+    for statement in (alone, lettered):
+        for task_id, moment in session.connection().execute(statement):
+            if moment is not None:
+                at = _aware(moment)
+                found[task_id] = max(found.get(task_id, at), at)
+    return found
+
+
+def digest_inputs(session: Session, ledger: StoredLedger | None = None) -> DigestInputs | None:
+    """What a digest needs; ``ledger``: the ledger as loaded already (a simulation)."""
+    ledger = ledger or load_ledger(session)
     if ledger is None:
         return None
-    # a Result has .keys(): dict() would take it for a mapping, so unpack the rows here
-    last_sent: dict[int, dt.datetime] = {
-        task_id: _aware(sent_at)
-        for task_id, sent_at in session.execute(
-            select(OutboxRow.task_id, func.max(OutboxRow.sent_at))  # type: ignore[call-overload]
-            .where(col(OutboxRow.status) == "sent", col(OutboxRow.task_id).is_not(None))
-            .group_by(OutboxRow.task_id)
-        ).all()
-        if sent_at is not None
-    }
     progress: dict[int, Progress] = {}
     for event in session.exec(
         select_rows(EventRow).where(col(EventRow.kind) == "progress").order_by(col(EventRow.at))
@@ -46,7 +77,14 @@ def digest_inputs(session: Session) -> DigestInputs | None:
             .limit(UNDELIVERED_SHOWN)
         )
     )
-    return DigestInputs(ledger, last_sent, progress, undelivered)
+    return DigestInputs(
+        ledger,
+        last_reminders(session),
+        progress,
+        undelivered,
+        queue_counts(session, ("dead", "retry")),
+        reminded(session),
+    )
 
 
 def queue_counts(session: Session, states: tuple[str, ...] | None = None) -> dict[str, int]:

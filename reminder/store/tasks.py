@@ -160,7 +160,7 @@ def task_facts(session: Session, task_ids: list[int]) -> dict[int, TaskFacts]:
         return {}
     rows = session.exec(select(TaskRow).where(col(TaskRow.id).in_(task_ids))).all()
     units = units_by_task(session, task_ids, listed_only=True)
-    sections = {s.no: s.title for s in session.exec(select(SectionRow))}
+    sections = {s.no: f"{s.numeral}、{s.title}" for s in session.exec(select(SectionRow))}
     facts: dict[int, TaskFacts] = {}
     for row in rows:
         assert row.id is not None

@@ -1,0 +1,1 @@
+"""The bundled message templates (the repository's templates/, installed as reminder.templates)."""
