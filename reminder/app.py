@@ -5,26 +5,34 @@ from __future__ import annotations
 import datetime as dt
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
 from reminder.contacts import Contacts, load_contacts
 from reminder.errors import InputError
 from reminder.planning import Planning
-from reminder.render import Renderer
 from reminder.settings import Config, load_config
 from reminder.store.db import Store, describe, open_store
 from reminder.store.tasks import StoredLedger, load_ledger
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from reminder.render import Renderer
+
 
 class App:
-    """What a command may need, loaded on first use and only once."""
+    """What a command may need, loaded on first use and only once (rich and Jinja2 too:
+    a command that prints no table and renders no message does not load them)."""
 
-    def __init__(self) -> None:
+    @cached_property
+    def out(self) -> Console:
+        from rich.console import Console  # noqa: PLC0415 - see the class docstring
+
         console = Console()
         # piped output (less, files, CI logs) should not be cut to 80 columns
-        self.out = console if console.is_terminal else Console(width=160)
+        return console if console.is_terminal else Console(width=160)
 
     @cached_property
     def config(self) -> Config:
@@ -49,6 +57,8 @@ class App:
 
     @cached_property
     def renderer(self) -> Renderer:
+        from reminder.render import Renderer  # noqa: PLC0415 - see the class docstring
+
         folder = self.config.settings.messages.templates
         return Renderer(Path(folder) if folder else None)
 

@@ -102,6 +102,9 @@ class WorkCalendar:
         self._tables: dict[int, CalendarYear] = {}
         self._cache: dict[dt.date, bool] = {}
         self._years: dict[int, list[dt.date]] = {}
+        # what callers compute from working days and keep with them (the planner's fixed
+        # occasions of a deadline): it lives as long as this calendar
+        self.memo: dict[Any, Any] = {}
 
     @classmethod
     def from_file(cls, path: Path, *, working_days_only: bool = True) -> WorkCalendar:

@@ -7,6 +7,7 @@ leaves the work to the modules that own it. ``main`` turns a ``ReminderError`` i
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -14,25 +15,49 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from reminder import logs
-from reminder.commands import calendar, ledger, planning, reports, sending
 from reminder.errors import ReminderError, StoreError
 
+# each command and the module that defines it: a command imports only what it needs
+# (`simulate` needs no SMTP client, `status` no scheduler)
+COMMANDS = {
+    "import": "ledger",
+    "tasks": "ledger",
+    "check": "ledger",
+    "calendar": "calendar",
+    "plan": "planning",
+    "simulate": "planning",
+    "done": "planning",
+    "reopen": "planning",
+    "progress": "planning",
+    "run": "sending",
+    "outbox": "sending",
+    "retry": "sending",
+    "send-test": "sending",
+    "status": "reports",
+    "digest": "reports",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """Loads a command's module when the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        found = importlib.import_module(f"reminder.commands.{module}")
+        commands: list[click.Command] = found.COMMANDS
+        return next(command for command in commands if command.name == cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reminder")
 def cli() -> None:
     """督办提醒: keeps a task ledger and reminds every responsible unit of its deadlines."""
     logs.configure(level=os.environ.get("REMINDER_LOG_LEVEL", "warning"))
-
-
-for command in (
-    *ledger.COMMANDS,
-    *calendar.COMMANDS,
-    *planning.COMMANDS,
-    *sending.COMMANDS,
-    *reports.COMMANDS,
-):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

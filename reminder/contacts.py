@@ -13,9 +13,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from reminder.errors import ConfigError
@@ -117,6 +116,8 @@ class Contacts:
     _by_name: dict[str, UnitContact | Supervisor] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # what callers work out from a unit's entry and keep with it (its routes per kind)
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for supervisor in self.supervisors:
@@ -163,6 +164,8 @@ def valid_mobiles(numbers: list[str]) -> list[str]:
 
 @functools.lru_cache(maxsize=4096)
 def _email_problem(address: str) -> str | None:
+    from email_validator import EmailNotValidError, validate_email  # noqa: PLC0415 - 50 ms
+
     try:
         validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:

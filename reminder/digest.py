@@ -35,7 +35,7 @@ from reminder.ledger.model import Role, Task, names_section
 from reminder.messages import ROLE_LABELS
 from reminder.planning import Planning
 from reminder.settings import OfficeSettings
-from reminder.store.tasks import StoredLedger, StoredTask
+from reminder.store.tasks import StoredLedger, StoredTask, StoredUnit
 from reminder.wording import deadline_text, delivery_problem, lateness
 
 HORIZON_DAYS = 7
@@ -61,24 +61,30 @@ class Undelivered:
 
 
 @dataclass(frozen=True, slots=True)
+class Reminded:
+    """What letters told one unit of one task: how often overdue (催办次数), and when last."""
+
+    overdue: int = 0
+    last: dt.datetime | None = None
+
+
+NOT_REMINDED = Reminded()
+
+
+@dataclass(frozen=True, slots=True)
 class DigestInputs:
     """What the store knows that a digest or agenda needs."""
 
     ledger: StoredLedger
-    last_sent: dict[int, dt.datetime] = field(default_factory=dict)  # task id → last reminder
+    reminded: Mapping[tuple[int, str], Reminded] = field(default_factory=dict)  # (task id, unit)
     progress: dict[int, Progress] = field(default_factory=dict)  # task id → last progress note
     undelivered: tuple[Undelivered, ...] = ()  # the newest, for the list
     undelivered_counts: Mapping[str, int] = field(default_factory=dict)  # status → all of them
-    reminded: Mapping[tuple[int, str], int] = field(default_factory=dict)  # (no, unit) → days
 
 
 def counts_down(stored: StoredTask, ledger: StoredLedger, planning: Planning) -> bool:
     """Whether the task's due date makes it yellow and red (not 全年, not undated)."""
-    task = stored.task
-    if task.deadline.due is None:
-        return False
-    policy = planning.policy.for_task(_section(ledger, task.section_no), task.no)
-    return task.deadline.kind in policy.overdue.kinds
+    return planning.counts_down(stored.task, _section(ledger, stored.task.section_no))
 
 
 def light(stored: StoredTask, day: dt.date, ledger: StoredLedger, planning: Planning) -> str:
@@ -104,12 +110,24 @@ def _lead(task: Task) -> str:
     return "、".join(unit.name for unit in task.units if unit.role is Role.LEAD)
 
 
-def _in_scope(stored: StoredTask, ledger: StoredLedger, supervisor: Supervisor | None) -> bool:
-    if supervisor is None:
-        return True
-    key = _section(ledger, stored.task.section_no)
-    names = [u.ref.name for u in stored.units] + [m.ref.name for m in stored.members]
-    return any(supervisor.watches(key, name) for name in names)
+def _scope(ledger: StoredLedger, supervisor: Supervisor | None) -> list[StoredTask]:
+    """The tasks a supervisor watches: of its sections (all if none), naming one of its
+    units (any if none), a group's members included."""
+    if supervisor is None or (not supervisor.sections and not supervisor.units):
+        return list(ledger.tasks)
+    sections = {
+        s.no
+        for s in ledger.sections
+        if not supervisor.sections
+        or any(names_section(item, s.no, s.numeral, s.title) for item in supervisor.sections)
+    }
+    units = set(supervisor.units)
+    return [
+        t
+        for t in ledger.tasks
+        if t.task.section_no in sections
+        and (not units or any(u.ref.name in units for u in (*t.units, *t.members)))
+    ]
 
 
 def _iso(moment: dt.datetime | None, zone: dt.tzinfo) -> str | None:
@@ -158,15 +176,15 @@ class _Digest:
         self.day = day
         self.since = since
         self.zone = planning.zone
-        self.tasks = [t for t in self.ledger.tasks if _in_scope(t, self.ledger, supervisor)]
+        self.tasks = _scope(self.ledger, supervisor)
         self.lights = {t.id: light(t, day, self.ledger, planning) for t in self.tasks}
         watched = set(supervisor.units) if supervisor and supervisor.units else None
         self.watched = watched
         # nobody is escalated to about itself, nor ranked in its own digest
         self.myself = {supervisor.name} if supervisor else set()
 
-    def _open_units(self, stored: StoredTask) -> list[tuple[str, str]]:
-        """(unit, role) of the task's targets whose part is still open, in scope."""
+    def _open_units(self, stored: StoredTask) -> list[StoredUnit]:
+        """The task's targets whose part is still open, in scope."""
         found = []
         for unit in stored.targets():
             name = unit.ref.name
@@ -174,7 +192,7 @@ class _Digest:
                 continue
             if self.watched is not None and name not in self.watched:
                 continue
-            found.append((name, unit.ref.role.value))
+            found.append(unit)
         return found
 
     def sections(self) -> list[dict[str, Any]]:
@@ -207,9 +225,15 @@ class _Digest:
             policy = self.planning.policy.for_task(_section(self.ledger, task.section_no), task.no)
             units = self._open_units(stored)
             progress = self.inputs.progress.get(stored.id)
+            told = self.inputs.reminded
             reminded = max(
-                (self.inputs.reminded.get((task.no, name), 0) for name, _ in units), default=0
+                (told.get((stored.id, u.ref.name), NOT_REMINDED).overdue for u in units), default=0
             )
+            last = [
+                moment
+                for u in stored.targets()
+                if (moment := told.get((stored.id, u.ref.name), NOT_REMINDED).last) is not None
+            ]
             tasks.append(
                 {
                     "no": task.no,
@@ -220,9 +244,9 @@ class _Digest:
                     "working_days": late.working_days,
                     "new": due >= since_day,
                     "lead": _lead(task),
-                    "open_units": [name for name, _ in units],
+                    "open_units": [unit.ref.name for unit in units],
                     "reminded": reminded,
-                    "last_reminder": _iso(self.inputs.last_sent.get(stored.id), self.zone),
+                    "last_reminder": _iso(max(last, default=None), self.zone),
                     "progress": (
                         {
                             "unit": progress.unit,
@@ -237,8 +261,9 @@ class _Digest:
             overdue = policy.overdue
             if not overdue.escalate or late.working_days < overdue.escalate_after:
                 continue
-            for name, role in units:
-                escalated.setdefault(name, []).append(
+            for unit in units:
+                role = unit.ref.role.value
+                escalated.setdefault(unit.ref.name, []).append(
                     {
                         "no": task.no,
                         "text": task.text,
@@ -247,7 +272,7 @@ class _Digest:
                         "due": due.isoformat(),
                         "days": late.days,
                         "working_days": late.working_days,
-                        "reminded": self.inputs.reminded.get((task.no, name), 0),
+                        "reminded": told.get((stored.id, unit.ref.name), NOT_REMINDED).overdue,
                     }
                 )
         by_unit: list[dict[str, Any]] = [
@@ -271,9 +296,9 @@ class _Digest:
             shown = self.lights[stored.id]
             if shown not in ("red", "yellow"):
                 continue
-            for name, role in self._open_units(stored):
-                side = "lead" if role == Role.LEAD.value else "cooperating"
-                counts[side].setdefault(name, Counter())[shown] += 1
+            for unit in self._open_units(stored):
+                side = "lead" if unit.ref.role is Role.LEAD else "cooperating"
+                counts[side].setdefault(unit.ref.name, Counter())[shown] += 1
         ranked: dict[str, list[dict[str, Any]]] = {}
         for side, per_unit in counts.items():
             ordered = sorted(
@@ -373,10 +398,16 @@ def build_digest(
 
 
 def build_agendas(
-    inputs: DigestInputs, day: dt.date, planning: Planning, office: OfficeSettings
+    inputs: DigestInputs,
+    day: dt.date,
+    planning: Planning,
+    office: OfficeSettings,
+    *,
+    lean: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every unit's open tasks for the week, with its role, state and next date, by unit
-    (a unit with none has no agenda); one pass over the ledger."""
+    (a unit with none has no agenda); one pass over the ledger. ``lean``: the state and
+    next date only (what decides whether an agenda goes out)."""
     ledger = inputs.ledger
     rows: dict[str, list[dict[str, Any]]] = {}
     for stored in ledger.tasks:
@@ -387,27 +418,34 @@ def build_agendas(
         dated = () if standing else deadline.milestones
         dates = [d for d in (deadline.start, *dated) if d is not None and d >= day]
         following = min(dates) if dates else None
-        shown = light(stored, day, ledger, planning)
+        facts = {
+            "no": stored.task.no,
+            "next": following.isoformat() if following else None,
+            "light": light(stored, day, ledger, planning),
+            "standing": standing and following is None,
+        }
+        if not lean:
+            facts |= {
+                "number": office.number(ledger.year, stored.task.no),
+                "text": " ".join(stored.task.text.split()),
+                "deadline": deadline_text(deadline.raw),
+                "lead": _lead(stored.task),
+            }
         listed: set[str] = set()
         for mine in stored.targets():
             name = mine.ref.name
             if mine.done_at is not None or name in listed:
                 continue
             listed.add(name)
+            if lean:
+                rows.setdefault(name, []).append(facts)
+                continue
+            role = mine.ref.role.value
             rows.setdefault(name, []).append(
-                {
-                    "no": stored.task.no,
-                    "number": office.number(ledger.year, stored.task.no),
-                    "text": " ".join(stored.task.text.split()),
-                    "role": mine.ref.role.value,
-                    "role_label": ROLE_LABELS[mine.ref.role.value],
-                    "deadline": deadline_text(deadline.raw),
-                    "next": following.isoformat() if following else None,
-                    "light": shown,
-                    "standing": standing and following is None,
-                    "lead": _lead(stored.task),
-                }
+                {**facts, "role": role, "role_label": ROLE_LABELS[role]}
             )
+    if lean:
+        return {unit: {"tasks": tasks} for unit, tasks in rows.items()}
     order = {"red": 0, "yellow": 1, "green": 2}
     agendas: dict[str, dict[str, Any]] = {}
     for unit, tasks in rows.items():

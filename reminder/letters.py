@@ -17,20 +17,30 @@ office writes:
   state and its next date.
 
 The counts in the subject are the items in the body: both come from ``groups``.
+
+``compose`` turns the items waiting at one moment into letters: one per recipient,
+channel and address; the first of a day is letter 1, a later one (a late import, an
+override's other send hour) 2, … and says 补充提醒. An agenda alone goes out only in a
+week with a date for the unit. The daemon composes from the store
+(``reminder.store.letters``), a simulation from memory: the same code decides.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reminder.calendar import WorkCalendar
 from reminder.contacts import Contacts, valid_mobiles
 from reminder.messages import ROLE_LABELS, TaskFacts
+from reminder.planner import local_moment
+from reminder.planning import Planning
 from reminder.policy import Kind
-from reminder.settings import OfficeSettings
+from reminder.recipients import Item, Message, unit_routes
+from reminder.settings import OfficeSettings, Settings
 from reminder.wording import deadline_text, lateness
 
 # the groups of a letter, most urgent first: (name, title, the item kinds in it)
@@ -85,47 +95,55 @@ def _person(contacts: Contacts, name: str) -> dict[str, str]:
     }
 
 
-def _units(task: TaskFacts, unit: str, via: str | None) -> dict[str, list[dict[str, Any]]]:
-    """The ledger's units of a task by role, the recipient's own entry marked."""
+@functools.lru_cache(maxsize=8192)
+def _units(
+    units: tuple[tuple[str, str], ...], unit: str, via: str | None
+) -> dict[str, list[dict[str, Any]]]:
+    """The ledger's units of a task by role, the recipient's own entry marked (shared by
+    every letter that lists them: read only)."""
     listed: dict[str, list[dict[str, Any]]] = {"lead": [], "cooperating": []}
-    for name, role in task.units:
+    for name, role in units:
         mine = "self" if name == unit else "group" if name == via else ""
         listed["lead" if role == "lead" else "cooperating"].append({"name": name, "mine": mine})
     return listed
 
 
-def _entry(item: LetterItem, context: LetterContext) -> dict[str, Any]:
+def _entry(item: LetterItem, context: LetterContext, lean: bool) -> dict[str, Any]:
+    """One item as the letter says it; ``lean``: only what decides and counts it (what
+    `simulate` writes), not its words."""
     task = item.task
     assert task is not None
-    payload = item.payload
-    role = item.role or "lead"
-    milestone = payload.get("milestone")
+    milestone = item.payload.get("milestone")
     due = dt.date.fromisoformat(milestone) if milestone else None
+    role = item.role or "lead"
+    overdue = item.kind is Kind.OVERDUE and due is not None and due < context.day
     entry: dict[str, Any] = {
         "key": item.key,
-        "kind": item.kind.value,
+        "kind": item.kind,  # a str: JSON, templates and comparisons see its value
         "no": task.no,
-        "number": context.office.number(context.year, task.no),
-        "section": task.section,
-        "text": " ".join(task.text.split()),
-        "deadline": deadline_text(task.deadline),
-        "due": due.isoformat() if due else None,
+        "due": milestone if due else None,
         "role": role,
-        "role_label": ROLE_LABELS.get(role, role),
-        "via": item.via,
-        "units": _units(task, item.unit, item.via),
         "days_left": (due - context.day).days if due and due >= context.day else None,
-        "day_off_due": bool(due and due > context.day and item.kind is Kind.DUE_TODAY),
-        "overdue_days": None,
-        "overdue_working_days": None,
-        "reminded": 0,
-        "report_to": None,
+        "overdue_days": (context.day - due).days if overdue and due else None,
     }
-    late = lateness(due, context.day, context.calendar) if due else None
-    if late is not None and item.kind is Kind.OVERDUE:
-        entry["overdue_days"] = late.days
-        entry["overdue_working_days"] = late.working_days
-        entry["reminded"] = context.reminded.get((task.no, item.unit), 0)
+    if lean:
+        return entry
+    late = lateness(due, context.day, context.calendar) if overdue and due else None
+    entry.update(
+        {
+            "number": context.office.number(context.year, task.no),
+            "section": task.section,
+            "text": " ".join(task.text.split()),
+            "deadline": deadline_text(task.deadline),
+            "role_label": ROLE_LABELS.get(role, role),
+            "via": item.via,
+            "units": _units(task.units, item.unit, item.via),
+            "day_off_due": bool(due and due > context.day and item.kind is Kind.DUE_TODAY),
+            "overdue_working_days": late.working_days if late else None,
+            "reminded": context.reminded.get((task.no, item.unit), 0) if late else 0,
+            "report_to": None,
+        }
+    )
     if role != "lead":
         leads = [name for name, unit_role in task.units if unit_role == "lead"]
         if leads:
@@ -144,18 +162,24 @@ def build_letter(
     items: Sequence[LetterItem],
     seq: int,
     agenda: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    lean: bool = False,
 ) -> dict[str, Any]:
-    """The payload of one letter (JSON-ready); see the module docstring."""
+    """The payload of one letter (JSON-ready); see the module docstring. ``lean``: the
+    groups and their items' dates only, without the words (what `simulate` counts)."""
     groups: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
     for name, title, kinds in GROUPS:
         entries = sorted(
-            (_entry(item, context) for item in items if item.kind in kinds), key=_sort_key
+            (_entry(item, context, lean) for item in items if item.kind in kinds), key=_sort_key
         )
         counts[name] = len(entries)
         if entries:
             groups.append({"name": name, "title": title, "items": entries})
     total = sum(counts.values())
+    if lean:
+        found = {"day": context.day.isoformat(), "seq": seq, "unit": unit, "groups": groups}
+        return found | {"total": total, "agenda": list(agenda) if agenda is not None else None}
     dated = [
         entry
         for group in groups
@@ -198,3 +222,143 @@ def build_letter(
             "wecom_userid": who.wecom_userid if who else "",
         },
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """An item waiting for its letter: a row of ``item``, or one of a simulation."""
+
+    id: int
+    key: str
+    kind: Kind
+    task_id: int | None
+    unit: str
+    role: str | None
+    via: str | None
+    channel: str
+    to: str
+    recipient_name: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    message: Message
+    items: tuple[Waiting, ...]
+
+
+@dataclass(slots=True)
+class Composition:
+    letters: list[Letter]
+    dropped: list[Waiting]  # agendas alone in a week with nothing for the unit
+    told: dict[tuple[int, str], int]  # (task id, unit) → 1 if reminded of it overdue, else 0
+
+
+def letter_key(unit: str, channel: str, to: str, day: dt.date, seq: int) -> str:
+    return f"letter:{unit}:{channel}:{to}:{day.isoformat()}:{seq}"
+
+
+def eventful(agenda: Sequence[Mapping[str, Any]] | None, day: dt.date) -> bool:
+    """Whether a week's agenda has something to act on: a task overdue or due within 7
+    days, or a date (a start, a milestone) this week."""
+    week_end = (day + dt.timedelta(days=6)).isoformat()
+    return any(
+        row["light"] in ("red", "yellow") or (row["next"] and row["next"] <= week_end)
+        for row in agenda or []
+    )
+
+
+def compose(
+    waiting: Sequence[Waiting],
+    facts: Mapping[int, TaskFacts],
+    agendas: Mapping[str, Sequence[Mapping[str, Any]]],
+    context: LetterContext,
+    sequences: Mapping[tuple[str, str, str], int],
+    now: dt.datetime,
+    *,
+    lean: bool = False,
+) -> Composition:
+    """The letters of the items waiting at ``now`` (see the module docstring); ``lean``
+    letters are decided alike but say only their items' dates (what `simulate` counts).
+
+    ``agendas``: each unit's open tasks (for the week's agenda items); ``sequences``: the
+    letters already composed today per (recipient, channel, address). An item whose task
+    is gone from ``facts`` waits (it is planned again or dropped with its task).
+    """
+    by_letter: dict[tuple[str, str, str], list[Waiting]] = {}
+    for item in waiting:
+        if item.kind is Kind.AGENDA or item.task_id in facts:
+            by_letter.setdefault((item.recipient_name, item.channel, item.to), []).append(item)
+    result = Composition([], [], {})
+    for (name, channel, to), group in by_letter.items():
+        tasks = [
+            LetterItem(i.key, i.kind, i.unit, i.role, i.via, i.payload, facts[i.task_id])
+            for i in group
+            if i.kind is not Kind.AGENDA and i.task_id is not None
+        ]
+        agenda = None
+        if any(i.kind is Kind.AGENDA for i in group):
+            # the unit's other open tasks: those in the letter are in it already
+            listed = {item.task.no for item in tasks if item.task is not None}
+            agenda = [a for a in agendas.get(name, ()) if a["no"] not in listed]
+        if not tasks and not eventful(agenda, context.day):
+            result.dropped.extend(group)
+            continue
+        seq = sequences.get((name, channel, to), 0) + 1
+        message = Message(
+            key=letter_key(name, channel, to, context.day, seq),
+            kind=Kind.LETTER,
+            channel=channel,
+            to=to,
+            recipient_name=name,
+            scheduled_for=now,
+            unit=name,
+            payload=build_letter(context, name, tasks, seq, agenda, lean=lean),
+        )
+        result.letters.append(Letter(message, tuple(group)))
+    result.told = told(result.letters)
+    return result
+
+
+def told(letters: Sequence[Letter]) -> dict[tuple[int, str], int]:
+    """(task id, unit) → 1 if the letters remind the unit of the task overdue, else 0."""
+    found: dict[tuple[int, str], int] = {}
+    for letter in letters:
+        for item in letter.items:
+            if item.task_id is not None:
+                pair = (item.task_id, item.unit)
+                found[pair] = found.get(pair, 0) or int(item.kind is Kind.OVERDUE)
+    return found
+
+
+def agenda_week(planning: Planning, settings: Settings, now: dt.datetime) -> dt.date | None:
+    """The first working day of this week, once its send hour has come (a daemon that was
+    down then catches up later in the week); None if agendas are off or it has not come."""
+    if not settings.digest.agenda:
+        return None
+    zone, send_at = planning.zone, planning.policy.send_at
+    today = now.astimezone(zone).date()
+    first = planning.calendar.week_start(today)
+    if first is None or today < first or now < local_moment(first, send_at, zone):
+        return None
+    return first
+
+
+def agenda_items(units: Iterable[str], planning: Planning, first: dt.date) -> list[Item]:
+    """The agenda items of a week whose first working day is ``first``: one per route of
+    each unit with open tasks. Pure."""
+    moment = local_moment(first, planning.policy.send_at, planning.zone)
+    return [
+        Item(
+            key=f"agenda:-:{unit}:{channel}:{to}:{first.isoformat()}",
+            kind=Kind.AGENDA,
+            channel=channel,
+            to=to,
+            recipient_name=unit,
+            day=first,
+            scheduled_for=moment,
+            unit=unit,
+        )
+        for unit in units
+        for channel, to in unit_routes(planning.contacts, unit, Kind.AGENDA, planning.policy) or []
+    ]

@@ -1,8 +1,11 @@
 """structlog, configured once: JSON lines when not on a terminal (journald), readable on one.
 
-Event names are stable snake_case (``tick``, ``reminder_enqueued``, ``reminder_sent``,
+Event names are stable snake_case (``tick``, ``letter_enqueued``, ``reminder_sent``,
 ``delivery_failed``, ``digest_sent``) with key-value context. Values under a key that
 names a secret are masked, as a last line of defence: secrets are never passed in.
+
+structlog is imported, and set up, when the first logger is made: a command that logs
+nothing (``simulate``, ``plan``) does not pay for it.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 _SECRET_KEYS = ("password", "secret", "token", "authorization", "webhook")
 
@@ -26,12 +30,22 @@ def _mask_secrets(
     return event
 
 
+_PENDING: list[tuple[bool, str, bool]] = []  # what configure() asked for, not yet done
+
+
 def configure(*, to_stdout: bool = False, level: str = "info", force: bool = False) -> None:
-    """Set structlog up once (``force`` to change it, as the daemon does).
+    """Set structlog up once (``force`` to change it, as the daemon does), when the first
+    logger is made.
 
     Commands log to stderr so that their output (JSON, tables) stays clean; the daemon
     logs to stdout (journald). The stream is looked up when a logger is made, not now.
     """
+    _PENDING[:] = [(to_stdout, level, force)]
+
+
+def _apply(to_stdout: bool, level: str, force: bool) -> None:
+    import structlog  # noqa: PLC0415 - see the module docstring
+
     if structlog.is_configured() and not force:
         return
 
@@ -74,5 +88,9 @@ def configure(*, to_stdout: bool = False, level: str = "info", force: bool = Fal
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:
+    import structlog  # noqa: PLC0415 - see the module docstring
+
+    if _PENDING:
+        _apply(*_PENDING.pop())
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("reminder")
     return logger

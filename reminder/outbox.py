@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 from sqlmodel import select as sqlmodel_select
 
 from reminder.channels import Claimed, Result
 from reminder.recipients import Message
 from reminder.settings import DeliverySettings
+from reminder.store.db import insert_new
 from reminder.store.models import AttemptRow, OutboxRow
 
 
@@ -54,15 +54,8 @@ def _row(message: Message, now: dt.datetime) -> dict[str, Any]:
 
 def enqueue(session: Session, messages: Sequence[Message], now: dt.datetime) -> list[str]:
     """Insert the messages whose key is new; returns the keys that were new."""
-    if not messages:
-        return []
-    connection = session.connection()
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     table = OutboxRow.__table__  # type: ignore[attr-defined]
-    statement = insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)
-    unique = {message.key: message for message in messages}  # the first of a key wins
-    result = connection.execute(statement, [_row(message, now) for message in unique.values()])
-    return [row.key for row in result]
+    return insert_new(session, table, [_row(message, now) for message in messages])
 
 
 # --- claiming and recording outcomes ----------------------------------------------------

@@ -25,8 +25,11 @@ on the 4th working day after it, …), always at the send hour of a working day.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
+import functools
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -61,6 +64,22 @@ class Target:
     done: bool = False
     planned_until: dt.datetime | None = None
     last_progress: dt.datetime | None = None
+
+    def planned(self, until: dt.datetime | None) -> Target:
+        """This target, planned up to ``until`` (``dataclasses.replace``, ten times faster)."""
+        return Target(
+            self.id,
+            self.task_id,
+            self.task,
+            self.section,
+            self.year,
+            self.unit,
+            self.role,
+            self.via,
+            self.done,
+            until,
+            self.last_progress,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +175,35 @@ class _Rules:
     def shift_back(self, day: dt.date) -> dt.date:
         return self.calendar.on_or_before(day)
 
-    def finite(self) -> Iterator[Occasion]:
-        """Upcoming, due today and window start: a fixed number per milestone.
+    def finite(self) -> tuple[Occasion, ...]:
+        """Upcoming, due today and window start: a fixed number per milestone, the same
+        each time a target is planned (computed once per deadline and rules)."""
+        upcoming, start = self.policy.upcoming, self.policy.window_start
+        key = (
+            self.target.task.deadline,
+            upcoming.enabled,
+            tuple(upcoming.days_before),
+            upcoming.due_today,
+            tuple(upcoming.kinds),
+            start.enabled,
+            tuple(start.days_before),
+            start.on_start,
+            tuple(start.kinds),
+            self.clock,
+        )
+        memo = self.calendar.memo
+        found = memo.get(key)
+        if found is None:
+            best: dict[tuple[Kind, dt.date], Occasion] = {}
+            for occasion in self._finite():
+                same = (occasion.kind, occasion.day)
+                if same not in best or occasion.urgency > best[same].urgency:
+                    best[same] = occasion
+            found = memo[key] = tuple(sorted(best.values(), key=_moment))
+        return found
+
+    def _finite(self) -> Iterator[Occasion]:
+        """See ``finite``.
 
         A milestone on a day off is due on the last working day before it (kind
         ``due_today``, its ``milestone`` telling the day off); an upcoming reminder that
@@ -275,20 +321,19 @@ class _Rules:
 
         Finite rules (upcoming, due today, window start) give all their occasions; the
         open-ended series (overdue, progress) stop at the first occasion after ``until``.
+        Only the finite ones can fall on the same day in the same kind (two milestones);
+        ``finite`` keeps the most urgent of those.
         """
         if self.target.done:
             return []
         limit = self.clock.local_day(until)
         start = self.clock.local_day(since) if since else None
-        best: dict[tuple[Kind, dt.date], Occasion] = {}
-        series = (*self.overdue(limit, start), *self.progress(limit, start))
-        for occasion in (*self.finite(), *series):
-            key = (occasion.kind, occasion.day)
-            if key not in best or occasion.urgency > best[key].urgency:
-                best[key] = occasion
-        return sorted(best.values(), key=lambda o: (o.at, o.urgency))
+        found = [*self.finite(), *self.overdue(limit, start), *self.progress(limit, start)]
+        found.sort(key=_moment)  # what goes out at one moment is sorted out by due()
+        return found
 
 
+_moment = operator.attrgetter("at")
 PolicyFor = Callable[[Target], Policy]
 
 
@@ -316,32 +361,51 @@ def due(
 ) -> Plan:
     """What goes out at ``now``; see the module docstring for the steps."""
     plan = Plan()
-    today = now.astimezone(zone).date()
     for target in targets:
         policy = policy_for(target)
         after = target.planned_until
         # a clock that went back finds nothing due before what was already planned
         horizon_from = max(now, after) if after is not None else now
         found = occasions(target, policy, calendar, zone, horizon_from, after)
-        latest: dict[Kind, Occasion] = {}
-        for occasion in found:
-            if occasion.at > now or (after is not None and occasion.at <= after):
-                continue
-            if occasion.expired(today):
-                continue
-            if occasion.kind not in latest or occasion.at >= latest[occasion.kind].at:
-                latest[occasion.kind] = occasion
-        opens = sending_opens(now, policy.send_at, calendar, zone) if latest else None
-        if opens is not None:  # step 5
-            plan.held.add(target.id)
-            plan.next_at[target.id] = opens
-            continue
-        if latest:
-            chosen = max(latest.values(), key=lambda o: o.urgency)
-            plan.send.append(Reminder(target, chosen))
-            plan.superseded += [Reminder(target, o) for o in latest.values() if o is not chosen]
-        plan.next_at[target.id] = next((o.at for o in found if o.at > horizon_from), None)
+        decide(target, found, [o.at for o in found], policy, calendar, zone, now, plan)
     return plan
+
+
+def decide(
+    target: Target,
+    found: Sequence[Occasion],
+    moments: Sequence[dt.datetime],
+    policy: Policy,
+    calendar: WorkCalendar,
+    zone: ZoneInfo,
+    now: dt.datetime,
+    plan: Plan,
+) -> None:
+    """Steps 2, 3 and 5 for one target, into ``plan``: ``found`` holds its occasions up to
+    ``now`` and the first after it (any more, as long as they are sorted by time, and
+    ``moments`` are their times: a simulation keeps a target's whole period)."""
+    after = target.planned_until
+    horizon_from = max(now, after) if after is not None else now
+    low = bisect.bisect_right(moments, after) if after is not None else 0
+    high = bisect.bisect_right(moments, now)
+    today = now.astimezone(zone).date()
+    latest: dict[Kind, Occasion] = {}
+    for occasion in found[low:high]:  # owed: in (planned_until, now]
+        if occasion.expired(today):
+            continue
+        if occasion.kind not in latest or occasion.at >= latest[occasion.kind].at:
+            latest[occasion.kind] = occasion
+    opens = sending_opens(now, policy.send_at, calendar, zone) if latest else None
+    if opens is not None:  # step 5
+        plan.held.add(target.id)
+        plan.next_at[target.id] = opens
+        return
+    if latest:
+        chosen = max(latest.values(), key=lambda o: o.urgency)
+        plan.send.append(Reminder(target, chosen))
+        plan.superseded += [Reminder(target, o) for o in latest.values() if o is not chosen]
+    following = bisect.bisect_right(moments, horizon_from)
+    plan.next_at[target.id] = found[following].at if following < len(found) else None
 
 
 def next_at(
@@ -357,6 +421,7 @@ def next_at(
     return next((o.at for o in found if after is None or o.at > after), None)
 
 
+@functools.lru_cache(maxsize=8192)
 def local_moment(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
     """A local day and time of day, as the aware UTC moment the store keeps."""
     return dt.datetime.combine(day, at, tzinfo=zone).astimezone(dt.UTC)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from reminder.calendar import WorkCalendar
 from reminder.contacts import Contacts
+from reminder.ledger.model import Task
 from reminder.planner import Target
 from reminder.policy import Policy
 
@@ -19,12 +20,41 @@ class Planning:
     calendar: WorkCalendar
     zone: ZoneInfo
     contacts: Contacts
+    _fingerprint: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
+    _policies: dict[tuple[int, int], Policy] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _counts_down: dict[tuple[int, int, str, bool], bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def policy_for(self, target: Target) -> Policy:
-        return self.policy.for_task(target.section, target.task.no)
+        key = (target.section[0], target.task.no)
+        found = self._policies.get(key)
+        if found is None:  # Policy.for_task caches too, but behind pydantic's attributes
+            found = self._policies[key] = self.policy.for_task(target.section, target.task.no)
+        return found
+
+    def counts_down(self, task: Task, section: tuple[int, str, str]) -> bool:
+        """Whether a task's due date makes it yellow and red: it has one and its kind is
+        among the policy's ``overdue.kinds`` (not 全年)."""
+        dated = task.deadline.due is not None
+        key = (section[0], task.no, task.deadline.kind.value, dated)  # all it depends on
+        found = self._counts_down.get(key)
+        if found is None:
+            policy = self.policy.for_task(section, task.no)
+            found = dated and task.deadline.kind in policy.overdue.kinds
+            self._counts_down[key] = found
+        return found
 
     def fingerprint(self) -> str:
-        """Changes when anything that moves ``next_at`` or group members changes."""
+        """Changes when anything that moves ``next_at`` or group members changes (what it
+        is made of never changes: computed once)."""
+        if not self._fingerprint:
+            self._fingerprint.append(self._compute_fingerprint())
+        return self._fingerprint[0]
+
+    def _compute_fingerprint(self) -> str:
         facts = {
             "policy": self.policy.model_dump(mode="json"),
             "zone": self.zone.key,

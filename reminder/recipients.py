@@ -101,10 +101,22 @@ def routes(
     return found
 
 
+def unit_routes(
+    contacts: Contacts, unit: str, kind: Kind, policy: Policy
+) -> list[tuple[str, str]] | None:
+    """``routes`` of a unit by name, worked out once per unit, kind and channel list."""
+    key = ("routes", unit, kind, tuple(policy.channels[kind]))
+    if key in contacts.memo:
+        found: list[tuple[str, str]] | None = contacts.memo[key]
+        return found
+    found = contacts.memo[key] = routes(contacts.unit(unit), kind, policy)
+    return found
+
+
 def message_key(
     kind: Kind, task_id: int | None, unit: str, channel: str, to: str, day: dt.date
 ) -> str:
-    return f"{kind.value}:{task_id}:{unit}:{channel}:{to}:{day.isoformat()}"
+    return f"{kind}:{task_id}:{unit}:{channel}:{to}:{day}"  # a StrEnum formats as its value
 
 
 def address(reminder: Reminder, contacts: Contacts, policy: Policy) -> list[Item]:
@@ -128,7 +140,7 @@ def address(reminder: Reminder, contacts: Contacts, policy: Policy) -> list[Item
         "via": target.via,
         "payload": payload,
     }
-    found = routes(contacts.unit(target.unit), occasion.kind, policy)
+    found = unit_routes(contacts, target.unit, occasion.kind, policy)
     items = [
         Item(
             key=message_key(occasion.kind, target.task_id, target.unit, channel, to, occasion.day),

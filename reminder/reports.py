@@ -9,12 +9,13 @@ goes in their first letter of the week: ``reminder.store.letters``.)
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlmodel import Session
 
 from reminder.calendar import years_ahead
-from reminder.digest import build_digest
+from reminder.digest import DigestInputs, build_digest
 from reminder.outbox import enqueue
 from reminder.planner import local_moment
 from reminder.planning import Planning
@@ -23,7 +24,7 @@ from reminder.recipients import Message, message_key, routes
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.reports import digest_inputs, last_sent_to
-from reminder.store.tasks import StoredLedger, ledger_years
+from reminder.store.tasks import ledger_years
 
 # what a 逾期督办清单 holds of its supervisor's digest
 ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after")
@@ -38,7 +39,7 @@ def next_digest(settings: Settings, planning: Planning, now: dt.datetime) -> dt.
     return local_moment(day, settings.digest.at, settings.zone)
 
 
-def _digest_due(settings: Settings, planning: Planning, now: dt.datetime) -> dt.datetime | None:
+def digest_due(settings: Settings, planning: Planning, now: dt.datetime) -> dt.datetime | None:
     """Today's digest moment, once it has come on a working day."""
     day = now.astimezone(settings.zone).date()
     moment = local_moment(day, settings.digest.at, settings.zone)
@@ -77,45 +78,61 @@ def _messages(
     ]
 
 
+def report_messages(
+    inputs: DigestInputs,
+    planning: Planning,
+    digest_at: dt.datetime,
+    last_digest: Callable[[str], dt.datetime | None],
+    notices: Sequence[str],
+    *,
+    lean: bool = False,
+) -> list[Message]:
+    """The digests of ``digest_at`` for every supervisor, and the 逾期督办清单 for those who
+    ask for one and have something in it. Pure; ``last_digest``: when a supervisor's
+    last digest went out (None: never; the digest then covers the day before). ``lean``
+    digests are empty: what they say decides nothing (what `simulate` counts)."""
+    day = digest_at.astimezone(planning.zone).date()
+    messages: list[Message] = []
+    for supervisor in planning.contacts.supervisors:
+        digest = routes(supervisor, Kind.DIGEST, planning.policy) or []
+        escalation = routes(supervisor, Kind.ESCALATION, planning.policy) or []
+        if not digest and not escalation:
+            continue
+        if lean and not escalation:
+            messages += _messages(Kind.DIGEST, supervisor.name, digest, day, digest_at, {})
+            continue
+        since = last_digest(supervisor.name) or digest_at - dt.timedelta(days=1)
+        payload = build_digest(inputs, supervisor, planning, day, since, notices)
+        messages += _messages(Kind.DIGEST, supervisor.name, digest, day, digest_at, payload)
+        if payload["escalated"]:
+            listed = {key: payload[key] for key in ESCALATION_FIELDS}
+            messages += _messages(
+                Kind.ESCALATION, supervisor.name, escalation, day, digest_at, listed
+            )
+    return messages
+
+
 def enqueue_reports(
     store: Store,
     planning: Planning,
     settings: Settings,
     now: dt.datetime,
-    ledger: StoredLedger | None = None,
 ) -> list[Message]:
-    """Today's digest for every supervisor, once its hour has come on a working day, and
-    the 逾期督办清单 for those who ask for one (and have something in it), in one
-    transaction. ``ledger``: the ledger as loaded already (a simulation)."""
-    digest_at = _digest_due(settings, planning, now)
+    """Today's digests (and 逾期督办清单), once their hour has come on a working day, in one
+    transaction."""
+    digest_at = digest_due(settings, planning, now)
     if digest_at is None:
         return []
     day = now.astimezone(settings.zone).date()
-    messages: list[Message] = []
     with store.write() as session:
-        inputs = digest_inputs(session, ledger)
+        inputs = digest_inputs(session)
         if inputs is None:
             return []
+
+        def last_digest(name: str) -> dt.datetime | None:
+            return last_sent_to(session, Kind.DIGEST.value, name, digest_at)
+
         notices = calendar_notices(session, planning, day)
-        for supervisor in planning.contacts.supervisors:
-            digest = routes(supervisor, Kind.DIGEST, planning.policy) or []
-            escalation = routes(supervisor, Kind.ESCALATION, planning.policy) or []
-            if not digest and not escalation:
-                continue
-            since = last_sent_to(session, Kind.DIGEST.value, supervisor.name, digest_at)
-            payload = build_digest(
-                inputs,
-                supervisor,
-                planning,
-                day,
-                since or digest_at - dt.timedelta(days=1),
-                notices,
-            )
-            messages += _messages(Kind.DIGEST, supervisor.name, digest, day, digest_at, payload)
-            if payload["escalated"]:
-                listed = {key: payload[key] for key in ESCALATION_FIELDS}
-                messages += _messages(
-                    Kind.ESCALATION, supervisor.name, escalation, day, digest_at, listed
-                )
+        messages = report_messages(inputs, planning, digest_at, last_digest, notices)
         enqueue(session, messages, now)
     return messages

@@ -18,19 +18,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Row, bindparam, update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
-from reminder.planner import due
+from reminder.letters import Letter
+from reminder.planner import Plan, Target, due
 from reminder.planning import Planning
 from reminder.policy import Kind
 from reminder.recipients import Item, address, superseded
 from reminder.settings import Settings
 from reminder.store.db import Store
-from reminder.store.letters import Composed, compose_letters, enqueue_items, plan_agendas
+from reminder.store.letters import compose_letters, enqueue_items, plan_agendas
 from reminder.store.models import TaskRow, TaskUnitRow
 from reminder.store.targets import LedgerContext, ensure_planned, target_of
 from reminder.store.tasks import task_of, units_by_task
@@ -44,7 +45,7 @@ class TickResult:
     items: list[Item] = field(default_factory=list)  # to send, or unreachable
     superseded: int = 0
     enqueued: int = 0  # items new in the store
-    letters: list[Composed] = field(default_factory=list)
+    letters: list[Letter] = field(default_factory=list)
 
     def add(self, other: TickResult) -> None:
         self.targets += other.targets
@@ -52,6 +53,46 @@ class TickResult:
         self.superseded += other.superseded
         self.enqueued += other.enqueued
         self.letters += other.letters
+
+
+@dataclass(slots=True)
+class Planned:
+    """What planning some targets at one moment decides (pure: ``plan_targets``)."""
+
+    items: list[Item]  # to send, or unreachable
+    superseded: list[Item]  # owed, but a more urgent one of the same target goes out
+    planned_until: dict[int, dt.datetime | None]  # target id → planned up to
+    next_at: dict[int, dt.datetime | None]  # target id → its next occasion
+
+
+def plan_targets(targets: Sequence[Target], planning: Planning, now: dt.datetime) -> Planned:
+    """The planner's decisions at ``now`` for targets that are due, as items, and each
+    target's new planning state: planned up to ``now``, unless sending is closed (a day
+    off, before the send hour), when what is owed waits, planned as it was."""
+    plan = due(targets, planning.policy_for, planning.calendar, planning.zone, now)
+    return planned_from(plan, targets, planning, now)
+
+
+def planned_from(
+    plan: Plan, targets: Sequence[Target], planning: Planning, now: dt.datetime
+) -> Planned:
+    """``plan_targets`` from the planner's plan."""
+    items: list[Item] = []
+    chosen = {reminder.target.id: reminder for reminder in plan.send}
+    for reminder in plan.send:
+        items += address(reminder, planning.contacts, planning.policy_for(reminder.target))
+    records: list[Item] = []
+    for reminder in plan.superseded:
+        policy = planning.policy_for(reminder.target)
+        records += superseded(reminder, chosen[reminder.target.id], planning.contacts, policy)
+    until = {t.id: _planned_until(t, plan.held, now) for t in targets}
+    return Planned(items, records, until, plan.next_at)
+
+
+def _planned_until(target: Target, held: set[int], now: dt.datetime) -> dt.datetime | None:
+    if target.id in held:  # sending is closed: what is owed waits, planned as it was
+        return target.planned_until
+    return max(target.planned_until, now) if target.planned_until else now
 
 
 def plan_batch(
@@ -93,24 +134,10 @@ def plan_batch(
         target_of(row, task_rows[row.task_id], ledger_tasks[row.task_id], context)
         for row in due_rows
     ]
-    plan = due(targets, planning.policy_for, planning.calendar, planning.zone, now)
-    items: list[Item] = []
-    chosen = {reminder.target.id: reminder for reminder in plan.send}
-    for reminder in plan.send:
-        items += address(reminder, planning.contacts, planning.policy_for(reminder.target))
-    records: list[Item] = []
-    for reminder in plan.superseded:
-        policy = planning.policy_for(reminder.target)
-        records += superseded(reminder, chosen[reminder.target.id], planning.contacts, policy)
-    result.items = items
-    result.superseded = len(records)
-    result.enqueued = len(enqueue_items(session, [*items, *records], now))
-
-    def planned(row: Row[Any]) -> dt.datetime | None:
-        if row.id in plan.held:  # sending is closed: what is owed waits, planned as it was
-            return row.planned_until  # type: ignore[no-any-return]
-        return max(row.planned_until, now) if row.planned_until else now
-
+    planned = plan_targets(targets, planning, now)
+    result.items = planned.items
+    result.superseded = len(planned.superseded)
+    result.enqueued = len(enqueue_items(session, [*planned.items, *planned.superseded], now))
     connection.execute(
         update(units)
         .where(units.c.id == bindparam("row_id"))
@@ -118,8 +145,8 @@ def plan_batch(
         [
             {
                 "row_id": row.id,
-                "planned": planned(row),
-                "next": plan.next_at[row.id],
+                "planned": planned.planned_until[row.id],
+                "next": planned.next_at[row.id],
             }
             for row in due_rows
         ],
@@ -162,7 +189,7 @@ def preview(store: Store, planning: Planning, settings: Settings, now: dt.dateti
         result.items += plan_agendas(session, planning, settings, now)
         letters = compose_letters(session, planning, settings, now)
         session.rollback()
-    in_letter = {key: letter.message.key for letter in letters for key in letter.items}
+    in_letter = {i.key: letter.message.key for letter in letters for i in letter.items}
     # an agenda in no letter (a week with nothing for the unit) does not go out
     shown = [i for i in result.items if i.kind is not Kind.AGENDA or i.key in in_letter]
     items = sorted(shown, key=lambda m: (m.scheduled_for, m.task_no or 0, m.unit or "", m.key))

@@ -9,6 +9,7 @@ as the ledger wrote it, tidied: whitespace and line breaks gone, a range with �
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ WEEKDAYS = "一二三四五六日"
 NUMERALS = "零一二三四五六七八九十"
 
 
+@functools.lru_cache(maxsize=4096)
 def deadline_text(raw: str) -> str:
     """11月1日- → 11月1日起; 4月1日—⏎12月31日 → 4月1日至12月31日; 全年 → 全年."""
     text = "".join(raw.split())

@@ -136,9 +136,10 @@ def test_a_letter_says_where_it_comes_from_and_how_to_answer(contacts: Contacts)
     text = render(letter(contacts, [(Kind.OVERDUE, "2018-09-30")]), "text")
     assert "根据《济源市2018年大气污染防治攻坚战任务分解台账》" in text  # 依据
     assert "大气攻坚〔2018〕第8项　一、加快调整能源消费结构" in text  # 编号, section
-    assert (
-        "济源市攻坚办（联系人：攻坚办督办联络员，电话：0391-0000000），也可直接回复本邮件" in text
-    )
+    assert "请及时将办理情况报济源市攻坚办，也可直接回复本邮件。" in text
+    assert "（联系人：攻坚办督办联络员，电话：0391-0000000）" in text
+    cooperating = render(letter(contacts, [(Kind.OVERDUE, "2018-09-30")], "公安局"), "text")
+    assert "（联系人：攻坚办督办联络员，电话：0391-0000000）" in cooperating
     assert text.rstrip().endswith("本通知由督办提醒系统发出。")
     assert (
         "济源市环境污染防治攻坚战领导小组办公室\n2018年10月16日（星期二）" in text

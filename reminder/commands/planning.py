@@ -13,7 +13,6 @@ from reminder.errors import InputError
 from reminder.simulate import simulate
 from reminder.store.completion import Outcome, mark_done, record_progress, reopen
 from reminder.tick import preview
-from reminder.views import plan_json, plan_table, print_lines
 
 
 @click.command("plan")
@@ -28,6 +27,8 @@ def plan_command(app: App, at: str | None, as_json: bool) -> None:
     app.ledger()  # a clear message before the first import
     settings = app.config.settings
     found = preview(app.store, app.planning, settings, moment)
+    from reminder.views import plan_json, plan_table  # noqa: PLC0415 - rich: for tables only
+
     if as_json:
         click.echo(json.dumps(plan_json(found, settings.zone), ensure_ascii=False, indent=2))
         return
@@ -48,9 +49,9 @@ def simulate_command(app: App, start: str, end: str, out: Path | None) -> None:
     first, last = parse_day(start, "--from"), parse_day(end, "--to")
     if last < first:
         raise InputError(f"--to {end} is before --from {start}")
-    app.ledger()
     report = simulate(app.store, app.planning, app.config.settings, first, last, out)
-    print_lines(app.out, report.lines())
+    for line in report.lines():
+        click.echo(line)
 
 
 def _outcome(app: App, verb: str, outcome: Outcome) -> None:

@@ -9,13 +9,14 @@ up front, so two writers queue on the busy timeout instead of failing halfway
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlmodel import Session
@@ -26,14 +27,16 @@ BUSY_TIMEOUT_MS = 30_000
 _BEGIN_OPTION = "reminder_sqlite_begin"
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, *, durable: bool) -> None:
+    synchronous = "NORMAL" if durable else "OFF"
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see module doc)
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -43,7 +46,12 @@ def _sqlite_events(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_engine(url: str) -> Engine:
+def _json(value: Any) -> str:
+    """JSON columns as UTF-8 text: a letter's Chinese is a third of its escaped size."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def make_engine(url: str, *, durable: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -54,11 +62,15 @@ def make_engine(url: str) -> Engine:
             parent = Path(database).expanduser().resolve().parent
             if not parent.is_dir():
                 raise StoreError(f"{database}: folder {parent} does not exist")
-        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-        _sqlite_events(engine)
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+            json_serializer=_json,
+        )
+        _sqlite_events(engine, durable=durable)
         return engine
     try:
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, json_serializer=_json)
     except ImportError as exc:
         raise ConfigError(f"REMINDER_DB: no driver for {parsed.drivername}: {exc}") from None
 
@@ -66,9 +78,9 @@ def make_engine(url: str) -> Engine:
 class Store:
     """The database behind every command: short transactions, one per unit of work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, durable: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, durable=durable)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._writer = (
             self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
@@ -100,11 +112,14 @@ def describe(url: str) -> str:
         return "<invalid URL>"
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open (and create or upgrade) the store; errors name the database, not a traceback."""
+def open_store(url: str, *, migrate: bool = True, durable: bool = True) -> Store:
+    """Open (and create or upgrade) the store; errors name the database, not a traceback.
+
+    ``durable=False``: a scratch SQLite store (a simulation) that need not survive a power
+    cut, written without waiting for the disk."""
     from reminder.store.migrate import upgrade  # noqa: PLC0415 - alembic only when opening
 
-    store = Store(url)
+    store = Store(url, durable=durable)
     if not migrate:
         return store
     try:
@@ -117,3 +132,26 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         store.dispose()
         raise
     return store
+
+
+def insert_new(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Insert the rows whose ``key`` is new (``ON CONFLICT (key) DO NOTHING``, on SQLite
+    and PostgreSQL alike; of rows with one key, the first); returns the keys inserted."""
+    if not rows:
+        return []
+    connection = session.connection()
+    statement: Any
+    if connection.dialect.name == "postgresql":
+        # imported here: the package loads every PostgreSQL driver's module
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # noqa: PLC0415
+
+        statement = pg_insert(table).on_conflict_do_nothing(index_elements=["key"])
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: PLC0415
+
+        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=["key"])
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["key"], row)
+    result = connection.execute(statement.returning(table.c.key), list(unique.values()))
+    return [row.key for row in result]

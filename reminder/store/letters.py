@@ -21,25 +21,33 @@ day at the send hour, and by no other.
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, func, select, text, update
 from sqlmodel import Session
 
 from reminder.digest import build_agendas
-from reminder.letters import LetterContext, LetterItem, build_letter
+from reminder.letters import (
+    Composition,
+    Letter,
+    LetterContext,
+    Waiting,
+    agenda_items,
+    agenda_week,
+    compose,
+    told,
+)
+from reminder.messages import TaskFacts
 from reminder.outbox import enqueue
 from reminder.planner import local_moment, sending_opens
 from reminder.planning import Planning
 from reminder.policy import Kind
-from reminder.recipients import Item, Message, routes
+from reminder.recipients import Item
 from reminder.settings import Settings
+from reminder.store.db import insert_new
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
-from reminder.store.reports import digest_inputs, reminded
+from reminder.store.reports import digest_inputs
 from reminder.store.tasks import latest_import, task_facts
 
 AGENDA_PLANNED = "agenda_planned"  # meta: the week whose agenda items are planned
@@ -70,27 +78,8 @@ def _item_row(item: Item, now: dt.datetime) -> dict[str, Any]:
 
 def enqueue_items(session: Session, items: Sequence[Item], now: dt.datetime) -> list[str]:
     """Insert the items whose key is new; returns the keys that were new."""
-    if not items:
-        return []
-    connection = session.connection()
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     table = ItemRow.__table__  # type: ignore[attr-defined]
-    statement = insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)
-    unique = {item.key: item for item in items}  # the first of a key wins
-    result = connection.execute(statement, [_item_row(item, now) for item in unique.values()])
-    return [row.key for row in result]
-
-
-def letter_key(unit: str, channel: str, to: str, day: dt.date, seq: int) -> str:
-    return f"letter:{unit}:{channel}:{to}:{day.isoformat()}:{seq}"
-
-
-@dataclass(frozen=True, slots=True)
-class Composed:
-    """A letter and the keys of the items it carries."""
-
-    message: Message
-    items: tuple[str, ...]
+    return insert_new(session, table, [_item_row(item, now) for item in items])
 
 
 def _open_units(session: Session) -> list[str]:
@@ -117,32 +106,13 @@ def plan_agendas(
 ) -> list[Item]:
     """This week's agenda items, once the week's first working day's send hour has come;
     returns those new in the store."""
-    if not settings.digest.agenda:
-        return []
-    zone, send_at = planning.zone, planning.policy.send_at
-    today = now.astimezone(zone).date()
-    first = planning.calendar.week_start(today)
-    if first is None or today < first or now < local_moment(first, send_at, zone):
+    first = agenda_week(planning, settings, now)
+    if first is None:
         return []
     planned = session.get(MetaRow, AGENDA_PLANNED)
     if planned is not None and planned.value == first.isoformat():
         return []
-    moment = local_moment(first, send_at, zone)
-    items = []
-    for unit in _open_units(session):
-        for channel, to in routes(planning.contacts.unit(unit), Kind.AGENDA, planning.policy) or []:
-            items.append(
-                Item(
-                    key=f"agenda:-:{unit}:{channel}:{to}:{first.isoformat()}",
-                    kind=Kind.AGENDA,
-                    channel=channel,
-                    to=to,
-                    recipient_name=unit,
-                    day=first,
-                    scheduled_for=moment,
-                    unit=unit,
-                )
-            )
+    items = agenda_items(_open_units(session), planning, first)
     new = set(enqueue_items(session, items, now))
     session.merge(MetaRow(key=AGENDA_PLANNED, value=first.isoformat()))
     return [item for item in items if item.key in new]
@@ -162,19 +132,9 @@ def _sequences(session: Session, day_start: dt.datetime) -> dict[tuple[str, str,
     }
 
 
-def _eventful(agenda: list[dict[str, Any]] | None, day: dt.date) -> bool:
-    """Whether a week's agenda has something to act on: a task overdue or due within 7
-    days, or a date (a start, a milestone) this week."""
-    week_end = (day + dt.timedelta(days=6)).isoformat()
-    return any(
-        row["light"] in ("red", "yellow") or (row["next"] and row["next"] <= week_end)
-        for row in agenda or []
-    )
-
-
 def compose_letters(
     session: Session, planning: Planning, settings: Settings, now: dt.datetime
-) -> list[Composed]:
+) -> list[Letter]:
     """Steps 1 to 4 of the module docstring, inside the caller's transaction."""
     zone = planning.zone
     if sending_opens(now, planning.policy.send_at, planning.calendar, zone) is not None:
@@ -183,25 +143,37 @@ def compose_letters(
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
     item = ItemRow.__table__  # type: ignore[attr-defined]
-    rows = list(
-        connection.execute(
+    waiting = [
+        Waiting(
+            id=row.id,
+            key=row.key,
+            kind=Kind(row.kind),
+            task_id=row.task_id,
+            unit=row.unit,
+            role=row.role,
+            via=row.via,
+            channel=row.channel,
+            to=row.recipient,
+            recipient_name=row.recipient_name,
+            payload=row.payload or {},
+        )
+        for row in connection.execute(
             select(item)
             .where(item.c.status == "pending", item.c.scheduled_for <= now)
             .order_by(item.c.scheduled_for, item.c.id)
         )
-    )
+    ]
     run = latest_import(session)
-    if not rows or run is None:
+    if not waiting or run is None:
         return []
     today = now.astimezone(zone).date()
-    facts = task_facts(session, sorted({r.task_id for r in rows if r.task_id is not None}))
-    by_letter: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
-    for row in rows:
-        by_letter[(row.recipient_name, row.channel, row.recipient)].append(row)
-    agendas: dict[str, dict[str, Any]] = {}
-    if any(row.kind == Kind.AGENDA.value for row in rows):
+    facts = task_facts(session, sorted({i.task_id for i in waiting if i.task_id is not None}))
+    agendas: dict[str, list[dict[str, Any]]] = {}
+    if any(i.kind is Kind.AGENDA for i in waiting):
         inputs = digest_inputs(session)
-        agendas = build_agendas(inputs, today, planning, settings.office) if inputs else {}
+        if inputs is not None:
+            found = build_agendas(inputs, today, planning, settings.office)
+            agendas = {unit: agenda["tasks"] for unit, agenda in found.items()}
     context = LetterContext(
         day=today,
         title=run.title,
@@ -209,63 +181,67 @@ def compose_letters(
         office=settings.office,
         contacts=planning.contacts,
         calendar=planning.calendar,
-        reminded=reminded(session) if any(r.kind == Kind.OVERDUE.value for r in rows) else {},
+        reminded=_reminded(session, waiting, facts),
     )
-    done = _sequences(session, local_moment(today, dt.time(0), zone))
-    composed: list[Composed] = []
-    dropped: list[str] = []
-    for (name, channel, to), group in by_letter.items():
-        seq = done.get((name, channel, to), 0) + 1
-        items = [
-            LetterItem(
-                key=row.key,
-                kind=Kind(row.kind),
-                unit=row.unit,
-                role=row.role,
-                via=row.via,
-                payload=row.payload or {},
-                task=facts.get(row.task_id) if row.task_id is not None else None,
-            )
-            for row in group
-            if row.kind == Kind.AGENDA.value or row.task_id in facts
-        ]
-        with_agenda = any(i.kind is Kind.AGENDA for i in items)
-        tasks = [i for i in items if i.kind is not Kind.AGENDA]
-        agenda = None
-        if with_agenda:  # the unit's other open tasks: those in the letter are in it already
-            listed = {i.task.no for i in tasks if i.task is not None}
-            agenda = [a for a in agendas.get(name, {}).get("tasks", []) if a["no"] not in listed]
-        if not tasks and not _eventful(agenda, today):
-            # an agenda alone, in a week with no date for the unit: no letter this week
-            dropped.extend(i.key for i in items)
-            continue
-        payload = build_letter(context, name, tasks, seq, agenda)
-        message = Message(
-            key=letter_key(name, channel, to, today, seq),
-            kind=Kind.LETTER,
-            channel=channel,
-            to=to,
-            recipient_name=name,
-            scheduled_for=now,
-            unit=name,
-            payload=payload,
-        )
-        composed.append(Composed(message, tuple(i.key for i in items)))
-    new = set(enqueue(session, [c.message for c in composed], now))
+    sequences = _sequences(session, local_moment(today, dt.time(0), zone))
+    result = compose(waiting, facts, agendas, context, sequences, now)
+    new = set(enqueue(session, [letter.message for letter in result.letters], now))
+    sent = [letter for letter in result.letters if letter.message.key in new]
+    _mark(session, sent, result, now)
+    return sent
+
+
+def _reminded(
+    session: Session, waiting: Sequence[Waiting], facts: dict[int, TaskFacts]
+) -> dict[tuple[int, str], int]:
+    """催办次数 so far of the (task number, unit) of the overdue items at hand."""
+    wanted = {(i.task_id, i.unit) for i in waiting if i.kind is Kind.OVERDUE and i.task_id}
+    if not wanted:
+        return {}
+    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
+    statement = select(units.c.task_id, units.c.unit, units.c.reminded).where(
+        units.c.task_id.in_(sorted({task_id for task_id, _ in wanted}))
+    )
+    return {
+        (facts[task_id].no, unit): int(count)
+        for task_id, unit, count in session.connection().execute(statement)
+        if (task_id, unit) in wanted and task_id in facts
+    }
+
+
+def _mark(session: Session, sent: Sequence[Letter], result: Composition, now: dt.datetime) -> None:
+    """Step 4: each item in its letter; each task × unit told counts it (催办次数, the
+    last reminder); an agenda with nothing to say superseded."""
+    connection = session.connection()
+    item = ItemRow.__table__  # type: ignore[attr-defined]
     outbox = OutboxRow.__table__  # type: ignore[attr-defined]
-    found = select(outbox.c.key, outbox.c.id).where(outbox.c.key.in_(sorted(new)))
+    keys = [letter.message.key for letter in sent]
+    found = select(outbox.c.key, outbox.c.id).where(outbox.c.key.in_(keys))
     ids: dict[str, int] = {str(key): int(row_id) for key, row_id in connection.execute(found)}
-    for letter in composed:
-        if letter.message.key in new:
-            connection.execute(
-                update(item)
-                .where(item.c.key.in_(letter.items), item.c.status == "pending")
-                .values(status="lettered", letter_id=ids[letter.message.key])
-            )
-    if dropped:
+    lettered = [
+        {"item_id": i.id, "letter_id": ids[letter.message.key]}
+        for letter in sent
+        for i in letter.items
+    ]
+    if lettered:
         connection.execute(
             update(item)
-            .where(item.c.key.in_(dropped), item.c.status == "pending")
+            .where(item.c.id == bindparam("item_id"), item.c.status == "pending")
+            .values(status="lettered", letter_id=bindparam("letter_id")),
+            lettered,
+        )
+    if result.dropped:
+        connection.execute(
+            update(item)
+            .where(item.c.id.in_([i.id for i in result.dropped]), item.c.status == "pending")
             .values(status="superseded", superseded_by="nothing this week")
         )
-    return [letter for letter in composed if letter.message.key in new]
+    counted = told(sent)  # a letter whose key was taken already: its items wait
+    if counted:
+        units = TaskUnitRow.__table__  # type: ignore[attr-defined]
+        connection.execute(
+            update(units)
+            .where(units.c.task_id == bindparam("t"), units.c.unit == bindparam("u"))
+            .values(reminded=units.c.reminded + bindparam("overdue"), last_reminded_at=now),
+            [{"t": t, "u": u, "overdue": n} for (t, u), n in counted.items()],
+        )

@@ -101,6 +101,10 @@ class TaskUnitRow(SQLModel, table=True):
     done_at: dt.datetime | None = utc_field(nullable=True)
     done_note: str = ""
     last_progress_at: dt.datetime | None = utc_field(nullable=True)
+    # kept by letter composition: the days an overdue reminder went out (催办次数), and the
+    # last time the unit was reminded of the task at all
+    reminded: int = 0
+    last_reminded_at: dt.datetime | None = utc_field(nullable=True)
     planned_until: dt.datetime | None = utc_field(nullable=True)
     next_at: dt.datetime | None = utc_field(nullable=True, index=True)
 
@@ -178,7 +182,12 @@ class OutboxRow(SQLModel, table=True):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        # a recipient's last digest; today's letters (their sequence numbers)
+        Index("ix_outbox_recipient_kind", "recipient_name", "kind", "scheduled_for"),
+        Index("ix_outbox_kind_scheduled", "kind", "scheduled_for"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)

@@ -8,51 +8,11 @@ from sqlalchemy import func, select
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
-from reminder.digest import DigestInputs, Progress, Undelivered
-from reminder.store.models import EventRow, ItemRow, OutboxRow
+from reminder.digest import DigestInputs, Progress, Reminded, Undelivered
+from reminder.store.models import EventRow, OutboxRow, TaskUnitRow
 from reminder.store.tasks import StoredLedger, load_ledger
 
 UNDELIVERED_SHOWN = 20
-
-
-def reminded(session: Session) -> dict[tuple[int, str], int]:
-    """Overdue reminders per (task number, unit): the days one went out, in a letter or
-    (before letters) on its own."""
-    item = ItemRow.__table__  # type: ignore[attr-defined]
-    statement = (
-        select(item.c.task_no, item.c.unit, func.count(func.distinct(item.c.day)))
-        .where(item.c.kind == "overdue", item.c.status.in_(("lettered", "sent")))
-        .group_by(item.c.task_no, item.c.unit)
-    )
-    return {
-        (int(no), str(unit)): int(count)
-        for no, unit, count in session.connection().execute(statement)
-        if no is not None
-    }
-
-
-def last_reminders(session: Session) -> dict[int, dt.datetime]:
-    """When each task was last reminded of: its letters sent, or (before letters) its items."""
-    item = ItemRow.__table__  # type: ignore[attr-defined]
-    outbox = OutboxRow.__table__  # type: ignore[attr-defined]
-    found: dict[int, dt.datetime] = {}
-    lettered = (
-        select(item.c.task_id, func.max(outbox.c.sent_at))
-        .join(outbox, outbox.c.id == item.c.letter_id)
-        .where(outbox.c.status == "sent", item.c.task_id.is_not(None))
-        .group_by(item.c.task_id)
-    )
-    alone = (
-        select(item.c.task_id, func.max(item.c.scheduled_for))
-        .where(item.c.status == "sent", item.c.task_id.is_not(None))
-        .group_by(item.c.task_id)
-    )
-    for statement in (alone, lettered):
-        for task_id, moment in session.connection().execute(statement):
-            if moment is not None:
-                at = _aware(moment)
-                found[task_id] = max(found.get(task_id, at), at)
-    return found
 
 
 def digest_inputs(session: Session, ledger: StoredLedger | None = None) -> DigestInputs | None:
@@ -77,14 +37,16 @@ def digest_inputs(session: Session, ledger: StoredLedger | None = None) -> Diges
             .limit(UNDELIVERED_SHOWN)
         )
     )
-    return DigestInputs(
-        ledger,
-        last_reminders(session),
-        progress,
-        undelivered,
-        queue_counts(session, ("dead", "retry")),
-        reminded(session),
+    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
+    told = select(units.c.task_id, units.c.unit, units.c.reminded, units.c.last_reminded_at).where(
+        units.c.last_reminded_at.is_not(None)
     )
+    reminded = {
+        (int(task_id), str(unit)): Reminded(int(count), _aware(last))
+        for task_id, unit, count, last in session.connection().execute(told)
+    }
+    counts = queue_counts(session, ("dead", "retry"))
+    return DigestInputs(ledger, reminded, progress, undelivered, counts)
 
 
 def queue_counts(session: Session, states: tuple[str, ...] | None = None) -> dict[str, int]:

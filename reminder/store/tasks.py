@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ class StoredUnit:
     via: str | None = None  # the group a member was expanded from
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StoredTask:
     id: int
     task: Task
@@ -39,11 +40,15 @@ class StoredTask:
     units: tuple[StoredUnit, ...]  # as the ledger lists them
     members: tuple[StoredUnit, ...] = ()  # the members of listed groups (contacts.toml)
 
-    def targets(self) -> tuple[StoredUnit, ...]:
-        """Who is reminded: listed units that are no expanded group, and group members."""
+    @functools.cached_property
+    def _targets(self) -> tuple[StoredUnit, ...]:
         expanded = {member.via for member in self.members}
         listed = tuple(unit for unit in self.units if unit.ref.name not in expanded)
         return listed + self.members
+
+    def targets(self) -> tuple[StoredUnit, ...]:
+        """Who is reminded: listed units that are no expanded group, and group members."""
+        return self._targets
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,29 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_item_letter_id"), ["letter_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_item_task_id"), ["task_id"], unique=False)
 
+    with op.batch_alter_table("task_unit", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("reminded", sa.Integer(), nullable=False, server_default="0"))
+        batch_op.add_column(
+            sa.Column(
+                "last_reminded_at", reminder.store.types.UTCDateTime(timezone=True), nullable=True
+            )
+        )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_outbox_recipient_kind", ["recipient_name", "kind", "scheduled_for"]
+        )
+        batch_op.create_index("ix_outbox_kind_scheduled", ["kind", "scheduled_for"])
     _move_items(op.get_bind())
+    # what the items say of each task × unit: overdue reminders and the last reminder
+    sent = (
+        "item.task_id = task_unit.task_id AND item.unit = task_unit.unit AND item.status = 'sent'"
+    )
+    op.execute(
+        "UPDATE task_unit SET "
+        f"reminded = (SELECT count(DISTINCT item.day) FROM item WHERE {sent} "
+        "AND item.kind = 'overdue'), "
+        f"last_reminded_at = (SELECT max(item.scheduled_for) FROM item WHERE {sent})"
+    )
 
 
 def _status(row: sa.Row[Any]) -> str:
@@ -140,6 +162,12 @@ def _move_items(connection: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_kind_scheduled")
+        batch_op.drop_index("ix_outbox_recipient_kind")
+    with op.batch_alter_table("task_unit", schema=None) as batch_op:
+        batch_op.drop_column("last_reminded_at")
+        batch_op.drop_column("reminded")
     with op.batch_alter_table("item", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_item_task_id"))
         batch_op.drop_index(batch_op.f("ix_item_letter_id"))

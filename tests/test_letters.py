@@ -1,0 +1,263 @@
+"""Letters through the real store: one per recipient, channel and day; every item in
+exactly one; the simulation decides as the daemon does; a real SMTP round trip."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import update
+
+from reminder.contacts import load_contacts
+from reminder.ledger import read_ledger
+from reminder.planner import local_midnight, local_moment
+from reminder.planning import Planning
+from reminder.reports import enqueue_reports
+from reminder.settings import Config, Settings, load_config
+from reminder.simulate import _items
+from reminder.store.db import open_store
+from reminder.store.importer import import_ledger
+from reminder.store.models import TaskUnitRow
+from reminder.store.targets import replan_all
+from reminder.tick import run_tick
+from tests.conftest import SEED, Cli
+from tests.ledger_files import HEADER, write_text
+from tests.smtp_server import smtp_server
+
+ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def planning() -> Planning:
+    config = load_config()
+    contacts = load_contacts(config.contacts_path)
+    return Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+
+
+def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as con:
+        return con.execute(sql, args).fetchall()
+
+
+def test_run_once_sends_one_letter_per_recipient_that_says_it_all(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's first working day after 国庆, into a real SMTP server, parsed back."""
+    assert cli("import", str(SEED)).code == 0
+    with smtp_server() as (handler, port):
+        monkeypatch.setenv("REMINDER_SMTP__HOST", "127.0.0.1")
+        monkeypatch.setenv("REMINDER_SMTP__PORT", str(port))
+        monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "0")
+        monkeypatch.setenv("REMINDER_DELIVERY__OUTBOX_DIR", str(isolated_env / "var" / "outbox"))
+        result = cli("run", "--once", "--at", "2018-10-08 09:30")
+        assert result.code == 0, result.err
+    received = handler.received
+    assert received
+    recipients = Counter(r.rcpt_tos[0] for r in received)
+    assert set(recipients.values()) == {1}, "a recipient got two e-mails"
+    for message in (r.message for r in received):
+        subject = str(message["Subject"])
+        plain = message.get_body(("plain",))
+        assert plain is not None
+        text = plain.get_content()
+        assert subject.startswith("【督办提醒】")
+        counts = {
+            label: int(n)
+            for label, n in re.findall(
+                r"(逾期|今日到期|即将到期|开始实施|进展报送)(\d+)项", subject
+            )
+        }
+        listed = {
+            label.removesuffix("事项"): int(n)
+            for label, n in re.findall(r"^[一二三四五六]、(逾期事项|今日到期|即将到期|开始实施|进展报送)（(\d+)项）$", text, re.M)
+        }  # fmt: skip
+        assert counts == listed, subject
+        total = re.search(r"待办(\d+)项", subject)
+        if total:  # a letter with items (on a Monday, one with the agenda alone says so)
+            assert int(total.group(1)) == sum(counts.values())
+            items = re.split(r"^[一二三四五六]、本周", text, flags=re.M)[0]  # not the agenda
+            assert len(re.findall(r"^\d+\. 大气攻坚〔2018〕第\d+项　", items, re.M)) == sum(
+                counts.values()
+            )
+        assert "根据《济源市2018年大气污染防治攻坚战任务分解台账》" in text  # 依据
+        assert (
+            "济源市环境污染防治攻坚战领导小组办公室\n2018年10月8日（星期一）" in text
+        )  # office, date
+        assert "0391-0000000" in text  # the office's phone
+        assert message["Reply-To"] == "gongjianban@example.org"
+    # the towns are told one by one: each its own letter
+    towns = [r for r in received if "镇人民政府" in str(r.message["To"])]
+    assert len(towns) == 11
+    # and the supervisors get nothing but their digests (none at 09:30 on a first run:
+    # the digest goes at 08:30 from the daemon's reports job)
+    assert not [r for r in received if "gongjianban@example.org" in r.rcpt_tos]
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [("2018-09-17", "2018-10-19"), ("2018-12-20", "2019-01-11")]
+)
+def test_the_simulation_decides_as_the_daemon_does(
+    cli: Cli, isolated_env: Path, start: str, end: str
+) -> None:
+    """Day by day through the store (what the daemon does), and in memory (simulate):
+    the same digests and letters, to the same people, with the same items."""
+    assert cli("import", str(SEED)).code == 0
+    out = isolated_env / "sim"
+    result = cli("simulate", "--from", start, "--to", end, "--out", str(out))
+    assert result.code == 0, result.err
+    simulated = [json.loads(line) for line in (out / "letters.jsonl").read_text().splitlines()]
+
+    config = load_config()
+    settings_ = config.settings
+    plan = planning()
+    store = open_store(settings_.db)
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    with store.write() as session:  # as if the daemon had run up to the first day
+        session.connection().execute(
+            update(TaskUnitRow.__table__).values(  # type: ignore[attr-defined]
+                planned_until=local_midnight(first, ZONE)
+            )
+        )
+        replan_all(session, plan)
+    day = first
+    while day <= last:
+        if plan.calendar.is_working_day(day):
+            enqueue_reports(store, plan, settings_, local_moment(day, settings_.digest.at, ZONE))
+            run_tick(store, plan, settings_, local_moment(day, plan.policy.send_at, ZONE))
+        day += dt.timedelta(days=1)
+    store.dispose()
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        daemon = [
+            {"key": key, "kind": kind, "recipient": name, "items": _items(json.loads(payload))}
+            for key, kind, name, payload in con.execute(
+                "SELECT key, kind, recipient_name, payload FROM outbox ORDER BY id"
+            )
+        ]
+
+    def seen(messages: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+        return {
+            (m["key"], m["kind"], m["recipient"], json.dumps(m["items"], sort_keys=True))
+            for m in messages
+        }
+
+    assert len(daemon) == len(simulated) > 50
+    assert seen(daemon) == seen(simulated)
+
+
+# --- every item in exactly one letter, over a year of ticks -------------------------------
+
+UNITS = ("环境保护局", "发展和改革委员会", "住房和城乡建设局")
+CONTACTS = """
+[[unit]]
+name = "环境保护局"
+email = "hbj@example.org"
+mobile = "13800000001"
+
+[[unit]]
+name = "发展和改革委员会"
+email = "fgw@example.org"
+
+[[unit]]
+name = "住房和城乡建设局"
+"""
+
+days_2018 = st.dates(dt.date(2018, 1, 1), dt.date(2018, 12, 31))
+
+
+@st.composite
+def ledgers(draw: st.DrawFn) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = [HEADER, ("一", "一节")]
+    for no in range(1, draw(st.integers(1, 4)) + 1):
+        first, second = sorted((draw(days_2018), draw(days_2018)))
+        deadline = draw(
+            st.sampled_from(
+                [
+                    f"{first.month}月{first.day}日",
+                    f"{first.month}月{first.day}日—{second.month}月{second.day}日",
+                    f"{first.month}月{first.day}日-",
+                    "全年",
+                    f"{first.month}月底和{second.month}月底",
+                ]
+            )
+        )
+        units = draw(st.lists(st.sampled_from(UNITS), min_size=1, max_size=3, unique=True))
+        found.append((str(no), f"任务{no}", "、".join(units), deadline, ""))
+    return found
+
+
+moments = st.lists(
+    st.integers(0, 365 * 24 * 4).map(
+        lambda quarter: dt.datetime(2018, 1, 1, tzinfo=ZONE) + dt.timedelta(minutes=15 * quarter)
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ledgers(), moments)
+def test_every_item_goes_in_exactly_one_letter_and_none_on_a_day_off(
+    tmp_path_factory: pytest.TempPathFactory,
+    ledger: list[tuple[str, ...]],
+    ticks: list[dt.datetime],
+) -> None:
+    folder = tmp_path_factory.mktemp("year")
+    (folder / "contacts.toml").write_text(CONTACTS, encoding="utf-8")
+    (folder / "reminder.toml").write_text("", encoding="utf-8")
+    path = write_text(folder / "ledger.txt", "济源市2018年测试台账", ledger)
+    config = Config(folder=folder, settings=Settings())
+    contacts = load_contacts(folder / "contacts.toml")
+    plan = Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+    store = open_store(f"sqlite:///{folder / 'ledger.db'}")
+    with store.write() as session:
+        import_ledger(session, read_ledger(path, contacts.directory), "", ticks[0], "test")
+        replan_all(session, plan)
+    for now in sorted(ticks):
+        run_tick(store, plan, config.settings, now.astimezone(dt.UTC))
+    store.dispose()
+    db = folder / "ledger.db"
+    letters = {
+        key: (channel, name, json.loads(payload), dt.datetime.fromisoformat(at))
+        for key, channel, name, payload, at in rows(
+            db, "SELECT key, channel, recipient_name, payload, scheduled_for FROM outbox"
+        )
+    }
+    in_letters = rows(db, "SELECT i.key, o.key FROM item i JOIN outbox o ON o.id = i.letter_id")
+    carried = Counter(item for item, _ in in_letters)
+    assert set(carried.values()) <= {1}, "an item in two letters"
+    for letter_key, (_, _, payload, at) in letters.items():
+        keys = {e["key"] for g in payload["groups"] for e in g["items"]}
+        assert keys == {
+            item for item, key in in_letters if key == letter_key and not item.startswith("agenda:")
+        }
+        local = at.replace(tzinfo=dt.UTC).astimezone(ZONE)
+        assert plan.calendar.is_working_day(local.date()), "a letter on a day off"
+        assert local.time() >= plan.policy.send_at
+    # nothing left waiting that a tick in sending hours should have sent
+    last = max(ticks).astimezone(ZONE)
+    if plan.calendar.is_working_day(last.date()) and last.time() >= plan.policy.send_at:
+        waiting = rows(
+            db,
+            "SELECT key FROM item WHERE status = 'pending' AND scheduled_for <= ?",
+            last.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" "),
+        )
+        assert waiting == []
+    # one letter per recipient, channel and day
+    per_day = Counter(
+        (name, channel, at.replace(tzinfo=dt.UTC).astimezone(ZONE).date())
+        for channel, name, _, at in letters.values()
+    )
+    assert set(per_day.values()) <= {1}
+    # a unit nobody can reach is recorded, never in a letter
+    assert not [k for k, (c, *_) in letters.items() if c == "none"]
