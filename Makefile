@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest clean
+.PHONY: run test browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,15 @@ run: $(STAMP)
 	test -f ledger.db || $(BIN)/reminder import data/jiyuan-2018-ledger.txt
 	$(BIN)/reminder run
 
+## browser: headless Chromium and a Chinese font, for the tests that lay out the HTML
+## people read on a phone (Debian's packages; installed once, as root)
+browser:
+	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-wqy-microhei >/dev/null; }
+
 ## test: everything CI checks (ruff lint + format check, mypy, the systemd unit, pytest)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

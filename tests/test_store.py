@@ -157,3 +157,113 @@ def test_upgrade_keeps_the_data_of_an_older_store(isolated_env: Path) -> None:
             ("环境保护局", 1, None)
         ]
         assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_letters_migration_moves_each_reminder_into_an_item(
+    backend: str, isolated_env: Path, request: pytest.FixtureRequest
+) -> None:
+    """0004: the per-task messages of the outbox become items, waiting ones to be put in
+    letters; escalation copies still waiting go (escalations are in the digest)."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from reminder.store.migrate import alembic_config
+
+    url = f"sqlite:///{isolated_env / 'ledger.db'}"
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    engine = create_engine(url)
+    config = alembic_config()
+    when = "2018-10-08 01:00:00"
+    outbox = [
+        # key, kind, channel, status, task
+        ("overdue:1:甲局:email:a@x.org:2018-10-08", "overdue", "email", "pending", 1),
+        ("overdue:1:甲局:email:a@x.org:2018-10-01", "overdue", "email", "sent", 1),
+        ("overdue:1:甲局:email:a@x.org:2018-09-28", "overdue", "email", "sent", 1),
+        ("upcoming:1:甲局:email:a@x.org:2018-09-20", "upcoming", "email", "superseded", 1),
+        ("overdue:1:乙局:none::2018-10-08", "overdue", "none", "dead", 1),
+        ("escalation:1:甲局:email:d@x.org:2018-10-08", "escalation", "email", "retry", 1),
+        ("escalation:1:甲局:email:d@x.org:2018-10-01", "escalation", "email", "sent", 1),
+        ("agenda:None:甲局:email:a@x.org:2018-10-08", "agenda", "email", "pending", None),
+        ("digest:None:督查室:email:d@x.org:2018-10-08", "digest", "email", "sent", None),
+    ]
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+        connection.execute(
+            text(
+                "INSERT INTO task (id, no, section_no, text, deadline_raw, deadline_kind,"
+                " milestones, remarks, source_line, status, created_at, updated_at) VALUES"
+                " (1, 1, 1, '任务', '9月30日', 'date', '[\"2018-09-30\"]', '', 1, 'open', :t, :t)"
+            ),
+            {"t": when},
+        )
+        for unit in ("甲局", "乙局"):
+            connection.execute(
+                text(
+                    "INSERT INTO task_unit (task_id, unit, role, kind, raw, position, done_note,"
+                    " is_target) VALUES (1, :u, 'lead', 'unit', :u, 0, '', true)"
+                ),
+                {"u": unit},
+            )
+        for n, (key, kind, channel, status, task) in enumerate(outbox, start=1):
+            connection.execute(
+                text(
+                    "INSERT INTO outbox (id, key, kind, task_id, task_no, unit, role, channel,"
+                    " recipient, recipient_name, scheduled_for, status, payload, created_at,"
+                    " next_attempt_at, attempts, last_error, last_result) VALUES (:id, :key,"
+                    " :kind, :task, :task, :unit, 'lead', :channel, :to, :name, :t, :status,"
+                    " :payload, :t, :t, 0, '', '')"
+                ),
+                {
+                    "id": n,
+                    "key": key,
+                    "kind": kind,
+                    "task": task,
+                    "unit": key.split(":")[2],
+                    "channel": channel,
+                    "to": key.split(":")[4],
+                    "name": key.split(":")[2],
+                    "t": when,
+                    "status": status,
+                    "payload": json.dumps({"day": key.rsplit(":", 1)[1], "via": None}),
+                },
+            )
+        connection.execute(
+            text(
+                "INSERT INTO attempt (outbox_id, at, outcome, code, detail)"
+                " VALUES (1, :t, 'retry', 451, 'later'), (6, :t, 'retry', 451, 'later')"
+            ),
+            {"t": when},
+        )
+    engine.dispose()
+    open_store(url).dispose()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        items = {
+            key: (status, day.isoformat() if hasattr(day, "isoformat") else day)
+            for key, status, day in connection.execute(text("SELECT key, status, day FROM item"))
+        }
+        left: dict[str, str] = dict(
+            connection.execute(text("SELECT key, status FROM outbox")).all()
+        )
+        attempts = connection.execute(text("SELECT outbox_id FROM attempt")).scalars().all()
+        counters = connection.execute(
+            text("SELECT unit, reminded, last_reminded_at IS NOT NULL FROM task_unit ORDER BY unit")
+        ).all()
+    engine.dispose()
+    assert items == {
+        "overdue:1:甲局:email:a@x.org:2018-10-08": ("pending", "2018-10-08"),
+        "overdue:1:甲局:email:a@x.org:2018-10-01": ("sent", "2018-10-01"),
+        "overdue:1:甲局:email:a@x.org:2018-09-28": ("sent", "2018-09-28"),
+        "upcoming:1:甲局:email:a@x.org:2018-09-20": ("superseded", "2018-09-20"),
+        "overdue:1:乙局:none::2018-10-08": ("unreachable", "2018-10-08"),
+    }
+    assert left == {
+        "escalation:1:甲局:email:d@x.org:2018-10-01": "sent",
+        "agenda:None:甲局:email:a@x.org:2018-10-08": "superseded",
+        "digest:None:督查室:email:d@x.org:2018-10-08": "sent",
+    }
+    assert attempts == []  # those of messages that are gone go with them
+    assert [tuple(row) for row in counters] == [("乙局", 0, False), ("甲局", 2, True)]
