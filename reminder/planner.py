@@ -277,8 +277,8 @@ class _Rules:
             day = self.calendar.add_working_days(day, every)
 
     def progress(self, until: dt.date, since: dt.date | None) -> Iterator[Occasion]:
-        """A monthly check-in, skipped in a month the unit already reported progress; in
-        the month of the year-end summary, the summary request instead."""
+        """A monthly check-in, skipped in a month the unit already reported progress, and
+        the year-end summary request in its month."""
         rule = self.policy.progress
         deadline = self.target.task.deadline
         if not rule.enabled or deadline.kind not in rule.kinds:
@@ -300,15 +300,14 @@ class _Rules:
             )
         summary = rule.summary_on
         while True:
+            asks = [(Kind.PROGRESS, dt.date(year, month, rule.day_of_month))]
             if summary is not None and month == summary[0]:
-                kind, asked = Kind.SUMMARY, dt.date(year, month, summary[1])
-                wanted = True
-            else:
-                kind, asked = Kind.PROGRESS, dt.date(year, month, rule.day_of_month)
-                wanted = (year, month) != reported_month
-            if last is not None and asked > last:
-                return
-            if asked >= first and wanted:
+                asks.append((Kind.SUMMARY, dt.date(year, month, summary[1])))
+            for kind, asked in sorted(asks, key=lambda ask: ask[1]):
+                if last is not None and asked > last:
+                    return
+                if asked < first or (kind is Kind.PROGRESS and (year, month) == reported_month):
+                    continue
                 day = self.shift_back(asked)
                 yield self.occasion(kind, day, asked)
                 # the day it goes out, not the day asked (the 25th may be a Sunday)

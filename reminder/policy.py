@@ -143,7 +143,7 @@ class OverduePolicy(_Part):
 class ProgressPolicy(_Part):
     enabled: bool = True
     day_of_month: int = Field(default=25, ge=1, le=28)  # the working day before, if a day off
-    # the year-end summary request (年度总结), instead of that month's check-in; "" for none
+    # the year-end summary request (年度总结), besides that month's check-in; "" for none
     summary_on: OptionalMonthDay = (12, 10)
     kinds: list[DeadlineKind] = Field(
         default=[

@@ -61,9 +61,18 @@ class TemplateProblem(ConfigError):
 
 
 class LimitedSandbox(SandboxedEnvironment):
-    """The sandbox with ``*`` and ``**`` checked before they run."""
+    """The sandbox with ``*`` and ``**`` checked before they run, and ``t.no`` read from
+    a snapshot's dict at once."""
 
     intercepted_binops = frozenset(["*", "**"])
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # A message is rendered from a snapshot of plain dicts: ``t.no`` is ``t["no"]``.
+        # Jinja tries the attribute first and the key after an AttributeError (a third
+        # of a letter's rendering); a key of a plain dict is data, safe to hand out.
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
         if op == "*":

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 
 from reminder.contacts import load_contacts
+from reminder.digest import build_digest
 from reminder.ledger import read_ledger
 from reminder.planner import local_midnight, local_moment
 from reminder.planning import Planning
@@ -27,6 +28,7 @@ from reminder.simulate import _items
 from reminder.store.db import open_store
 from reminder.store.importer import import_ledger
 from reminder.store.models import TaskUnitRow
+from reminder.store.reports import digest_inputs
 from reminder.store.targets import replan_all
 from reminder.tick import run_tick
 from tests.conftest import SEED, Cli
@@ -261,3 +263,95 @@ def test_every_item_goes_in_exactly_one_letter_and_none_on_a_day_off(
     assert set(per_day.values()) <= {1}
     # a unit nobody can reach is recorded, never in a letter
     assert not [k for k, (c, *_) in letters.items() if c == "none"]
+
+
+def test_the_seeds_year_as_people_receive_it(cli: Cli, isolated_env: Path) -> None:
+    """The issue's figures, nobody reporting anything done, the default policy."""
+    assert cli("import", str(SEED)).code == 0
+    out = isolated_env / "sim"
+    assert (
+        cli("simulate", "--from", "2018-01-01", "--to", "2018-12-31", "--out", str(out)).code == 0
+    )
+    lines = [json.loads(line) for line in (out / "letters.jsonl").read_text().splitlines()]
+    calendar = planning().calendar
+    per_day = Counter((m["recipient"], m["channel"], m["sent_at"][:10]) for m in lines)
+    assert max(per_day.values()) == 1  # one e-mail, one SMS, one robot post a day at most
+    assert not [
+        m for m in lines if not calendar.is_working_day(dt.date.fromisoformat(m["sent_at"][:10]))
+    ]
+    towns = Counter(
+        (m["recipient"], m["channel"]) for m in lines if m["recipient"].endswith("镇人民政府")
+    )
+    assert max(n for (_, channel), n in towns.items() if channel == "email") <= 80
+    assert max(n for (_, channel), n in towns.items() if channel == "sms") <= 60
+    supervisors = {
+        "市环境污染防治攻坚战领导小组办公室",
+        "市燃煤散烧管控办公室",
+        "交通运输结构督导组",
+    }
+    to_them = Counter((m["recipient"], m["kind"]) for m in lines if m["recipient"] in supervisors)
+    working_days = sum(
+        calendar.is_working_day(dt.date(2018, 1, 1) + dt.timedelta(days=n)) for n in range(365)
+    )
+    assert to_them == {(name, "digest"): working_days for name in supervisors}
+    items = [(m, i) for m in lines for i in m["items"]]
+    rounds = {m["sent_at"][:7] for m, i in items if i["kind"] == "progress"}
+    assert len(rounds) == 12
+    # every milestone on a day off is due on the last working day before it, with its SMS
+    due_days = {
+        (i["task"], i["milestone"], m["sent_at"][:10], m["channel"])
+        for m, i in items
+        if i["kind"] == "due_today"
+    }
+    off = {
+        (task, milestone)
+        for task, milestone, _, _ in due_days
+        if not calendar.is_working_day(dt.date.fromisoformat(milestone))
+    }
+    assert len(off) > 20
+    for task, milestone in off:
+        last_working = calendar.on_or_before(dt.date.fromisoformat(milestone)).isoformat()
+        assert (task, milestone, last_working, "email") in due_days
+        assert (task, milestone, last_working, "sms") in due_days
+    # 全年 duties are never counted down nor overdue
+    all_year = {
+        t["no"]
+        for t in json.loads(cli("tasks", "--json").out)["tasks"]
+        if t["deadline"]["kind"] == "all_year"
+    }
+    assert not [
+        i
+        for _, i in items
+        if i["task"] in all_year and i["kind"] in ("upcoming", "due_today", "overdue")
+    ]
+
+
+def test_a_letter_and_the_digest_count_lateness_alike(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    assert cli("run", "--once", "--at", "2018-10-16 09:30").code == 0
+    config = load_config()
+    plan = planning()
+    store = open_store(config.settings.db)
+    with store.read() as session:
+        inputs = digest_inputs(session)
+    store.dispose()
+    assert inputs is not None
+    digest = build_digest(
+        inputs, None, plan, dt.date(2018, 10, 16), dt.datetime(2018, 10, 15, 8, 30, tzinfo=ZONE)
+    )
+    in_digest = {t["no"]: (t["days"], t["working_days"]) for t in digest["overdue"]}
+    compared = 0
+    for (payload,) in rows(
+        isolated_env / "ledger.db", "SELECT payload FROM outbox WHERE channel = 'email'"
+    ):
+        for group in json.loads(payload)["groups"]:
+            for entry in group["items"]:
+                if entry["kind"] == "overdue":
+                    assert (entry["overdue_days"], entry["overdue_working_days"]) == in_digest[
+                        entry["no"]
+                    ]
+                    compared += 1
+    assert compared > 100
+    # and the digest says so for the units that have been reminded of it
+    reminded = {(t["no"], t["reminded"]) for t in digest["overdue"]}
+    assert all(count >= 1 for _, count in reminded)

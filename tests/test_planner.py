@@ -197,15 +197,16 @@ def test_from_task_gets_start_notice_and_monthly_progress_but_no_overdue() -> No
     # 08-25 is a Saturday, 11-25 a Sunday
     assert days(found, Kind.PROGRESS) == [
         D(2018, 7, 25), D(2018, 8, 24), D(2018, 9, 25), D(2018, 10, 25), D(2018, 11, 23),
+        D(2018, 12, 25),
     ]  # fmt: skip
-    assert days(found, Kind.SUMMARY) == [D(2018, 12, 10)]  # December: the year-end summary
+    assert days(found, Kind.SUMMARY) == [D(2018, 12, 10)]  # and the year-end summary
     assert days(found, Kind.OVERDUE) == []
 
 
 def test_all_year_duty_gets_check_ins_and_a_summary_no_countdown_and_no_overdue() -> None:
     found = schedule(target("全年"), until="2019-01-31")
     progress = days(found, Kind.PROGRESS)
-    assert len(progress) == 11
+    assert len(progress) == 12
     assert progress[1] == D(2018, 2, 24)  # Sunday 02-25 → the make-up working Saturday
     assert progress[2] == D(2018, 3, 23)  # Sunday 03-25 → Friday
     assert days(found, Kind.SUMMARY) == [D(2018, 12, 10)]
@@ -249,7 +250,7 @@ def test_recurring_deadline_makes_its_own_milestones() -> None:
     assert D(2018, 1, 10) in days(found, Kind.DUE_TODAY)
     assert D(2018, 3, 9) in days(found, Kind.DUE_TODAY)  # 03-10 is a Saturday
     assert len(days(found, Kind.PROGRESS)) == 11  # none after the last milestone, 12-10
-    assert days(found, Kind.SUMMARY) == [D(2018, 12, 10)]
+    assert days(found, Kind.SUMMARY) == [D(2018, 12, 10)]  # on it
 
 
 def test_unknown_deadline_has_no_reminders() -> None:
