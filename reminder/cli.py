@@ -7,6 +7,7 @@ leaves the work to the modules that own it. ``main`` turns a ``ReminderError`` i
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -49,6 +50,7 @@ class LazyGroup(click.Group):
         if module is None:
             return None
         found = importlib.import_module(f"reminder.commands.{module}")
+        gc.enable()  # paused while the command starts (see reminder/__main__.py)
         commands: list[click.Command] = found.COMMANDS
         return next(command for command in commands if command.name == cmd_name)
 

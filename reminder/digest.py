@@ -91,8 +91,12 @@ def light(stored: StoredTask, day: dt.date, ledger: StoredLedger, planning: Plan
     """done, red (past its due date), yellow (due within 7 days), green (on track)."""
     if stored.status == "done":
         return "done"
-    due = stored.task.deadline.due
-    if due is None or not counts_down(stored, ledger, planning):
+    return _light(stored.task.deadline.due, day, counts_down(stored, ledger, planning))
+
+
+def _light(due: dt.date | None, day: dt.date, counted: bool) -> str:
+    """``light`` of an open task, knowing whether its due date counts (``counts_down``)."""
+    if due is None or not counted:
         return "green"
     if due < day:
         return "red"
@@ -102,8 +106,7 @@ def light(stored: StoredTask, day: dt.date, ledger: StoredLedger, planning: Plan
 
 
 def _section(ledger: StoredLedger, no: int) -> tuple[int, str, str]:
-    section = next((s for s in ledger.sections if s.no == no), None)
-    return (section.no, section.numeral, section.title) if section else (no, "", "")
+    return ledger.section(no)
 
 
 def _lead(task: Task) -> str:
@@ -414,15 +417,15 @@ def build_agendas(
         if stored.status == "done":
             continue
         deadline = stored.task.deadline
-        standing = not counts_down(stored, ledger, planning)  # 全年, ongoing, from …
-        dated = () if standing else deadline.milestones
+        counted = counts_down(stored, ledger, planning)  # not 全年, ongoing, from …
+        dated = deadline.milestones if counted else ()
         dates = [d for d in (deadline.start, *dated) if d is not None and d >= day]
         following = min(dates) if dates else None
         facts = {
             "no": stored.task.no,
             "next": following.isoformat() if following else None,
-            "light": light(stored, day, ledger, planning),
-            "standing": standing and following is None,
+            "light": _light(deadline.due, day, counted),
+            "standing": not counted and following is None,
         }
         if not lean:
             facts |= {
@@ -431,17 +434,12 @@ def build_agendas(
                 "deadline": deadline_text(deadline.raw),
                 "lead": _lead(stored.task),
             }
-        listed: set[str] = set()
-        for mine in stored.targets():
-            name = mine.ref.name
-            if mine.done_at is not None or name in listed:
-                continue
-            listed.add(name)
+        for mine in stored.open_targets:
             if lean:
-                rows.setdefault(name, []).append(facts)
+                rows.setdefault(mine.ref.name, []).append(facts)
                 continue
             role = mine.ref.role.value
-            rows.setdefault(name, []).append(
+            rows.setdefault(mine.ref.name, []).append(
                 {**facts, "role": role, "role_label": ROLE_LABELS[role]}
             )
     if lean:

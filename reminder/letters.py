@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reminder.calendar import WorkCalendar
@@ -84,6 +84,8 @@ class LetterContext:
     contacts: Contacts
     calendar: WorkCalendar
     reminded: Mapping[tuple[int, str], int]  # (task no, unit) → earlier overdue reminders
+    # lean entries by (task no, kind, milestone, role): the same on every channel
+    lean: dict[tuple[object, ...], dict[str, Any]] = field(default_factory=dict)
 
 
 def _person(contacts: Contacts, name: str) -> dict[str, str]:
@@ -114,20 +116,16 @@ def _entry(item: LetterItem, context: LetterContext, lean: bool) -> dict[str, An
     task = item.task
     assert task is not None
     milestone = item.payload.get("milestone")
-    due = dt.date.fromisoformat(milestone) if milestone else None
     role = item.role or "lead"
+    if lean:  # shared by the unit's letters on every channel: read only
+        same = (task.no, item.kind, milestone, role)
+        found = context.lean.get(same)
+        if found is None:
+            found = context.lean[same] = _dates(item.kind, task.no, milestone, role, context.day)
+        return found
+    entry = {"key": item.key, **_dates(item.kind, task.no, milestone, role, context.day)}
+    due = dt.date.fromisoformat(milestone) if milestone else None
     overdue = item.kind is Kind.OVERDUE and due is not None and due < context.day
-    entry: dict[str, Any] = {
-        "key": item.key,
-        "kind": item.kind,  # a str: JSON, templates and comparisons see its value
-        "no": task.no,
-        "due": milestone if due else None,
-        "role": role,
-        "days_left": (due - context.day).days if due and due >= context.day else None,
-        "overdue_days": (context.day - due).days if overdue and due else None,
-    }
-    if lean:
-        return entry
     late = lateness(due, context.day, context.calendar) if overdue and due else None
     entry.update(
         {
@@ -149,6 +147,20 @@ def _entry(item: LetterItem, context: LetterContext, lean: bool) -> dict[str, An
         if leads:
             entry["report_to"] = _person(context.contacts, leads[0])
     return entry
+
+
+def _dates(kind: Kind, no: int, milestone: str | None, role: str, day: dt.date) -> dict[str, Any]:
+    """What decides and counts an item: its kind, task, role, and its date as of ``day``."""
+    due = dt.date.fromisoformat(milestone) if milestone else None
+    overdue = kind is Kind.OVERDUE and due is not None and due < day
+    return {
+        "kind": kind,  # a str: JSON, templates and comparisons see its value
+        "no": no,
+        "due": milestone if due else None,
+        "role": role,
+        "days_left": (due - day).days if due and due >= day else None,
+        "overdue_days": (day - due).days if overdue and due else None,
+    }
 
 
 def _sort_key(entry: dict[str, Any]) -> tuple[int, str, int]:

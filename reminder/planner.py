@@ -127,7 +127,7 @@ def sending_opens(
 ) -> dt.datetime | None:
     """None while reminders may go out (a working day, from the send hour); else when
     they may again."""
-    local = now.astimezone(zone)
+    local = local_time(now, zone)
     today = local.date()
     if calendar.is_working_day(today):
         if local.time() >= send_at:
@@ -387,7 +387,7 @@ def decide(
     horizon_from = max(now, after) if after is not None else now
     low = bisect.bisect_right(moments, after) if after is not None else 0
     high = bisect.bisect_right(moments, now)
-    today = now.astimezone(zone).date()
+    today = local_time(now, zone).date()
     latest: dict[Kind, Occasion] = {}
     for occasion in found[low:high]:  # owed: in (planned_until, now]
         if occasion.expired(today):
@@ -424,6 +424,12 @@ def next_at(
 def local_moment(day: dt.date, at: dt.time, zone: dt.tzinfo) -> dt.datetime:
     """A local day and time of day, as the aware UTC moment the store keeps."""
     return dt.datetime.combine(day, at, tzinfo=zone).astimezone(dt.UTC)
+
+
+@functools.lru_cache(maxsize=64)
+def local_time(moment: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
+    """An aware moment in local time (the planner asks it of one tick for every target)."""
+    return moment.astimezone(zone)
 
 
 def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:

@@ -128,31 +128,31 @@ def address(reminder: Reminder, contacts: Contacts, policy: Policy) -> list[Item
         "overdue_days": occasion.overdue_days,  # working days overdue on the planner's day
         "escalated": occasion.escalate,
     }
-    common: dict[str, Any] = {
-        "kind": occasion.kind,
-        "recipient_name": target.unit,
-        "day": occasion.day,
-        "scheduled_for": occasion.at,
-        "unit": target.unit,
-        "task_id": target.task_id,
-        "task_no": target.task.no,
-        "role": target.role.value,
-        "via": target.via,
-        "payload": payload,
-    }
-    found = unit_routes(contacts, target.unit, occasion.kind, policy)
-    items = [
-        Item(
-            key=message_key(occasion.kind, target.task_id, target.unit, channel, to, occasion.day),
+    kind, day, unit, task_id = occasion.kind, occasion.day, target.unit, target.task_id
+    role = target.role.value
+
+    def item(channel: str, to: str, status: str = "pending") -> Item:
+        return Item(
+            key=message_key(kind, task_id, unit, channel, to, day),
+            kind=kind,
             channel=channel,
             to=to,
-            **common,
+            recipient_name=unit,
+            day=day,
+            scheduled_for=occasion.at,
+            unit=unit,
+            task_id=task_id,
+            task_no=target.task.no,
+            role=role,
+            via=target.via,
+            payload=payload,
+            status=status,
         )
-        for channel, to in found or []
-    ]
+
+    found = unit_routes(contacts, unit, kind, policy)
+    items = [item(channel, to) for channel, to in found or []]
     if found == []:  # switched on, but nothing reaches the unit
-        key = message_key(occasion.kind, target.task_id, target.unit, NO_CONTACT, "", occasion.day)
-        items.append(Item(key=key, channel=NO_CONTACT, to="", status="unreachable", **common))
+        items.append(item(NO_CONTACT, "", "unreachable"))
     return items
 
 

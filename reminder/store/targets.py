@@ -110,7 +110,17 @@ class UnitState(Protocol):
     last_progress_at: dt.datetime | None
 
 
-def target_of(row: UnitState, task_row: TaskRow, task: Task, context: LedgerContext) -> Target:
+class TaskState(Protocol):
+    """A task as a target needs it: its row, or the task as ``load_ledger`` reads it."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+def target_of(row: UnitState, task_row: TaskState, task: Task, context: LedgerContext) -> Target:
     assert row.id is not None
     assert task_row.id is not None
     return Target(

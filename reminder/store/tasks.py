@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import func
@@ -50,6 +51,15 @@ class StoredTask:
         """Who is reminded: listed units that are no expanded group, and group members."""
         return self._targets
 
+    @functools.cached_property
+    def open_targets(self) -> tuple[StoredUnit, ...]:
+        """``targets`` whose part is not done, each unit once (its first listing)."""
+        found: dict[str, StoredUnit] = {}
+        for unit in self._targets:
+            if unit.done_at is None:
+                found.setdefault(unit.ref.name, unit)
+        return tuple(found.values())
+
 
 @dataclass(frozen=True, slots=True)
 class StoredLedger:
@@ -61,7 +71,14 @@ class StoredLedger:
     tasks: tuple[StoredTask, ...]
 
     def section_title(self, no: int) -> str:
-        return next((s.title for s in self.sections if s.no == no), "")
+        return self.section(no)[2]
+
+    def section(self, no: int) -> tuple[int, str, str]:
+        """(no, numeral, title) of a section; (no, "", "") if the ledger has none."""
+        for section in self.sections:
+            if section.no == no:
+                return (section.no, section.numeral, section.title)
+        return (no, "", "")
 
 
 def deadline_of(row: TaskRow) -> Deadline:
@@ -165,23 +182,33 @@ def task_facts(session: Session, task_ids: list[int]) -> dict[int, TaskFacts]:
         return {}
     rows = session.exec(select(TaskRow).where(col(TaskRow.id).in_(task_ids))).all()
     units = units_by_task(session, task_ids, listed_only=True)
-    sections = {s.no: f"{s.numeral}、{s.title}" for s in session.exec(select(SectionRow))}
+    sections = section_names(session.exec(select(SectionRow)))
     facts: dict[int, TaskFacts] = {}
     for row in rows:
         assert row.id is not None
-        listed = sorted(units[row.id], key=lambda unit: unit.position)
-        facts[row.id] = TaskFacts(
-            no=row.no,
-            text=row.text,
-            section=sections.get(row.section_no, ""),
-            deadline=row.deadline_raw,
-            due=row.deadline_due,
-            start=row.deadline_start,
-            action=row.action,
-            kind=row.deadline_kind,
-            units=tuple((unit.unit, unit.role) for unit in listed),
-        )
+        facts[row.id] = facts_of(task_of(row, units[row.id]), sections)
     return facts
+
+
+def section_names(sections: Iterable[SectionRow | Section]) -> dict[int, str]:
+    """Section number → its name as messages say it (``一、加快调整能源消费结构``)."""
+    return {s.no: f"{s.numeral}、{s.title}" for s in sections}
+
+
+def facts_of(task: Task, sections: Mapping[int, str]) -> TaskFacts:
+    """What messages say about a task (``sections``: ``section_names``)."""
+    deadline = task.deadline
+    return TaskFacts(
+        no=task.no,
+        text=task.text,
+        section=sections.get(task.section_no, ""),
+        deadline=deadline.raw,
+        due=deadline.due,
+        start=deadline.start,
+        action=deadline.action,
+        kind=deadline.kind.value,
+        units=tuple((unit.name, unit.role.value) for unit in task.units),
+    )
 
 
 def ledger_years(session: Session) -> set[int]:
