@@ -62,6 +62,8 @@ from reminder.store.tasks import StoredLedger, facts_of, ledger_years, section_n
 from reminder.tick import planned_from
 
 LETTERS = "letters.jsonl"
+# a message's kind as letters.jsonl names it, where that differs from the outbox's
+_KINDS = {Kind.ESCALATION: "escalation_list"}
 
 
 @dataclass(slots=True)
@@ -415,7 +417,7 @@ def _message_json(message: Message, sent_at: str, items: list[dict[str, Any]]) -
     """One line of letters.jsonl (the contract of `reminder simulate --out`)."""
     return {
         "key": message.key,
-        "kind": message.kind.value,
+        "kind": _KINDS.get(message.kind, message.kind.value),
         "recipient": message.recipient_name,
         "unit": message.unit,
         "channel": message.channel,

@@ -420,4 +420,11 @@ def test_a_supervisor_who_asks_gets_one_escalation_list_a_day(
     [listed] = [m for m in messages if m.kind.value == "escalation"]
     text = render("escalation", "text", listed.payload)
     assert "以下单位承担的任务逾期5个工作日以上，提请督办" in text
+    # letters.jsonl names it as its contract says
+    day = planning.calendar.on_or_after(local_today()).isoformat()
+    assert cli("simulate", "--from", day, "--to", day, "--out", str(isolated_env)).code == 0
+    lines = (isolated_env / "letters.jsonl").read_text(encoding="utf-8").splitlines()
+    kinds = sorted((line["kind"], line["recipient"]) for line in map(json.loads, lines))
+    assert ("escalation_list", "督查室") in kinds
+    assert ("digest", "督查室") in kinds
     assert "环境保护局（联系人：环保局联络员）：1项" in text
