@@ -14,14 +14,17 @@ Two costs of a short command that do nothing for it are left out:
 - The interpreter's teardown (freeing every module and object one by one, a last
   collection): 0.15-0.25 s after every command. By the time the command returns it has
   closed what it opened (the store is disposed when its click context closes, files are
-  written in ``with`` blocks); ``_leave`` runs the exit handlers (logging, the render
-  workers), flushes the standard streams and ends the process.
+  written in ``with`` blocks); ``_leave`` runs the exit handlers (logging), flushes the
+  standard streams and ends the process. Only when nothing else runs, though: a thread
+  or a child process still alive (a process pool a failure left open) is stopped by the
+  interpreter's own shutdown, in its order, so the process then exits the usual way.
 """
 
 import atexit
 import gc
 import os
 import sys
+import threading
 
 
 def main() -> None:
@@ -47,6 +50,9 @@ def _status(code: object) -> int:
 
 def _leave(status: int) -> None:
     """End the process without the interpreter's teardown (see the module docstring)."""
+    children = sys.modules.get("multiprocessing")
+    if threading.active_count() > 1 or (children and children.active_children()):
+        sys.exit(status)
     atexit._run_exitfuncs()  # what the teardown runs first (private, there since 2.x)
     for stream in (sys.stdout, sys.stderr):
         try:

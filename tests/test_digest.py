@@ -22,7 +22,7 @@ from reminder.reports import ESCALATION_FIELDS, enqueue_reports
 from reminder.settings import OfficeSettings, load_config
 from reminder.store.db import open_store
 from reminder.store.reports import digest_inputs
-from tests.conftest import SEED, Cli
+from tests.conftest import Cli, seed_inputs
 from tests.known_ledger import (
     OVERDUE_DAYS,
     UNREACHABLE,
@@ -99,16 +99,7 @@ def test_lights_at_their_boundaries(inputs: DigestInputs, planning: Planning) ->
 
 def test_a_standing_duty_is_never_red(isolated_env: Path, cli: Cli) -> None:
     """全年 tasks were counted down to 12-31 like deadlines: 89 red on 2019-01-02."""
-    assert cli("import", str(SEED)).code == 0
-    config = load_config()
-    settings = config.settings
-    contacts = load_contacts(config.contacts_path)
-    planning = Planning(settings.policy, config.calendar(), settings.zone, contacts)
-    store = open_store(settings.db)
-    with store.read() as session:
-        inputs = digest_inputs(session)
-    store.dispose()
-    assert inputs is not None
+    inputs, planning = seed_inputs(cli)
     lights = Counter(
         (t.task.deadline.kind.value, light(t, dt.date(2019, 1, 2), inputs.ledger, planning))
         for t in inputs.ledger.tasks
@@ -192,16 +183,7 @@ def test_units_ranked_by_overdue_led_and_cooperated_separately(
 
 
 def test_group_members_are_ranked_one_by_one(isolated_env: Path, cli: Cli) -> None:
-    assert cli("import", str(SEED)).code == 0
-    config = load_config()
-    settings = config.settings
-    contacts = load_contacts(config.contacts_path)
-    planning = Planning(settings.policy, config.calendar(), settings.zone, contacts)
-    store = open_store(settings.db)
-    with store.read() as session:
-        inputs = digest_inputs(session)
-    store.dispose()
-    assert inputs is not None
+    inputs, planning = seed_inputs(cli)
     data = build_digest(
         inputs, None, planning, dt.date(2018, 10, 8), dt.datetime(2018, 10, 5, tzinfo=ZONE)
     )

@@ -12,16 +12,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from reminder.contacts import load_contacts
 from reminder.digest import build_digest
 from reminder.messages import report_context
-from reminder.planning import Planning
 from reminder.render import Renderer
-from reminder.settings import OfficeSettings, load_config
-from reminder.store.db import open_store
-from reminder.store.reports import digest_inputs
+from reminder.settings import OfficeSettings
 from tests.browser import lay_out
-from tests.conftest import SEED, Cli
+from tests.conftest import SEED, Cli, seed_inputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -53,16 +49,8 @@ def test_a_table_of_seven_columns_is_what_the_check_catches() -> None:
 
 
 def test_the_digest_of_a_busy_day_reads_on_a_phone(cli: Cli) -> None:
-    assert cli("import", str(SEED)).code == 0
-    config = load_config()
-    settings = config.settings
-    contacts = load_contacts(config.contacts_path)
-    planning = Planning(settings.policy, config.calendar(), settings.zone, contacts)
-    store = open_store(settings.db)
-    with store.read() as session:
-        inputs = digest_inputs(session)
-    store.dispose()
-    assert inputs is not None
+    inputs, planning = seed_inputs(cli)
+    contacts = planning.contacts
     day = dt.date(2018, 12, 10)  # dozens of tasks overdue, towns escalated one by one
     since = dt.datetime(2018, 12, 7, 8, 30, tzinfo=ZONE)
     for supervisor in (None, *contacts.supervisors):

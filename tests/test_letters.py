@@ -29,8 +29,8 @@ from reminder.store.db import open_store
 from reminder.store.importer import import_ledger
 from reminder.store.models import TaskUnitRow
 from reminder.store.reports import digest_inputs
-from reminder.store.targets import replan_all
-from reminder.tick import run_tick
+from reminder.store.targets import ensure_planned, replan_all
+from reminder.tick import plan_batch, run_tick
 from tests.conftest import SEED, Cli
 from tests.ledger_files import HEADER, write_text
 from tests.smtp_server import smtp_server
@@ -355,3 +355,72 @@ def test_a_letter_and_the_digest_count_lateness_alike(cli: Cli, isolated_env: Pa
     # and the digest says so for the units that have been reminded of it
     reminded = {(t["no"], t["reminded"]) for t in digest["overdue"]}
     assert all(count >= 1 for _, count in reminded)
+
+
+def one_unit_ledger(folder: Path, *tasks: tuple[str, str]) -> Path:
+    """A ledger of 环境保护局's tasks (text, deadline), numbered from 1."""
+    rows: list[tuple[str, ...]] = [HEADER, ("一", "燃煤与扬尘")]
+    rows += [(str(n), text, "环境保护局", due, "") for n, (text, due) in enumerate(tasks, 1)]
+    return write_text(folder / "ledger.txt", "济源市2018年督办测试任务分解台账", rows)
+
+
+def test_a_late_import_the_same_day_gets_a_supplement_letter(cli: Cli, isolated_env: Path) -> None:
+    """A second tick the same day sends a second letter (补充) with only what was in none."""
+    first_task = ("完成燃煤锅炉拆改任务", "2018年10月8日")
+    assert cli("import", str(one_unit_ledger(isolated_env, first_task))).code == 0
+    store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
+    settings = load_config().settings
+    morning = run_tick(
+        store, planning(), settings, local_moment(dt.date(2018, 10, 8), dt.time(9, 30), ZONE)
+    )
+    email = [letter for letter in morning.letters if letter.message.channel == "email"]
+    assert [letter.message.key for letter in email] == [
+        "letter:环境保护局:email:hbj@example.org:2018-10-08:1"
+    ]
+    late = one_unit_ledger(isolated_env, first_task, ("开展扬尘专项检查", "2018年10月8日"))
+    assert cli("import", str(late)).code == 0
+    noon = local_moment(dt.date(2018, 10, 8), dt.time(12), ZONE)
+    second = run_tick(store, planning(), settings, noon)
+    [supplement] = [letter for letter in second.letters if letter.message.channel == "email"]
+    payload = supplement.message.payload
+    assert supplement.message.key == "letter:环境保护局:email:hbj@example.org:2018-10-08:2"
+    assert payload["supplement"] is True
+    assert [e["no"] for g in payload["groups"] for e in g["items"]] == [2]
+    assert run_tick(store, planning(), settings, noon).letters == []  # and nothing a third time
+    lettered = rows(
+        isolated_env / "ledger.db",
+        "SELECT count(*), count(DISTINCT letter_id) FROM item "
+        "WHERE channel = 'email' AND status = 'lettered'",
+    )
+    assert lettered == [(3, 2)]  # task 1 and the week's agenda in the first, task 2 next
+    assert rows(
+        isolated_env / "ledger.db", "SELECT count(*) FROM item WHERE status = 'pending'"
+    ) == [(0,)]
+    store.dispose()
+
+
+def test_work_done_before_its_letter_is_not_reminded(cli: Cli, isolated_env: Path) -> None:
+    """An item planned, then its task done before the letter is composed (a daemon stopped
+    in between): it is superseded, not sent."""
+    tasks = (("完成燃煤锅炉拆改任务", "2018年10月8日"), ("开展扬尘专项检查", "2018年10月8日"))
+    assert cli("import", str(one_unit_ledger(isolated_env, *tasks))).code == 0
+    store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
+    settings = load_config().settings
+    now = local_moment(dt.date(2018, 10, 8), dt.time(9, 30), ZONE)
+    with store.write() as session:
+        ensure_planned(session, planning())
+        planned = plan_batch(session, planning(), now, limit=None, lock=False)
+    assert {i.task_no for i in planned.items} == {1, 2}
+    assert cli("done", "1").code == 0
+    letters = run_tick(store, planning(), settings, now).letters
+    assert letters
+    assert {
+        e["no"] for letter in letters for g in letter.message.payload["groups"] for e in g["items"]
+    } == {2}
+    states = rows(
+        isolated_env / "ledger.db",
+        "SELECT DISTINCT i.status, i.superseded_by FROM item i JOIN task t ON t.id = i.task_id "
+        "WHERE t.no = 1 AND i.kind = 'due_today'",
+    )
+    assert states == [("superseded", "done before its letter")]
+    store.dispose()

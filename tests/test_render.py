@@ -233,6 +233,15 @@ def test_robot_posts_use_each_services_markup_and_at_the_contact(contacts: Conta
     assert "<font" not in dingtalk and "<@" not in dingtalk
     assert dingtalk.rstrip().endswith("@13800000001")
     assert "已逾期16天" in dingtalk
+    # the signature is a quote; the mention stands apart from it (a line right after a
+    # quote line would be read as part of the quote)
+    for post, mention in ((dingtalk, "@13800000001"), (wecom, "<@HuanBao>")):
+        quote = next(line for line in post.splitlines() if line.startswith("> "))
+        assert (
+            quote
+            == "> 济源市环境污染防治攻坚战领导小组办公室（联系人：攻坚办督办联络员，电话：0391-0000000）"
+        )
+        assert f"{quote}\n\n{mention}" in post
 
 
 def test_an_sms_gives_the_counts_the_nearest_date_and_the_office(contacts: Contacts) -> None:

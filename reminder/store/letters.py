@@ -5,7 +5,9 @@
 1. Nothing is composed while sending is closed (a day off, before the send hour): the
    items wait, like the planner's catch-up.
 2. Take the pending items whose moment has come (on PostgreSQL under a transaction
-   advisory lock, so that two daemons never compose for the same items at once).
+   advisory lock, so that two daemons never compose for the same items at once). An
+   item whose work was done, or whose task was removed, since it was planned is
+   superseded instead: nobody is reminded of finished work.
 3. Group them by recipient, channel and address: one letter each. The letter's key is
    (recipient, channel, address, day, sequence): the first letter of a day is 1, a
    later one (a late import, an override's other send hour) 2, … and says 补充提醒.
@@ -40,7 +42,7 @@ from reminder.letters import (
 )
 from reminder.messages import TaskFacts
 from reminder.outbox import enqueue
-from reminder.planner import local_moment, sending_opens
+from reminder.planner import local_midnight, sending_opens
 from reminder.planning import Planning
 from reminder.policy import Kind
 from reminder.recipients import Item
@@ -118,12 +120,18 @@ def plan_agendas(
     return [item for item in items if item.key in new]
 
 
-def _sequences(session: Session, day_start: dt.datetime) -> dict[tuple[str, str, str], int]:
-    """Letters already composed today, per (recipient, channel, address)."""
+def _sequences(
+    session: Session, day_start: dt.datetime, day_end: dt.datetime
+) -> dict[tuple[str, str, str], int]:
+    """Letters already composed that day, per (recipient, channel, address)."""
     outbox = OutboxRow.__table__  # type: ignore[attr-defined]
     statement = (
         select(outbox.c.recipient_name, outbox.c.channel, outbox.c.recipient, func.count())
-        .where(outbox.c.kind == Kind.LETTER.value, outbox.c.scheduled_for >= day_start)
+        .where(
+            outbox.c.kind == Kind.LETTER.value,
+            outbox.c.scheduled_for >= day_start,
+            outbox.c.scheduled_for < day_end,  # `run --once --at` an earlier day
+        )
         .group_by(outbox.c.recipient_name, outbox.c.channel, outbox.c.recipient)
     )
     return {
@@ -166,6 +174,7 @@ def compose_letters(
     run = latest_import(session)
     if not waiting or run is None:
         return []
+    waiting = _still_owed(session, waiting)
     today = now.astimezone(zone).date()
     facts = task_facts(session, sorted({i.task_id for i in waiting if i.task_id is not None}))
     agendas: dict[str, list[dict[str, Any]]] = {}
@@ -183,12 +192,48 @@ def compose_letters(
         calendar=planning.calendar,
         reminded=_reminded(session, waiting, facts),
     )
-    sequences = _sequences(session, local_moment(today, dt.time(0), zone))
+    tomorrow = today + dt.timedelta(days=1)
+    sequences = _sequences(session, local_midnight(today, zone), local_midnight(tomorrow, zone))
     result = compose(waiting, facts, agendas, context, sequences, now)
     new = set(enqueue(session, [letter.message for letter in result.letters], now))
     sent = [letter for letter in result.letters if letter.message.key in new]
     _mark(session, sent, result, now)
     return sent
+
+
+def _still_owed(session: Session, waiting: Sequence[Waiting]) -> list[Waiting]:
+    """The items whose work is still open; the others are superseded: their task or the
+    unit's part was done, or the task removed, after they were planned (in the same tick,
+    or before a daemon that stopped in between composed them)."""
+    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
+    tasks = TaskRow.__table__  # type: ignore[attr-defined]
+    task_ids = sorted({i.task_id for i in waiting if i.task_id is not None})
+    open_parts = {
+        (row.task_id, row.unit)
+        for row in session.connection().execute(
+            select(units.c.task_id, units.c.unit)
+            .join(tasks, tasks.c.id == units.c.task_id)
+            .where(
+                units.c.task_id.in_(task_ids),
+                units.c.done_at.is_(None),
+                tasks.c.status != "done",
+                tasks.c.removed_at.is_(None),
+            )
+        )
+    }
+    closed = [
+        i.id for i in waiting if i.task_id is not None and (i.task_id, i.unit) not in open_parts
+    ]
+    if not closed:
+        return list(waiting)
+    item = ItemRow.__table__  # type: ignore[attr-defined]
+    session.connection().execute(
+        update(item)
+        .where(item.c.id.in_(closed), item.c.status == "pending")
+        .values(status="superseded", superseded_by="done before its letter")
+    )
+    gone = set(closed)
+    return [i for i in waiting if i.id not in gone]
 
 
 def _reminded(
