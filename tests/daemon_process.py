@@ -73,7 +73,12 @@ class Daemon:
     def start(self) -> Daemon:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(SCRIPT), "run"], cwd=self.cwd, env=self.env, stdout=log, stderr=log
+                [str(SCRIPT), "run"],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # its own process group: see ``kill``
             )
         return self
 
@@ -92,8 +97,10 @@ class Daemon:
         return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
+        """SIGKILL to the daemon and its helper processes (render workers, forkserver), as
+        systemd kills a unit's whole cgroup: they would otherwise outlive the test."""
         assert self.process is not None
-        self.process.kill()
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def running(self) -> bool:
