@@ -233,6 +233,8 @@ def test_robot_posts_use_each_services_markup_and_at_the_contact(contacts: Conta
     assert "<font" not in dingtalk and "<@" not in dingtalk
     assert dingtalk.rstrip().endswith("@13800000001")
     assert "已逾期16天" in dingtalk
+    # markdown joins lines without a blank one between: the day's line is a paragraph
+    assert "\n\n**逾期事项（1项）**\n- 第8项" in dingtalk
     # the signature is a quote; the mention stands apart from it (a line right after a
     # quote line would be read as part of the quote)
     for post, mention in ((dingtalk, "@13800000001"), (wecom, "<@HuanBao>")):
