@@ -308,17 +308,25 @@ def test_the_seeds_year_as_people_receive_it(cli: Cli, isolated_env: Path) -> No
         for task, milestone, _, _ in due_days
         if not calendar.is_working_day(dt.date.fromisoformat(milestone))
     }
+    tasks = json.loads(cli("tasks", "--json").out)["tasks"]
+    dated = {kind.value for kind in planning().policy.upcoming.kinds}
+    expected = {
+        (t["no"], milestone)
+        for t in tasks
+        if t["deadline"]["kind"] in dated
+        for milestone in t["deadline"]["milestones"]
+        if milestone.startswith("2018")
+        and not calendar.is_working_day(dt.date.fromisoformat(milestone))
+        and calendar.on_or_before(dt.date.fromisoformat(milestone)).year == 2018
+    }
+    assert off == expected
     assert len(off) > 20
     for task, milestone in off:
         last_working = calendar.on_or_before(dt.date.fromisoformat(milestone)).isoformat()
         assert (task, milestone, last_working, "email") in due_days
         assert (task, milestone, last_working, "sms") in due_days
     # 全年 duties are never counted down nor overdue
-    all_year = {
-        t["no"]
-        for t in json.loads(cli("tasks", "--json").out)["tasks"]
-        if t["deadline"]["kind"] == "all_year"
-    }
+    all_year = {t["no"] for t in tasks if t["deadline"]["kind"] == "all_year"}
     assert not [
         i
         for _, i in items
