@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from reminder.errors import ConfigError
-from reminder.ledger.model import UnitKind, names_section
+from reminder.ledger.model import UnitKind
 from reminder.ledger.units import Directory, DirectoryEntry, normalise_name
 from reminder.policy import Channel, Kind
 
@@ -77,14 +77,6 @@ class Group(_Strict):
 class Supervisor(_Reachable):
     sections: list[str | int] = []
     units: StrList = []
-
-    def watches(self, section: tuple[int, str, str], unit: str) -> bool:
-        """A supervisor with no sections and no units watches everything."""
-        no, numeral, title = section
-        in_section = not self.sections or any(
-            names_section(item, no, numeral, title) for item in self.sections
-        )
-        return in_section and (not self.units or unit in self.units)
 
 
 class _ContactsFile(_Strict):

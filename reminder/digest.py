@@ -40,7 +40,6 @@ from reminder.wording import deadline_text, delivery_problem, lateness
 
 HORIZON_DAYS = 7
 LIGHTS = ("red", "yellow", "green", "done")
-UNDELIVERED_SHOWN = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,9 +314,9 @@ class _Digest:
 
     def undelivered(self) -> dict[str, Any]:
         inputs = self.inputs
-        shown = [
+        shown = [  # the newest (the store reads the newest few)
             u for u in inputs.undelivered if self.watched is None or u.recipient in self.watched
-        ][:UNDELIVERED_SHOWN]
+        ]
         return {
             "dead": inputs.undelivered_counts.get("dead", 0),
             "retry": inputs.undelivered_counts.get("retry", 0),

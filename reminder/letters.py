@@ -263,7 +263,6 @@ class Letter:
 class Composition:
     letters: list[Letter]
     dropped: list[Waiting]  # agendas alone in a week with nothing for the unit
-    told: dict[tuple[int, str], int]  # (task id, unit) → 1 if reminded of it overdue, else 0
 
 
 def letter_key(unit: str, channel: str, to: str, day: dt.date, seq: int) -> str:
@@ -301,7 +300,7 @@ def compose(
     for item in waiting:
         if item.kind is Kind.AGENDA or item.task_id in facts:
             by_letter.setdefault((item.recipient_name, item.channel, item.to), []).append(item)
-    result = Composition([], [], {})
+    result = Composition([], [])
     for (name, channel, to), group in by_letter.items():
         tasks = [
             LetterItem(i.key, i.kind, i.unit, i.role, i.via, i.payload, facts[i.task_id])
@@ -328,7 +327,6 @@ def compose(
             payload=build_letter(context, name, tasks, seq, agenda, lean=lean),
         )
         result.letters.append(Letter(message, tuple(group)))
-    result.told = told(result.letters)
     return result
 
 

@@ -29,26 +29,29 @@ from reminder.settings import DeliverySettings
 from reminder.store.db import insert_new
 from reminder.store.models import AttemptRow, OutboxRow
 
+_AT = Claimed._fields.index("scheduled_for")
+_PAYLOAD = Claimed._fields.index("payload")
+
 
 def _row(message: Message, now: dt.datetime) -> dict[str, Any]:
     return {
         "key": message.key,
         "kind": message.kind.value,
-        "task_id": message.task_id,
-        "task_no": message.task_no,
+        "task_id": None,  # a letter or digest is about many tasks: its items say which
+        "task_no": None,
         "unit": message.unit,
-        "role": message.role,
+        "role": None,
         "channel": message.channel,
         "recipient": message.to,
         "recipient_name": message.recipient_name,
         "scheduled_for": message.scheduled_for,
-        "status": message.status,
+        "status": "pending",
         "payload": message.payload,
         "created_at": now,
         "next_attempt_at": message.scheduled_for,
         "attempts": 0,
-        "last_error": message.error,
-        "superseded_by": message.superseded_by,
+        "last_error": "",
+        "superseded_by": None,
     }
 
 
@@ -124,8 +127,10 @@ def claim(
         )
         for row in connection.exec_driver_sql(sql, params):
             values = list(row)
-            values[10] = decode_time(values[10]) if decode_time else values[10]  # scheduled_for
-            values[11] = decode_json(values[11]) if decode_json else values[11]  # payload
+            if decode_time:
+                values[_AT] = decode_time(values[_AT])
+            if decode_json:
+                values[_PAYLOAD] = decode_json(values[_PAYLOAD])
             claimed.append(Claimed(*values))
     return sorted(claimed, key=lambda c: (c.scheduled_for, c.id))
 

@@ -86,15 +86,6 @@ DEFAULT_CHANNELS: dict[Kind, list[Channel]] = {
     Kind.DIGEST: ["email"],
     Kind.ESCALATION: [],  # escalations are in the digest; a supervisor may ask for a list
 }
-ITEM_KINDS = (
-    Kind.UPCOMING,
-    Kind.DUE_TODAY,
-    Kind.WINDOW_START,
-    Kind.OVERDUE,
-    Kind.PROGRESS,
-    Kind.SUMMARY,
-    Kind.AGENDA,
-)
 # deadlines that are counted down and can be overdue: not 全年 (a standing duty) and not
 # those without a due date (from, ongoing, unknown)
 DUE_KINDS = [DeadlineKind.DATE, DeadlineKind.WINDOW, DeadlineKind.SEASON, DeadlineKind.RECURRING]

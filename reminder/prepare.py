@@ -50,7 +50,6 @@ class Preparer:
             channel=row.channel,
             to=row.recipient,
             recipient_name=row.recipient_name,
-            task_no=row.task_no,
             scheduled_day=row.scheduled_for.astimezone(self.zone).date().isoformat(),
         )
         if row.channel == "email":

@@ -57,14 +57,8 @@ class Message:
     to: str
     recipient_name: str
     scheduled_for: dt.datetime
-    task_id: int | None = None
-    task_no: int | None = None
-    unit: str | None = None
-    role: str | None = None
+    unit: str | None = None  # a letter's unit; None for a supervisor's digest or list
     payload: dict[str, Any] = field(default_factory=dict)
-    status: str = "pending"  # pending | dead
-    error: str = ""
-    superseded_by: str | None = None
 
 
 def _addresses(who: UnitContact | Supervisor, channel: Channel) -> list[tuple[str, str]]:

@@ -61,7 +61,6 @@ def _messages(
     day: dt.date,
     moment: dt.datetime,
     payload: dict[str, Any],
-    unit: str | None = None,
 ) -> list[Message]:
     return [
         Message(
@@ -71,7 +70,6 @@ def _messages(
             to=to,
             recipient_name=name,
             scheduled_for=moment,
-            unit=unit,
             payload=payload,
         )
         for channel, to in found

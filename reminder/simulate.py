@@ -38,7 +38,7 @@ from sqlalchemy import select
 from reminder.calendar import years_ahead
 from reminder.digest import DigestInputs, Reminded, build_agendas
 from reminder.errors import InputError
-from reminder.letters import LetterContext, Waiting, agenda_items, agenda_week, compose
+from reminder.letters import LetterContext, Waiting, agenda_items, agenda_week, compose, told
 from reminder.messages import TaskFacts
 from reminder.planner import (
     Occasion,
@@ -58,7 +58,7 @@ from reminder.store.db import Store
 from reminder.store.models import TaskUnitRow
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import LedgerContext, ensure_planned, target_of
-from reminder.store.tasks import StoredLedger, facts_of, ledger_years, section_names
+from reminder.store.tasks import facts_of, ledger_years, section_names
 from reminder.tick import planned_from
 
 LETTERS = "letters.jsonl"
@@ -132,9 +132,8 @@ class Simulation:
 
 @dataclass(slots=True)
 class _Ledger:
-    """Step 1: what the simulation starts from."""
+    """Step 1: what the simulation starts from (the ledger: ``inputs.ledger``)."""
 
-    stored: StoredLedger
     inputs: DigestInputs
     targets: dict[int, Target]
     facts: dict[int, TaskFacts]
@@ -168,7 +167,7 @@ def _load(store: Store, planning: Planning) -> _Ledger | None:
     sections = section_names(ledger.sections)
     facts = {key: facts_of(stored.task, sections) for key, stored in tasks.items()}
     # nobody was reminded before the simulated period
-    return _Ledger(ledger, replace(inputs, reminded={}), targets, facts, years)
+    return _Ledger(replace(inputs, reminded={}), targets, facts, years)
 
 
 def simulate(
@@ -340,8 +339,8 @@ class _Year:
             agendas = {unit: agenda["tasks"] for unit, agenda in found.items()}
         context = LetterContext(
             day=day,
-            title=ledger.stored.title,
-            year=ledger.stored.year,
+            title=ledger.inputs.ledger.title,
+            year=ledger.inputs.ledger.year,
             office=self.settings.office,
             contacts=planning.contacts,
             calendar=planning.calendar,
@@ -352,7 +351,7 @@ class _Year:
         gone = {i.id for letter in result.letters for i in letter.items}
         gone |= {i.id for i in result.dropped}
         self.waiting = [i for i in self.waiting if i.id not in gone]
-        for pair, overdue in result.told.items():
+        for pair, overdue in told(result.letters).items():
             before = self.reminded.get(pair, Reminded())
             self.reminded[pair] = Reminded(before.overdue + overdue, now)
         return [letter.message for letter in result.letters]

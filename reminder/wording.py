@@ -52,9 +52,6 @@ class Lateness:
     days: int  # calendar days after the due date
     working_days: int  # working days after it, the due date excluded
 
-    def text(self) -> str:
-        return f"已逾期{self.days}天（{self.working_days}个工作日）"
-
 
 def lateness(due: dt.date, day: dt.date, calendar: WorkCalendar) -> Lateness | None:
     """How late ``day`` is for ``due``; None if it is not late."""

@@ -26,10 +26,6 @@ class Claimed(NamedTuple):
     id: int
     key: str
     kind: str
-    task_id: int | None
-    task_no: int | None
-    unit: str | None
-    role: str | None
     channel: str
     recipient: str
     recipient_name: str
@@ -50,7 +46,6 @@ class Outgoing(NamedTuple):
     subject: str = ""
     body: str = ""  # SMS text, or robot markdown
     data: bytes = b""  # the e-mail as it goes on the wire (from build_email: no fix needed)
-    task_no: int | None = None
     scheduled_day: str = ""
     mention: str = ""  # a mobile number a DingTalk robot post @s
 

@@ -21,8 +21,7 @@ _SUFFIX = {"email": ".eml", "sms": ".txt"}
 
 def file_name(item: Outgoing) -> str:
     digest = hashlib.sha256(item.key.encode()).hexdigest()[:12]
-    task = f"t{item.task_no}-" if item.task_no is not None else ""
-    return f"{item.kind}-{task}{digest}{_SUFFIX.get(item.channel, '.md')}"
+    return f"{item.kind}-{digest}{_SUFFIX.get(item.channel, '.md')}"
 
 
 def content(item: Outgoing) -> bytes:

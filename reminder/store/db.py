@@ -27,16 +27,14 @@ BUSY_TIMEOUT_MS = 30_000
 _BEGIN_OPTION = "reminder_sqlite_begin"
 
 
-def _sqlite_events(engine: Engine, *, durable: bool) -> None:
-    synchronous = "NORMAL" if durable else "OFF"
-
+def _sqlite_events(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see module doc)
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -51,7 +49,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def make_engine(url: str, *, durable: bool = True) -> Engine:
+def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -67,7 +65,7 @@ def make_engine(url: str, *, durable: bool = True) -> Engine:
             connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
             json_serializer=_json,
         )
-        _sqlite_events(engine, durable=durable)
+        _sqlite_events(engine)
         return engine
     try:
         return create_engine(parsed, pool_pre_ping=True, json_serializer=_json)
@@ -78,9 +76,9 @@ def make_engine(url: str, *, durable: bool = True) -> Engine:
 class Store:
     """The database behind every command: short transactions, one per unit of work."""
 
-    def __init__(self, url: str, *, durable: bool = True) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url, durable=durable)
+        self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._writer = (
             self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
@@ -112,14 +110,11 @@ def describe(url: str) -> str:
         return "<invalid URL>"
 
 
-def open_store(url: str, *, migrate: bool = True, durable: bool = True) -> Store:
-    """Open (and create or upgrade) the store; errors name the database, not a traceback.
-
-    ``durable=False``: a scratch SQLite store (a simulation) that need not survive a power
-    cut, written without waiting for the disk."""
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open (and create or upgrade) the store; errors name the database, not a traceback."""
     from reminder.store.migrate import upgrade  # noqa: PLC0415 - alembic only when opening
 
-    store = Store(url, durable=durable)
+    store = Store(url)
     if not migrate:
         return store
     try:

@@ -10,14 +10,14 @@ from sqlmodel import select as select_rows
 
 from reminder.digest import DigestInputs, Progress, Reminded, Undelivered
 from reminder.store.models import EventRow, OutboxRow, TaskUnitRow
-from reminder.store.tasks import StoredLedger, load_ledger
+from reminder.store.tasks import load_ledger
 
 UNDELIVERED_SHOWN = 20
 
 
-def digest_inputs(session: Session, ledger: StoredLedger | None = None) -> DigestInputs | None:
-    """What a digest needs; ``ledger``: the ledger as loaded already (a simulation)."""
-    ledger = ledger or load_ledger(session)
+def digest_inputs(session: Session) -> DigestInputs | None:
+    """What a digest needs."""
+    ledger = load_ledger(session)
     if ledger is None:
         return None
     progress: dict[int, Progress] = {}
