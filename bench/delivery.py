@@ -92,7 +92,7 @@ def fill_outbox(url: str, n: int, now: dt.datetime) -> None:
     from reminder.store.db import open_store  # noqa: PLC0415
     from reminder.store.importer import import_ledger  # noqa: PLC0415
     from reminder.store.models import OutboxRow  # noqa: PLC0415
-    from reminder.store.tasks import task_facts  # noqa: PLC0415
+    from reminder.store.tasks import ledger_facts, load_ledger  # noqa: PLC0415
 
     store = open_store(url)
     contacts = load_contacts(ROOT / "config" / "contacts.toml")
@@ -101,8 +101,10 @@ def fill_outbox(url: str, n: int, now: dt.datetime) -> None:
     with store.write() as session:
         import_ledger(session, ledger, "", now, "bench")
     with store.write() as session:
-        task_ids = [row[0] for row in session.connection().exec_driver_sql("SELECT id FROM task")]
-        facts = task_facts(session, task_ids)
+        stored = load_ledger(session)
+        assert stored is not None
+        facts = ledger_facts(stored)
+        task_ids = list(facts)
         context = LetterContext(
             dt.date(2018, 10, 8), ledger.title, 2018, OfficeSettings(), contacts, WorkCalendar(), {}
         )

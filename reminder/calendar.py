@@ -141,15 +141,18 @@ class WorkCalendar:
         self._cache[day] = working
         return working
 
-    def unconfirmed_years(self, years: Iterable[int]) -> list[int]:
-        """Those of ``years`` whose 调休 is not known from the State Council's notice."""
+    def unconfirmed_years(self, years: Iterable[int], today: dt.date | None = None) -> list[int]:
+        """Those of ``years`` (and, with ``today``, of the days ahead: ``years_ahead``)
+        whose 调休 is not known from the State Council's notice."""
         if not self.working_days_only:
             return []
-        return sorted(year for year in set(years) if not self.table(year).source.official)
+        asked = set(years) | (years_ahead(today) if today else set())
+        return sorted(year for year in asked if not self.table(year).source.official)
 
-    def warning(self, years: Iterable[int]) -> str | None:
-        """One line naming those of ``years`` whose 调休 is unknown, or None."""
-        return adjustment_warning(self.unconfirmed_years(years), self.path)
+    def warning(self, years: Iterable[int], today: dt.date | None = None) -> str | None:
+        """One line naming those of ``years`` (and of the days ahead of ``today``) whose
+        调休 is unknown, or None."""
+        return adjustment_warning(self.unconfirmed_years(years, today), self.path)
 
     def fingerprint_facts(self) -> dict[str, Any]:
         """What moves working days: a change replans every reminder."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -93,19 +93,31 @@ def package_versions() -> tuple[tuple[str, str], ...]:
     return tuple((name, _package_version(name)) for name in ("chinese-calendar", "holidays"))
 
 
+def _detail(package: str) -> str:
+    return f"{package} {dict(package_versions())[package]}"
+
+
 def _frozen(days: Mapping[dt.date, str]) -> Mapping[dt.date, str]:
     return MappingProxyType(dict(sorted(days.items())))
 
 
 @cache
+def _china(year: int) -> tuple[Mapping[dt.date, str], frozenset[dt.date]]:
+    """holidays.China for a year: its statutory holidays by name (in Chinese) and its
+    make-up working days; nothing if the package is missing (loaded on first use)."""
+    try:
+        from holidays.countries.china import China  # noqa: PLC0415
+    except ImportError:
+        return MappingProxyType({}), frozenset()
+    found = China(years=year, language="zh_CN")  # type: ignore[no-untyped-call]
+    names = _frozen({day: str(name) for day, name in found.items() if day.year == year})
+    # weekend_workdays accumulates every year's make-up days seen by the object
+    return names, frozenset(day for day in found.weekend_workdays if day.year == year)
+
+
 def holiday_names(year: int) -> Mapping[dt.date, str]:
     """The statutory holidays of a year by name (holidays.China, in Chinese)."""
-    try:
-        from holidays.countries.china import China  # noqa: PLC0415 (loaded on first use)
-    except ImportError:
-        return MappingProxyType({})
-    found = China(years=year, language="zh_CN")  # type: ignore[no-untyped-call]
-    return _frozen({day: str(name) for day, name in found.items() if day.year == year})
+    return _china(year)[0]
 
 
 def _from_chinese_calendar(year: int) -> CalendarYear | None:
@@ -131,42 +143,41 @@ def _from_chinese_calendar(year: int) -> CalendarYear | None:
     return CalendarYear(
         year,
         Source.CHINESE_CALENDAR,
-        f"chinese-calendar {_package_version('chinese-calendar')}",
+        _detail("chinese-calendar"),
         named(chinese_calendar.holidays),
         named(chinese_calendar.workdays),
     )
 
 
 def _from_holidays(year: int) -> CalendarYear | None:
-    try:
-        from holidays.countries.china import China  # noqa: PLC0415
-    except ImportError:
-        return None
-    found = China(years=year, language="zh_CN")  # type: ignore[no-untyped-call]
-    days_off = {day: str(name) for day, name in found.items() if day.year == year}
+    days_off, working = _china(year)
     if not days_off:  # its rules stop somewhere (2100 in 0.109): no better than weekdays
         return None
-    # weekend_workdays accumulates every year's make-up days seen by the object
-    working = dict.fromkeys((day for day in found.weekend_workdays if day.year == year), "")
     source = Source.HOLIDAYS if working else Source.COMPUTED
     return CalendarYear(
-        year,
-        source,
-        f"holidays {_package_version('holidays')}",
-        _frozen(days_off),
-        _frozen(working),
+        year, source, _detail("holidays"), days_off, _frozen(dict.fromkeys(working, ""))
     )
 
 
 def _from_notice(notice: Notice) -> CalendarYear:
-    names = holiday_names(notice.year)
+    """A notice's days, unnamed: ``named`` gives them their holidays' names (the package
+    that knows them is loaded only for people who read them, not to plan)."""
     return CalendarYear(
         notice.year,
         Source.NOTICE,
         notice.title or f"calendar.toml [years.{notice.year}]",
-        _frozen({day: names.get(day, "") for day in notice.days_off}),
+        _frozen(dict.fromkeys(notice.days_off, "")),
         _frozen(dict.fromkeys(notice.working_days, "")),
     )
+
+
+def named(table: CalendarYear) -> CalendarYear:
+    """A year's table with the days off of a notice named after their holidays."""
+    if table.source is not Source.NOTICE:
+        return table
+    names = holiday_names(table.year)
+    days_off = _frozen({day: names.get(day, "") for day in table.days_off})
+    return replace(table, days_off=days_off)
 
 
 def year_table(year: int, notice: Notice | None = None) -> CalendarYear:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from reminder.calendar import adjustment_warning
@@ -185,7 +184,7 @@ def report_samples(
     samples: list[tuple[str, dict[str, Any]]] = []
     for day in days:
         since = dt.datetime.combine(day, dt.time(), tzinfo=planning.zone) - dt.timedelta(days=1)
-        notices = [adjustment_warning([day.year + 1], Path("config/calendar.toml")) or ""]
+        notices = [adjustment_warning([day.year + 1], planning.calendar.path) or ""]
         for supervisor in [None, *planning.contacts.supervisors]:
             payload = build_digest(inputs, supervisor, planning, day, since, notices)
             samples.append(("digest", payload))

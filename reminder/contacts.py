@@ -132,6 +132,11 @@ class Contacts:
         found = self._by_name.get(entry.name)
         return found if isinstance(found, UnitContact) else None
 
+    def reach(self, name: str) -> dict[str, str]:
+        """Whom to call at a unit, as letters and digests say it: its contact and phone."""
+        who = self.unit(name)
+        return {"contact": who.contact if who else "", "phone": who.telephone if who else ""}
+
     def group(self, name: str) -> Group | None:
         entry = self.directory.resolve(name)
         canonical = entry.name if entry else name

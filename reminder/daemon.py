@@ -32,7 +32,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
 from reminder.app import App
-from reminder.calendar import years_ahead
 from reminder.delivery import (
     Clock,
     Delivery,
@@ -180,12 +179,11 @@ class Daemon:
         calendar = self.runtime.planning.calendar
         today = self.clock().astimezone(self.runtime.settings.zone).date()
         with self.store.read() as session:
-            years = ledger_years(session) | years_ahead(today)
-        warning = calendar.warning(years)
+            years = ledger_years(session)
+        warning = calendar.warning(years, today)
         if warning:
-            self.log.warning(
-                "calendar_unconfirmed", years=calendar.unconfirmed_years(years), hint=warning
-            )
+            unconfirmed = calendar.unconfirmed_years(years, today)
+            self.log.warning("calendar_unconfirmed", years=unconfirmed, hint=warning)
 
     def has_ledger(self) -> bool:
         with self.store.read() as session:

@@ -350,7 +350,7 @@ async def send_test(
             html=f"<p>{text}</p>",
             key=key,
             date=now.astimezone(zone),
-            reply_to=settings.smtp.reply_to or settings.office.email,
+            reply_to=settings.reply_to,
             kind="test",
         )
     except DeliveryError as error:

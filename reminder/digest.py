@@ -83,7 +83,7 @@ class DigestInputs:
 
 def counts_down(stored: StoredTask, ledger: StoredLedger, planning: Planning) -> bool:
     """Whether the task's due date makes it yellow and red (not 全年, not undated)."""
-    return planning.counts_down(stored.task, _section(ledger, stored.task.section_no))
+    return planning.counts_down(stored.task, ledger.section(stored.task.section_no))
 
 
 def light(stored: StoredTask, day: dt.date, ledger: StoredLedger, planning: Planning) -> str:
@@ -102,10 +102,6 @@ def _light(due: dt.date | None, day: dt.date, counted: bool) -> str:
     if due <= day + dt.timedelta(days=HORIZON_DAYS):
         return "yellow"
     return "green"
-
-
-def _section(ledger: StoredLedger, no: int) -> tuple[int, str, str]:
-    return ledger.section(no)
 
 
 def _lead(task: Task) -> str:
@@ -153,11 +149,6 @@ def scope_label(supervisor: Supervisor | None, ledger: StoredLedger) -> str:
     if supervisor.units:
         parts.append("、".join(supervisor.units))
     return "；".join(parts)
-
-
-def _who(planning: Planning, name: str) -> dict[str, str]:
-    unit = planning.contacts.unit(name)
-    return {"contact": unit.contact if unit else "", "phone": unit.telephone if unit else ""}
 
 
 class _Digest:
@@ -224,7 +215,7 @@ class _Digest:
             late = lateness(due, self.day, self.planning.calendar) if due else None
             if due is None or late is None:
                 continue
-            policy = self.planning.policy.for_task(_section(self.ledger, task.section_no), task.no)
+            policy = self.planning.policy_of(self.ledger.section(task.section_no), task.no)
             units = self._open_units(stored)
             progress = self.inputs.progress.get(stored.id)
             told = self.inputs.reminded
@@ -280,7 +271,7 @@ class _Digest:
         by_unit: list[dict[str, Any]] = [
             {
                 "unit": name,
-                **_who(self.planning, name),
+                **self.planning.contacts.reach(name),
                 "lead": sum(1 for t in found if t["role"] == Role.LEAD.value),
                 "tasks": sorted(found, key=lambda t: (-t["days"], t["no"])),
             }
@@ -400,17 +391,17 @@ def build_digest(
 
 
 def build_agendas(
-    inputs: DigestInputs,
+    ledger: StoredLedger,
     day: dt.date,
     planning: Planning,
     office: OfficeSettings,
     *,
     lean: bool = False,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, list[dict[str, Any]]]:
     """Every unit's open tasks for the week, with its role, state and next date, by unit
-    (a unit with none has no agenda); one pass over the ledger. ``lean``: the state and
-    next date only (what decides whether an agenda goes out)."""
-    ledger = inputs.ledger
+    (a unit with none has no agenda), most urgent first; one pass over the ledger.
+    ``lean``: the state and next date only (what decides whether an agenda goes out), in
+    the ledger's order."""
     rows: dict[str, list[dict[str, Any]]] = {}
     for stored in ledger.tasks:
         if stored.status == "done":
@@ -441,17 +432,8 @@ def build_agendas(
             rows.setdefault(mine.ref.name, []).append(
                 {**facts, "role": role, "role_label": ROLE_LABELS[role]}
             )
-    if lean:
-        return {unit: {"tasks": tasks} for unit, tasks in rows.items()}
-    order = {"red": 0, "yellow": 1, "green": 2}
-    agendas: dict[str, dict[str, Any]] = {}
-    for unit, tasks in rows.items():
-        tasks.sort(key=lambda r: (order[str(r["light"])], str(r["next"] or "9999"), int(r["no"])))
-        agendas[unit] = {
-            "day": day.isoformat(),
-            "unit": unit,
-            "title": ledger.title,
-            "tasks": tasks,
-            "counts": _count(str(r["light"]) for r in tasks),
-        }
-    return agendas
+    if not lean:
+        order = {"red": 0, "yellow": 1, "green": 2}
+        for tasks in rows.values():
+            tasks.sort(key=lambda r: (order[r["light"]], r["next"] or "9999", r["no"]))
+    return rows

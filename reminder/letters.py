@@ -88,15 +88,6 @@ class LetterContext:
     lean: dict[tuple[object, ...], dict[str, Any]] = field(default_factory=dict)
 
 
-def _person(contacts: Contacts, name: str) -> dict[str, str]:
-    who = contacts.unit(name)
-    return {
-        "unit": name,
-        "contact": who.contact if who else "",
-        "phone": who.telephone if who else "",
-    }
-
-
 @functools.lru_cache(maxsize=8192)
 def _units(
     units: tuple[tuple[str, str], ...], unit: str, via: str | None
@@ -125,8 +116,8 @@ def _entry(item: LetterItem, context: LetterContext, lean: bool) -> dict[str, An
         return found
     entry = {"key": item.key, **_dates(item.kind, task.no, milestone, role, context.day)}
     due = dt.date.fromisoformat(milestone) if milestone else None
-    overdue = item.kind is Kind.OVERDUE and due is not None and due < context.day
-    late = lateness(due, context.day, context.calendar) if overdue and due else None
+    overdue = due is not None and entry["overdue_days"] is not None
+    late = lateness(due, context.day, context.calendar) if due and overdue else None
     entry.update(
         {
             "number": context.office.number(context.year, task.no),
@@ -145,7 +136,7 @@ def _entry(item: LetterItem, context: LetterContext, lean: bool) -> dict[str, An
     if role != "lead":
         leads = [name for name, unit_role in task.units if unit_role == "lead"]
         if leads:
-            entry["report_to"] = _person(context.contacts, leads[0])
+            entry["report_to"] = {"unit": leads[0], **context.contacts.reach(leads[0])}
     return entry
 
 

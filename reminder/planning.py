@@ -24,28 +24,26 @@ class Planning:
     _policies: dict[tuple[int, int], Policy] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    _counts_down: dict[tuple[int, int, str, bool], bool] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
-    def policy_for(self, target: Target) -> Policy:
-        key = (target.section[0], target.task.no)
+    def policy_of(self, section: tuple[int, str, str], task_no: int) -> Policy:
+        """The policy of one task (its section's and its own overrides applied)."""
+        key = (section[0], task_no)
         found = self._policies.get(key)
         if found is None:  # Policy.for_task caches too, but behind pydantic's attributes
-            found = self._policies[key] = self.policy.for_task(target.section, target.task.no)
+            found = self._policies[key] = self.policy.for_task(section, task_no)
         return found
+
+    def policy_for(self, target: Target) -> Policy:
+        return self.policy_of(target.section, target.task.no)
 
     def counts_down(self, task: Task, section: tuple[int, str, str]) -> bool:
         """Whether a task's due date makes it yellow and red: it has one and its kind is
         among the policy's ``overdue.kinds`` (not 全年)."""
-        dated = task.deadline.due is not None
-        key = (section[0], task.no, task.deadline.kind.value, dated)  # all it depends on
-        found = self._counts_down.get(key)
-        if found is None:
-            policy = self.policy.for_task(section, task.no)
-            found = dated and task.deadline.kind in policy.overdue.kinds
-            self._counts_down[key] = found
-        return found
+        deadline = task.deadline
+        return (
+            deadline.due is not None
+            and deadline.kind in self.policy_of(section, task.no).overdue.kinds
+        )
 
     def fingerprint(self) -> str:
         """Changes when anything that moves ``next_at`` or group members changes (what it

@@ -30,9 +30,8 @@ class Preparer:
         self.contacts = contacts
         self.renderer = renderer
         self.zone = settings.zone
-        office = settings.office
-        self.signature = settings.sms.signature or f"【{office.short_name}】"
-        self.reply_to = settings.smtp.reply_to or office.email
+        self.signature = settings.sms_signature
+        self.reply_to = settings.reply_to
 
     def prepare(self, row: Claimed, now: dt.datetime) -> Outgoing:
         """Raises ``DeliveryError`` or ``TemplateProblem`` if it cannot be built."""

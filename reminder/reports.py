@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from reminder.calendar import years_ahead
+from reminder.calendar import WorkCalendar
 from reminder.digest import DigestInputs, build_digest
 from reminder.outbox import enqueue
 from reminder.planner import local_moment
@@ -48,10 +48,16 @@ def digest_due(settings: Settings, planning: Planning, now: dt.datetime) -> dt.d
     return moment
 
 
-def calendar_notices(session: Session, planning: Planning, day: dt.date) -> list[str]:
-    """The digest's first lines: the years ahead and of the ledger whose 调休 is unknown."""
-    warning = planning.calendar.warning(ledger_years(session) | years_ahead(day))
+def notices(calendar: WorkCalendar, years: set[int], day: dt.date) -> list[str]:
+    """The digest's first lines: those of the ledger's ``years`` and of the days ahead of
+    ``day`` whose 调休 is unknown."""
+    warning = calendar.warning(years, day)
     return [warning] if warning else []
+
+
+def calendar_notices(session: Session, planning: Planning, day: dt.date) -> list[str]:
+    """``notices`` for the ledger in the store."""
+    return notices(planning.calendar, ledger_years(session), day)
 
 
 def _messages(

@@ -211,6 +211,16 @@ class Settings(BaseSettings):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @property
+    def reply_to(self) -> str:
+        """Where an answer to an e-mail goes: ``[smtp] reply_to``, else the office."""
+        return self.smtp.reply_to or self.office.email
+
+    @property
+    def sms_signature(self) -> str:
+        """``[sms] signature``, else 【the office's short name】."""
+        return self.sms.signature or f"【{self.office.short_name}】"
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -35,7 +35,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from reminder.calendar import years_ahead
 from reminder.digest import DigestInputs, Reminded, build_agendas
 from reminder.errors import InputError
 from reminder.letters import LetterContext, Waiting, agenda_items, agenda_week, compose, told
@@ -52,13 +51,13 @@ from reminder.planner import (
 from reminder.planning import Planning
 from reminder.policy import Kind
 from reminder.recipients import Item, Message
-from reminder.reports import report_messages
+from reminder.reports import notices, report_messages
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.models import TaskUnitRow
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import LedgerContext, ensure_planned, target_of
-from reminder.store.tasks import facts_of, ledger_years, section_names
+from reminder.store.tasks import ledger_facts, ledger_years
 from reminder.tick import planned_from
 
 LETTERS = "letters.jsonl"
@@ -164,8 +163,7 @@ def _load(store: Store, planning: Planning) -> _Ledger | None:
         for row in rows
         if row.task_id in tasks
     }
-    sections = section_names(ledger.sections)
-    facts = {key: facts_of(stored.task, sections) for key, stored in tasks.items()}
+    facts = ledger_facts(ledger)
     # nobody was reminded before the simulated period
     return _Ledger(replace(inputs, reminded={}), targets, facts, years)
 
@@ -214,9 +212,7 @@ class _Year:
         self.start = start
         zone = planning.zone
         begin = local_midnight(start, zone)
-        self.targets = {
-            key: replace(target, planned_until=begin) for key, target in ledger.targets.items()
-        }
+        self.targets = {key: target.planned(begin) for key, target in ledger.targets.items()}
         # a target's occasions over the whole period, computed once: nobody reports anything
         # done in a simulation, so they do not change; the planner decides from them at
         # each tick as from those it computes for the daemon
@@ -265,10 +261,9 @@ class _Year:
     def digests(self, digest_at: dt.datetime) -> list[Message]:
         day = digest_at.astimezone(self.planning.zone).date()
         inputs = replace(self.ledger.inputs, reminded=self.reminded)
-        warning = self.planning.calendar.warning(self.ledger.years | years_ahead(day))
-        notices = [warning] if warning else []
+        found = notices(self.planning.calendar, self.ledger.years, day)
         messages = report_messages(
-            inputs, self.planning, digest_at, self.last_digest.get, notices, lean=True
+            inputs, self.planning, digest_at, self.last_digest.get, found, lean=True
         )
         for message in messages:
             if message.kind is Kind.DIGEST:
@@ -335,8 +330,9 @@ class _Year:
         ledger = self.ledger
         agendas: dict[str, list[dict[str, Any]]] = {}
         if any(i.kind is Kind.AGENDA for i in self.waiting):
-            found = build_agendas(ledger.inputs, day, planning, self.settings.office, lean=True)
-            agendas = {unit: agenda["tasks"] for unit, agenda in found.items()}
+            agendas = build_agendas(
+                ledger.inputs.ledger, day, planning, self.settings.office, lean=True
+            )
         context = LetterContext(
             day=day,
             title=ledger.inputs.ledger.title,

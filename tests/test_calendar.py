@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reminder.calendar import CalendarFile, WorkCalendar, load_calendar_file
-from reminder.calendar_sources import Source, _from_holidays
+from reminder.calendar_sources import Source, _from_holidays, named
 from reminder.errors import ConfigError
 from reminder.settings import Settings
 from tests.conftest import CONFIG
@@ -117,7 +117,8 @@ def test_a_notice_in_calendar_toml_decides_its_year(tmp_path: Path) -> None:
     table = cal.table(2027)
     assert table.source is Source.NOTICE
     assert table.detail == "国务院办公厅关于2027年部分节假日安排的通知"
-    assert table.days_off[D(2027, 2, 8)] == "春节"  # named after the holidays package
+    # named after the holidays package where people read it (`reminder calendar`)
+    assert named(table).days_off[D(2027, 2, 8)] == "春节"
     assert cal.unconfirmed_years([2027]) == []
     assert cal.warning([2027]) is None
     assert cal.warning([2027, 2028]) == f"2028年调休安排尚未收录：请按国务院办公厅通知补充 {path}"

@@ -23,7 +23,7 @@ from reminder.letters import LetterContext
 from reminder.settings import OfficeSettings
 from reminder.store.db import Store, open_store
 from reminder.store.models import OutboxRow
-from reminder.store.tasks import latest_import, task_facts
+from reminder.store.tasks import ledger_facts, load_ledger
 from tests.conftest import CONFIG, SEED, Cli
 from tests.smtp_server import smtp_server
 
@@ -38,12 +38,17 @@ def sample_payloads(store: Store) -> list[dict[str, Any]]:
     renders them), to whoever leads or cooperates."""
     contacts = load_contacts(CONFIG / "contacts.toml")
     with store.read() as session:
-        ids = [row[0] for row in session.connection().exec_driver_sql("SELECT id FROM task")]
-        facts = task_facts(session, ids)
-        run = latest_import(session)
-    assert run is not None
+        ledger = load_ledger(session)
+    assert ledger is not None
+    facts = ledger_facts(ledger)
     context = LetterContext(
-        dt.date(2018, 10, 8), run.title, run.year, OfficeSettings(), contacts, WorkCalendar(), {}
+        dt.date(2018, 10, 8),
+        ledger.title,
+        ledger.year,
+        OfficeSettings(),
+        contacts,
+        WorkCalendar(),
+        {},
     )
     return [payload for _, payload in letter_samples(facts, context)]
 

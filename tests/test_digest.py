@@ -267,19 +267,19 @@ def test_the_agenda_lists_a_units_open_tasks_with_its_role(
     inputs: DigestInputs, planning: Planning
 ) -> None:
     day = local_today()
-    agendas = build_agendas(inputs, day, planning, OfficeSettings())
+    agendas = build_agendas(inputs.ledger, day, planning, OfficeSettings())
     lead = agendas.get("环境保护局")
     assert lead is not None
-    assert [(t["no"], t["role_label"], t["light"]) for t in lead["tasks"]] == [(1, "牵头", "red")]
-    assert lead["tasks"][0]["number"] == f"大气攻坚〔{day.year}〕第1项"
+    assert [(t["no"], t["role_label"], t["light"]) for t in lead] == [(1, "牵头", "red")]
+    assert lead[0]["number"] == f"大气攻坚〔{day.year}〕第1项"
     cooperating = agendas.get("发展和改革委员会")
     assert cooperating is not None
-    assert [(t["no"], t["role_label"]) for t in cooperating["tasks"]] == [(1, "配合")]
+    assert [(t["no"], t["role_label"]) for t in cooperating] == [(1, "配合")]
     assert agendas.get("交通运输局") is None  # its one task is done
     upcoming = agendas.get("住房和城乡建设局")
     assert upcoming is not None
-    assert upcoming["tasks"][0]["next"] == (day + dt.timedelta(days=3)).isoformat()
-    assert upcoming["counts"]["yellow"] == 1
+    assert upcoming[0]["next"] == (day + dt.timedelta(days=3)).isoformat()
+    assert [t["light"] for t in upcoming].count("yellow") == 1
 
 
 def test_every_part_of_the_digest_and_escalation_list_renders(

@@ -3,6 +3,7 @@ nothing by it (output, exit status, the store), nor hangs on a process left runn
 
 from __future__ import annotations
 
+import importlib
 import json
 import sqlite3
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from reminder.cli import COMMANDS
 from tests.conftest import SEED
 
 SCRIPT = Path(sys.executable).with_name("reminder")
@@ -68,3 +70,10 @@ def test_a_process_pool_left_open_does_not_hang_the_exit(tmp_path: Path) -> None
         [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
     )
     assert (done.returncode, done.stdout.strip()) == (3, "3")
+
+
+def test_every_command_is_where_the_cli_looks_for_it() -> None:
+    """`reminder.cli.COMMANDS` names each command's module; each module lists its commands."""
+    for module in set(COMMANDS.values()):
+        listed = importlib.import_module(f"reminder.commands.{module}").COMMANDS
+        assert {c.name for c in listed} == {n for n, m in COMMANDS.items() if m == module}

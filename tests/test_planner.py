@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -409,3 +410,11 @@ def test_nothing_owed_on_a_day_off_moves_on_as_usual() -> None:
     plan = plan_at(t, at("2018-10-07", "10:00"))
     assert plan.held == set()
     assert plan.next_at[1] == at("2018-12-13")  # 7 days before, as if nothing happened
+
+
+def test_planned_is_replace_of_planned_until() -> None:
+    """``Target.planned`` spells out ``dataclasses.replace`` (for speed): every field kept."""
+    one = target("9月30日", planned_until=at("2018-01-01"), last_progress=at("2018-03-01"))
+    one = dataclasses.replace(one, via="镇人民政府", done=True)
+    assert one.planned(at("2018-10-08")) == dataclasses.replace(one, planned_until=at("2018-10-08"))
+    assert one.planned(None) == dataclasses.replace(one, planned_until=None)

@@ -15,8 +15,8 @@ import click
 
 from reminder.app import App, now, pass_app
 from reminder.calendar import WorkCalendar
-from reminder.calendar_sources import CalendarYear, Source
-from reminder.render import cn_date, weekday
+from reminder.calendar_sources import CalendarYear, Source, named
+from reminder.wording import cn_date, cn_weekday
 
 _SOURCES = {
     Source.NOTICE: "calendar.toml 收录的国务院办公厅通知",
@@ -43,7 +43,7 @@ def spans(days: Mapping[dt.date, str]) -> list[tuple[str, dt.date, dt.date]]:
 
 
 def _day(day: dt.date) -> str:
-    return f"{cn_date(day)}（{weekday(day)}）"
+    return f"{cn_date(day)}（{cn_weekday(day)}）"
 
 
 def _span(name: str, first: dt.date, last: dt.date) -> str:
@@ -57,10 +57,7 @@ def calendar_lines(calendar: WorkCalendar, table: CalendarYear, warning: str | N
     year = table.year
     local_off = sorted(d for d in calendar.days_off if d.year == year)
     local_working = sorted(d for d in calendar.working_days if d.year == year)
-    working = sum(
-        calendar.is_working_day(dt.date(year, 1, 1) + dt.timedelta(days=n))
-        for n in range((dt.date(year + 1, 1, 1) - dt.date(year, 1, 1)).days)
-    )
+    working = calendar.working_days_between(dt.date(year - 1, 12, 31), dt.date(year, 12, 31))
     lines = [
         f"{year}年工作日历（共{working}个工作日）",
         f"来源：{_SOURCES[table.source]} — {table.detail}",
@@ -109,9 +106,9 @@ def calendar_json(calendar: WorkCalendar, table: CalendarYear) -> dict[str, Any]
 @pass_app
 def calendar_command(app: App, year: int | None, as_json: bool) -> None:
     """A year's days off and make-up working days, and where they come from."""
-    calendar = app.planning.calendar
+    calendar = app.config.calendar()
     year = year or now().astimezone(app.config.settings.zone).year
-    table = calendar.table(year)
+    table = named(calendar.table(year))
     if as_json:
         click.echo(json.dumps(calendar_json(calendar, table), ensure_ascii=False, indent=2))
         return

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from reminder.app import App, now, pass_app
-from reminder.calendar import years_ahead
 from reminder.check import check as run_check
 from reminder.check import letter_samples, report_problems, report_samples, template_problems
 from reminder.contacts import Problem
@@ -23,7 +22,12 @@ from reminder.letters import LetterContext
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import replan_all
-from reminder.store.tasks import StoredLedger, StoredTask, ledger_years, task_facts
+from reminder.store.tasks import (
+    StoredLedger,
+    StoredTask,
+    ledger_facts,
+    ledger_years,
+)
 from reminder.views import (
     import_lines,
     ledger_json,
@@ -122,8 +126,8 @@ def check_command(app: App) -> None:
     with app.store.read() as session:
         inputs = digest_inputs(session)
         ledger = inputs.ledger if inputs else None
-        facts = task_facts(session, [stored.id for stored in ledger.tasks]) if ledger else {}
-        calendar = app.planning.calendar.warning(ledger_years(session) | years_ahead(today))
+        facts = ledger_facts(ledger) if ledger else {}
+        calendar = app.planning.calendar.warning(ledger_years(session), today)
     templates = []
     if inputs is not None:
         context = LetterContext(

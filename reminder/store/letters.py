@@ -40,7 +40,6 @@ from reminder.letters import (
     compose,
     told,
 )
-from reminder.messages import TaskFacts
 from reminder.outbox import enqueue
 from reminder.planner import local_midnight, sending_opens
 from reminder.planning import Planning
@@ -49,8 +48,7 @@ from reminder.recipients import Item
 from reminder.settings import Settings
 from reminder.store.db import insert_new
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
-from reminder.store.reports import digest_inputs
-from reminder.store.tasks import latest_import, task_facts
+from reminder.store.tasks import ledger_facts, load_ledger
 
 AGENDA_PLANNED = "agenda_planned"  # meta: the week whose agenda items are planned
 _LOCK_ID = 0x6C657474  # "lett": the advisory lock of letter composition on PostgreSQL
@@ -171,26 +169,26 @@ def compose_letters(
             .order_by(item.c.scheduled_for, item.c.id)
         )
     ]
-    run = latest_import(session)
-    if not waiting or run is None:
+    if not waiting:
         return []
-    waiting = _still_owed(session, waiting)
+    ledger = load_ledger(session)
+    if ledger is None:
+        return []
+    waiting, reminded = _still_owed(session, waiting)
     today = now.astimezone(zone).date()
-    facts = task_facts(session, sorted({i.task_id for i in waiting if i.task_id is not None}))
+    # the ledger's active tasks: those of the items still owed are among them
+    facts = ledger_facts(ledger)
     agendas: dict[str, list[dict[str, Any]]] = {}
     if any(i.kind is Kind.AGENDA for i in waiting):
-        inputs = digest_inputs(session)
-        if inputs is not None:
-            found = build_agendas(inputs, today, planning, settings.office)
-            agendas = {unit: agenda["tasks"] for unit, agenda in found.items()}
+        agendas = build_agendas(ledger, today, planning, settings.office)
     context = LetterContext(
         day=today,
-        title=run.title,
-        year=run.year,
+        title=ledger.title,
+        year=ledger.year,
         office=settings.office,
         contacts=planning.contacts,
         calendar=planning.calendar,
-        reminded=_reminded(session, waiting, facts),
+        reminded={(facts[task].no, unit): n for (task, unit), n in reminded.items()},
     )
     tomorrow = today + dt.timedelta(days=1)
     sequences = _sequences(session, local_midnight(today, zone), local_midnight(tomorrow, zone))
@@ -201,17 +199,20 @@ def compose_letters(
     return sent
 
 
-def _still_owed(session: Session, waiting: Sequence[Waiting]) -> list[Waiting]:
-    """The items whose work is still open; the others are superseded: their task or the
+def _still_owed(
+    session: Session, waiting: Sequence[Waiting]
+) -> tuple[list[Waiting], dict[tuple[int, str], int]]:
+    """The items whose work is still open, and how often each of those (task id, unit)
+    was reminded overdue so far (催办次数). The others are superseded: their task or the
     unit's part was done, or the task removed, after they were planned (in the same tick,
     or before a daemon that stopped in between composed them)."""
     units = TaskUnitRow.__table__  # type: ignore[attr-defined]
     tasks = TaskRow.__table__  # type: ignore[attr-defined]
     task_ids = sorted({i.task_id for i in waiting if i.task_id is not None})
     open_parts = {
-        (row.task_id, row.unit)
+        (row.task_id, row.unit): int(row.reminded)
         for row in session.connection().execute(
-            select(units.c.task_id, units.c.unit)
+            select(units.c.task_id, units.c.unit, units.c.reminded)
             .join(tasks, tasks.c.id == units.c.task_id)
             .where(
                 units.c.task_id.in_(task_ids),
@@ -225,7 +226,7 @@ def _still_owed(session: Session, waiting: Sequence[Waiting]) -> list[Waiting]:
         i.id for i in waiting if i.task_id is not None and (i.task_id, i.unit) not in open_parts
     ]
     if not closed:
-        return list(waiting)
+        return list(waiting), open_parts
     item = ItemRow.__table__  # type: ignore[attr-defined]
     session.connection().execute(
         update(item)
@@ -233,25 +234,7 @@ def _still_owed(session: Session, waiting: Sequence[Waiting]) -> list[Waiting]:
         .values(status="superseded", superseded_by="done before its letter")
     )
     gone = set(closed)
-    return [i for i in waiting if i.id not in gone]
-
-
-def _reminded(
-    session: Session, waiting: Sequence[Waiting], facts: dict[int, TaskFacts]
-) -> dict[tuple[int, str], int]:
-    """催办次数 so far of the (task number, unit) of the overdue items at hand."""
-    wanted = {(i.task_id, i.unit) for i in waiting if i.kind is Kind.OVERDUE and i.task_id}
-    if not wanted:
-        return {}
-    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
-    statement = select(units.c.task_id, units.c.unit, units.c.reminded).where(
-        units.c.task_id.in_(sorted({task_id for task_id, _ in wanted}))
-    )
-    return {
-        (facts[task_id].no, unit): int(count)
-        for task_id, unit, count in session.connection().execute(statement)
-        if (task_id, unit) in wanted and task_id in facts
-    }
+    return [i for i in waiting if i.id not in gone], open_parts
 
 
 def _mark(session: Session, sent: Sequence[Letter], result: Composition, now: dt.datetime) -> None:

@@ -194,7 +194,7 @@ def update_task_status(
 ) -> None:
     """A task is done when its lead units are (or all of them, if the policy says so)."""
     targets = [row for row in rows if row.is_target]
-    policy = planning.policy.for_task(context.section(task_row.section_no), task_row.no)
+    policy = planning.policy_of(context.section(task_row.section_no), task_row.no)
     if policy.done_when == "lead":
         targets = [row for row in targets if row.role == Role.LEAD.value]
     done = bool(targets) and all(row.done_at is not None for row in targets)

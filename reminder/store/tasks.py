@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import func
@@ -176,27 +176,13 @@ def load_ledger(session: Session) -> StoredLedger | None:
     )
 
 
-def task_facts(session: Session, task_ids: list[int]) -> dict[int, TaskFacts]:
-    """What messages say about some tasks, loaded once for a batch of messages."""
-    if not task_ids:
-        return {}
-    rows = session.exec(select(TaskRow).where(col(TaskRow.id).in_(task_ids))).all()
-    units = units_by_task(session, task_ids, listed_only=True)
-    sections = section_names(session.exec(select(SectionRow)))
-    facts: dict[int, TaskFacts] = {}
-    for row in rows:
-        assert row.id is not None
-        facts[row.id] = facts_of(task_of(row, units[row.id]), sections)
-    return facts
+def ledger_facts(ledger: StoredLedger) -> dict[int, TaskFacts]:
+    """What messages say about each task of the ledger, by task id."""
+    sections = {s.no: f"{s.numeral}、{s.title}" for s in ledger.sections}
+    return {stored.id: _facts_of(stored.task, sections) for stored in ledger.tasks}
 
 
-def section_names(sections: Iterable[SectionRow | Section]) -> dict[int, str]:
-    """Section number → its name as messages say it (``一、加快调整能源消费结构``)."""
-    return {s.no: f"{s.numeral}、{s.title}" for s in sections}
-
-
-def facts_of(task: Task, sections: Mapping[int, str]) -> TaskFacts:
-    """What messages say about a task (``sections``: ``section_names``)."""
+def _facts_of(task: Task, sections: Mapping[int, str]) -> TaskFacts:
     deadline = task.deadline
     return TaskFacts(
         no=task.no,
