@@ -12,18 +12,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## run: the daemon on the embedded defaults (./ledger.db from the bundled ledger, the
-## file channel writing under var/outbox/); Ctrl-C stops it
+## run: the daemon and the answers web on the embedded defaults (./ledger.db from the
+## bundled ledger, the file channel writing under var/outbox/, the web on
+## http://127.0.0.1:8080 where the letters' links point); one Ctrl-C stops both
 run: $(STAMP)
 	test -f ledger.db || $(BIN)/reminder import data/jiyuan-2018-ledger.txt
+	@$(BIN)/reminder web & web=$$!; \
+	trap 'kill $$web 2>/dev/null; wait $$web 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/reminder run
 
-## browser: headless Chromium and a Chinese font, for the tests that lay out the HTML
-## people read on a phone (Debian's packages; installed once, as root)
+## browser: headless Chromium, its driver and a Chinese font, for the tests that lay out
+## the HTML people read on a phone and drive the answers web (Debian's packages;
+## installed once, as root)
 browser:
-	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  fc-list :lang=zh | grep -q . || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends chromium fonts-wqy-microhei >/dev/null; }
+	    --no-install-recommends chromium chromium-driver fonts-wqy-microhei >/dev/null; }
 
 ## test: everything CI checks (ruff lint + format check, mypy, the systemd unit, pytest)
 test: $(STAMP) browser
@@ -34,4 +39,4 @@ test: $(STAMP) browser
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache var ledger.db ledger.db-wal ledger.db-shm
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache var ledger.db ledger.db-wal ledger.db-shm ledger.db.lock

@@ -36,6 +36,10 @@ COMMANDS = {
     "send-test": "sending",
     "status": "reports",
     "digest": "reports",
+    "web": "answers",
+    "review": "answers",
+    "history": "answers",
+    "export": "answers",
 }
 
 

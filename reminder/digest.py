@@ -176,12 +176,15 @@ class _Digest:
         # nobody is escalated to about itself, nor ranked in its own digest
         self.myself = {supervisor.name} if supervisor else set()
 
-    def _open_units(self, stored: StoredTask) -> list[StoredUnit]:
-        """The task's targets whose part is still open, in scope."""
+    def _open_units(self, stored: StoredTask, late: bool = False) -> list[StoredUnit]:
+        """The task's targets whose part is still open, in scope; ``late``: only those
+        late today (not reported done and waiting for review, not extended past today)."""
         found = []
         for unit in stored.targets():
             name = unit.ref.name
             if unit.done_at is not None or name in self.myself:
+                continue
+            if late and (unit.reported_at is not None or (unit.due and unit.due >= self.day)):
                 continue
             if self.watched is not None and name not in self.watched:
                 continue
@@ -216,7 +219,7 @@ class _Digest:
             if due is None or late is None:
                 continue
             policy = self.planning.policy_of(self.ledger.section(task.section_no), task.no)
-            units = self._open_units(stored)
+            units = self._open_units(stored, late=True)
             progress = self.inputs.progress.get(stored.id)
             told = self.inputs.reminded
             reminded = max(
@@ -289,7 +292,7 @@ class _Digest:
             shown = self.lights[stored.id]
             if shown not in ("red", "yellow"):
                 continue
-            for unit in self._open_units(stored):
+            for unit in self._open_units(stored, late=shown == "red"):
                 side = "lead" if unit.ref.role is Role.LEAD else "cooperating"
                 counts[side].setdefault(unit.ref.name, Counter())[shown] += 1
         ranked: dict[str, list[dict[str, Any]]] = {}
@@ -372,6 +375,7 @@ class _Digest:
             "done": done,
             "no_contact": no_contact,
             "undelivered": self.undelivered(),
+            "board": None,  # the supervisor's link to the board, set when it is enqueued
         }
 
 

@@ -84,6 +84,8 @@ class LetterContext:
     contacts: Contacts
     calendar: WorkCalendar
     reminded: Mapping[tuple[int, str], int]  # (task no, unit) → earlier overdue reminders
+    # (task no, unit) → why a supervisor returned the unit's completion report (退回)
+    returned: Mapping[tuple[int, str], str] = field(default_factory=dict)
     # lean entries by (task no, kind, milestone, role): the same on every channel
     lean: dict[tuple[object, ...], dict[str, Any]] = field(default_factory=dict)
 
@@ -130,6 +132,7 @@ def _entry(item: LetterItem, context: LetterContext, lean: bool) -> dict[str, An
             "day_off_due": bool(due and due > context.day and item.kind is Kind.DUE_TODAY),
             "overdue_working_days": late.working_days if late else None,
             "reminded": context.reminded.get((task.no, item.unit), 0) if late else 0,
+            "returned": context.returned.get((task.no, item.unit), ""),
             "report_to": None,
         }
     )
@@ -220,6 +223,7 @@ def build_letter(
         "has_lead": "lead" in roles,
         "has_cooperating": bool(roles - {"lead"}),
         "agenda": list(agenda) if agenda is not None else None,
+        "link": None,  # the unit's page, set when the letter is enqueued ([web] base_url)
         "mention": {
             "mobile": next(iter(valid_mobiles(who.mobile)), "") if who else "",
             "wecom_userid": who.wecom_userid if who else "",

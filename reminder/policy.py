@@ -185,6 +185,8 @@ class Policy(_Part):
     send_at: dt.time = dt.time(9, 0)
     working_days_only: bool = True
     done_when: Literal["lead", "all"] = "lead"
+    # a unit's 报告办结 through the web: reviewed by a supervisor first, or trusted at once
+    completion: Literal["review", "trust"] = "review"
     upcoming: UpcomingPolicy = UpcomingPolicy()
     window_start: WindowStartPolicy = WindowStartPolicy()
     overdue: OverduePolicy = OverduePolicy()

@@ -70,7 +70,8 @@ class Preparer:
             return base._replace(subject=parts.subject, data=data)
         if row.channel == "sms":
             parts = self.renderer.render(row.kind, values, ("sms",))
-            body = fit(self.signature + parts.sms, self.settings.sms.max_segments)
+            link = str(row.payload.get("link") or "")
+            body = fit(self.signature + parts.sms, self.settings.sms.max_segments, link)
             return base._replace(body=body)
         parts = self.renderer.render(row.kind, values, ("subject", "md"))
         mention = row.payload.get("mention") or {}

@@ -25,6 +25,7 @@ from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.reports import digest_inputs, last_sent_to
 from reminder.store.tasks import ledger_years
+from reminder.web.links import Link, Scope, new_link, save_links
 
 # what a 逾期督办清单 holds of its supervisor's digest
 ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after")
@@ -138,5 +139,21 @@ def enqueue_reports(
 
         notices = calendar_notices(session, planning, day)
         messages = report_messages(inputs, planning, digest_at, last_digest, notices)
-        enqueue(session, messages, now)
+        boards = _board_links(settings, messages)
+        new = set(enqueue(session, messages, now))
+        save_links(session, [link for key, link in boards if key in new], now)
     return messages
+
+
+def _board_links(settings: Settings, messages: Sequence[Message]) -> list[tuple[str, Link]]:
+    """Each supervisor's digest carries a link to the board (one a day, on every channel:
+    its channels share one payload); returned with the key of a message carrying it."""
+    found: dict[str, tuple[str, Link]] = {}
+    for message in messages:
+        if message.kind is not Kind.DIGEST or message.recipient_name in found:
+            continue
+        link = new_link(settings.web, Scope.SUPERVISOR, message.recipient_name)
+        if link is not None:
+            message.payload["board"] = link.url
+            found[message.recipient_name] = (message.key, link)
+    return list(found.values())

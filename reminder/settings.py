@@ -176,6 +176,43 @@ class OfficeSettings(_Section):
         return f"{self.code}〔{year}〕第{task_no}项" if self.code else f"第{task_no}项"
 
 
+class WebSettings(_Section):
+    """The answers web (`reminder web`): where it listens, the address people click, and
+    how long a link in a letter or digest stays valid."""
+
+    listen: str = "127.0.0.1:8080"  # host:port
+    base_url: str = "http://127.0.0.1:8080"  # the address in the letters ("" = no links)
+    link_days: int = Field(default=30, gt=0)
+    state_dir: str = "var"  # attachments/ and, on the embedded default, web_secret
+    max_upload_mb: int = Field(default=10, gt=0, le=100)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:8080)")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                f"{value!r} is not an http(s) address (e.g. https://duban.example.org)"
+            )
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class MessagesSettings(_Section):
     templates: str = ""  # a folder whose templates override the bundled ones
 
@@ -197,6 +234,7 @@ class Settings(BaseSettings):
     messages: MessagesSettings = MessagesSettings()
     digest: DigestSettings = DigestSettings()
     daemon: DaemonSettings = DaemonSettings()
+    web: WebSettings = WebSettings()
 
     @field_validator("timezone")
     @classmethod

@@ -16,7 +16,7 @@ from reminder.contacts import Contacts
 from reminder.ledger.model import Deadline, DeadlineKind, Role, Task
 from reminder.store.importer import ImportReport
 from reminder.store.models import OutboxRow
-from reminder.store.tasks import StoredLedger, StoredTask
+from reminder.store.tasks import StoredLedger, StoredTask, StoredUnit
 from reminder.text import shorten
 from reminder.tick import Preview
 
@@ -107,6 +107,15 @@ def deadline_json(deadline: Deadline) -> dict[str, Any]:
     }
 
 
+def _part(unit: StoredUnit, task_status: str) -> dict[str, Any]:
+    """A unit's own state in `tasks --json`: its status, and its due date if an approved
+    extension moved it."""
+    found: dict[str, Any] = {"status": unit.state(task_status)}
+    if unit.due is not None:
+        found["due"] = unit.due.isoformat()
+    return found
+
+
 def ledger_json(ledger: StoredLedger, tasks: Iterable[StoredTask]) -> dict[str, Any]:
     """The contract of `reminder tasks --json` (DESIGN.md)."""
     return {
@@ -118,8 +127,24 @@ def ledger_json(ledger: StoredLedger, tasks: Iterable[StoredTask]) -> dict[str, 
                 "section": ledger.section_title(stored.task.section_no),
                 "text": stored.task.text,
                 "units": [
-                    {"name": unit.name, "role": unit.role.value, "kind": unit.kind.value}
-                    for unit in stored.task.units
+                    {
+                        "name": unit.ref.name,
+                        "role": unit.ref.role.value,
+                        "kind": unit.ref.kind.value,
+                        **_part(unit, stored.status),
+                        **(
+                            {
+                                "members": [
+                                    {"name": m.ref.name, **_part(m, stored.status)}
+                                    for m in stored.members
+                                    if m.via == unit.ref.name
+                                ]
+                            }
+                            if any(m.via == unit.ref.name for m in stored.members)
+                            else {}
+                        ),
+                    }
+                    for unit in stored.units
                 ],
                 "deadline": deadline_json(stored.task.deadline),
                 "status": stored.status,

@@ -59,6 +59,14 @@ def test_sms_text_fits_its_segments() -> None:
     assert fit("长" * 300, 3) == "长" * 200 + "…"
     assert fit("短信 文本\n换行", 1) == "短信 文本 换行"
     assert len(fit("长" * 300, 1)) == 70
+    # a link in an SMS is never cut: the text before it is
+    link = "http://127.0.0.1:8080/l/abcdefghijkl.aw2JOA.yQeCcZr3KPs5utHe6mt7NkTrJj8"
+    long = "单位：" + "逾期" * 100 + "。签收及反馈：" + link + " ，咨询0391-0000000。"
+    fitted = fit(long, 2, link)
+    assert len(fitted) == 134 and fitted.endswith(link + " ，咨询0391-0000000。")
+    assert fitted.startswith("单位：逾期") and fitted.index("…") + 1 == fitted.index(link)
+    assert fit("短文本 " + link, 3, link) == "短文本 " + link
+    assert fit("文" * 10 + link, 1, link) == ("文" * 10 + link)[:69] + "…"  # no room: cut
 
 
 async def test_sms_gateway_gets_json_and_the_token(gateway: Gateway) -> None:

@@ -50,7 +50,13 @@ def test_tasks_json_contract(cli: Cli) -> None:
     first = data["tasks"][0]
     assert set(first) == {"no", "section", "text", "units", "deadline", "status"}
     assert first["section"] == "加快调整能源消费结构"
-    assert first["units"][0] == {"name": "住房和城乡建设局", "role": "lead", "kind": "unit"}
+    # each unit's own part: open | reported | done (and its own due after an extension)
+    assert first["units"][0] == {
+        "name": "住房和城乡建设局",
+        "role": "lead",
+        "kind": "unit",
+        "status": "open",
+    }
     assert {"kind", "raw", "start", "due", "milestones"} <= set(first["deadline"])
     assert first["status"] == "open"
     tasks = by_no(data)

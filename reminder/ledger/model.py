@@ -43,6 +43,12 @@ class Deadline:
         """The final milestone: what "the deadline" means in tables and JSON."""
         return self.milestones[-1] if self.milestones else None
 
+    def extended(self, due: dt.date) -> Deadline:
+        """This deadline with its final milestone moved to ``due`` (an approved 延期);
+        earlier milestones before the new date stay."""
+        kept = tuple(day for day in self.milestones[:-1] if day < due)
+        return Deadline(self.raw, self.kind, self.start, (*kept, due), self.recurrence, self.action)
+
 
 @dataclass(frozen=True, slots=True)
 class UnitRef:

@@ -66,6 +66,7 @@ def mark_done(
     note: str,
     actor: str,
     now: dt.datetime,
+    origin: str = "cli",
 ) -> Outcome:
     """Mark a unit's part (or, without a unit, the whole task) done."""
     context = _context(session)
@@ -76,14 +77,23 @@ def mark_done(
     for row in chosen:
         if row.done_at is None:
             row.done_at, row.done_note, changed = now, note, True
-            session.add(row)
+        row.reported_at, row.returned_note = None, ""
+        session.add(row)
     if unit is None and task_row.status != "done":
         task_row.status, task_row.done_at, changed = "done", now, True
         session.add(task_row)
     else:
         update_task_status(session, planning, context, task_row, rows, now)
     session.add(
-        EventRow(at=now, kind="done", task_id=task_row.id, unit=unit, note=note, actor=actor)
+        EventRow(
+            at=now,
+            kind="done",
+            task_id=task_row.id,
+            unit=unit,
+            note=note,
+            actor=actor,
+            origin=origin,
+        )
     )
     reschedule(session, planning, context, task_row, rows)
     return Outcome(number, task_row.status, [row.unit for row in chosen], changed)
@@ -97,11 +107,13 @@ def reopen(
     task_row, rows = _task(session, number)
     changed = task_row.status == "done" or any(row.done_at for row in rows)
     for row in rows:
-        row.done_at, row.done_note = None, ""
+        row.done_at, row.done_note, row.reported_at = None, "", None
         session.add(row)
     task_row.status, task_row.done_at = "open", None
     session.add(task_row)
-    session.add(EventRow(at=now, kind="reopen", task_id=task_row.id, note=note, actor=actor))
+    session.add(
+        EventRow(at=now, kind="reopen", task_id=task_row.id, note=note, actor=actor, origin="cli")
+    )
     reschedule(session, planning, context, task_row, rows)
     return Outcome(number, task_row.status, [row.unit for row in rows if row.is_target], changed)
 
@@ -114,6 +126,7 @@ def record_progress(
     note: str,
     actor: str,
     now: dt.datetime,
+    origin: str = "cli",
 ) -> Outcome:
     """A progress note: it shows in the digest and answers this month's check-in."""
     if not note.strip():
@@ -126,7 +139,15 @@ def record_progress(
         row.last_progress_at = now
         session.add(row)
     session.add(
-        EventRow(at=now, kind="progress", task_id=task_row.id, unit=unit, note=note, actor=actor)
+        EventRow(
+            at=now,
+            kind="progress",
+            task_id=task_row.id,
+            unit=unit,
+            note=note,
+            actor=actor,
+            origin=origin,
+        )
     )
     reschedule(session, planning, context, task_row, rows)
     return Outcome(number, task_row.status, [row.unit for row in chosen], True)

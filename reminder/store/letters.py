@@ -49,6 +49,7 @@ from reminder.settings import Settings
 from reminder.store.db import insert_new
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import ledger_facts, load_ledger
+from reminder.web.links import save_links, unit_link
 
 AGENDA_PLANNED = "agenda_planned"  # meta: the week whose agenda items are planned
 _LOCK_ID = 0x6C657474  # "lett": the advisory lock of letter composition on PostgreSQL
@@ -174,7 +175,7 @@ def compose_letters(
     ledger = load_ledger(session)
     if ledger is None:
         return []
-    waiting, reminded = _still_owed(session, waiting)
+    waiting, parts = _still_owed(session, waiting)
     today = now.astimezone(zone).date()
     # the ledger's active tasks: those of the items still owed are among them
     facts = ledger_facts(ledger)
@@ -188,35 +189,42 @@ def compose_letters(
         office=settings.office,
         contacts=planning.contacts,
         calendar=planning.calendar,
-        reminded={(facts[task].no, unit): n for (task, unit), n in reminded.items()},
+        reminded={(facts[task].no, unit): n for (task, unit), (n, _) in parts.items()},
+        returned={(facts[task].no, unit): why for (task, unit), (_, why) in parts.items() if why},
     )
     tomorrow = today + dt.timedelta(days=1)
     sequences = _sequences(session, local_midnight(today, zone), local_midnight(tomorrow, zone))
     result = compose(waiting, facts, agendas, context, sequences, now)
+    links = {
+        letter.message.key: unit_link(settings.web, letter.message) for letter in result.letters
+    }
     new = set(enqueue(session, [letter.message for letter in result.letters], now))
     sent = [letter for letter in result.letters if letter.message.key in new]
+    save_links(session, [link for key, link in links.items() if link and key in new], now)
     _mark(session, sent, result, now)
     return sent
 
 
 def _still_owed(
     session: Session, waiting: Sequence[Waiting]
-) -> tuple[list[Waiting], dict[tuple[int, str], int]]:
-    """The items whose work is still open, and how often each of those (task id, unit)
-    was reminded overdue so far (催办次数). The others are superseded: their task or the
-    unit's part was done, or the task removed, after they were planned (in the same tick,
-    or before a daemon that stopped in between composed them)."""
+) -> tuple[list[Waiting], dict[tuple[int, str], tuple[int, str]]]:
+    """The items whose work is still open, and for each of those (task id, unit) how
+    often it was reminded overdue so far (催办次数) and the last 退回 reason. The others
+    are superseded: their task or the unit's part was done or reported done (it waits
+    for review), or the task removed, after they were planned (in the same tick, or
+    before a daemon that stopped in between composed them)."""
     units = TaskUnitRow.__table__  # type: ignore[attr-defined]
     tasks = TaskRow.__table__  # type: ignore[attr-defined]
     task_ids = sorted({i.task_id for i in waiting if i.task_id is not None})
     open_parts = {
-        (row.task_id, row.unit): int(row.reminded)
+        (row.task_id, row.unit): (int(row.reminded), str(row.returned_note or ""))
         for row in session.connection().execute(
-            select(units.c.task_id, units.c.unit, units.c.reminded)
+            select(units.c.task_id, units.c.unit, units.c.reminded, units.c.returned_note)
             .join(tasks, tasks.c.id == units.c.task_id)
             .where(
                 units.c.task_id.in_(task_ids),
                 units.c.done_at.is_(None),
+                units.c.reported_at.is_(None),
                 tasks.c.status != "done",
                 tasks.c.removed_at.is_(None),
             )

@@ -85,7 +85,10 @@ class TaskUnitRow(SQLModel, table=True):
     """
 
     __tablename__ = "task_unit"
-    __table_args__ = (UniqueConstraint("task_id", "unit", name="uq_task_unit"),)
+    __table_args__ = (
+        UniqueConstraint("task_id", "unit", name="uq_task_unit"),
+        Index("ix_task_unit_unit", "unit"),  # a unit's page
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     task_id: int = Field(
@@ -107,22 +110,84 @@ class TaskUnitRow(SQLModel, table=True):
     last_reminded_at: dt.datetime | None = utc_field(nullable=True)
     planned_until: dt.datetime | None = utc_field(nullable=True)
     next_at: dt.datetime | None = utc_field(nullable=True, index=True)
+    # answers through the web: a reported completion waiting for review (no reminders
+    # meanwhile), an approved extension (this unit's own due date), the last 退回 reason
+    reported_at: dt.datetime | None = utc_field(nullable=True)
+    due: dt.date | None = None
+    returned_note: str = ""
 
 
 class EventRow(SQLModel, table=True):
-    """The journal: imports, completions, reopenings, progress notes; who and when."""
+    """The journal: every action on the ledger, who did it, when and from where.
+
+    ``kind``: import | done | reopen | progress | read (签收) | report (报告办结) |
+    extension (申请延期) | approve | return (退回) | extend (延期批准) | refuse | revoke.
+    ``actor``: a unit or supervisor (through its link) or the command line's user;
+    ``origin``: the web client's address, or "cli".
+    """
 
     __tablename__ = "event"
 
     id: int | None = Field(default=None, primary_key=True)
     at: dt.datetime = utc_field(index=True)
-    kind: str  # import | done | reopen | progress
+    kind: str
     task_id: int | None = Field(
         default=None, sa_column=Column(Integer, ForeignKey("task.id"), nullable=True, index=True)
     )
     unit: str | None = None
     note: str = ""
     actor: str = ""
+    origin: str = ""
+    attachment: str = ""  # sha256 of a file kept under [web] state_dir/attachments
+    due: dt.date | None = None  # an extension's date
+
+
+class AnswerRow(SQLModel, table=True):
+    """What a unit asks a supervisor to decide: a completion (报告办结) or an extension
+    (申请延期). ``status``: pending → approved | returned (completion) | refused
+    (extension); a newer answer of the same kind withdraws a pending one."""
+
+    __tablename__ = "answer"
+    __table_args__ = (
+        Index("ix_answer_status", "status", "at"),
+        Index("ix_answer_task_unit", "task_id", "unit"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # completion | extension
+    task_id: int = Field(sa_column=Column(Integer, ForeignKey("task.id"), nullable=False))
+    task_no: int
+    unit: str
+    note: str = ""
+    due: dt.date | None = None  # the date asked for
+    attachment: str = ""  # sha256
+    attachment_name: str = ""
+    attachment_type: str = ""
+    status: str = "pending"
+    at: dt.datetime = utc_field()
+    actor: str = ""
+    origin: str = ""
+    decided_at: dt.datetime | None = utc_field(nullable=True)
+    decided_by: str = ""
+    decision_note: str = ""
+    decided_due: dt.date | None = None
+
+
+class LinkRow(SQLModel, table=True):
+    """A personal link: to a unit's page (in its letter) or a supervisor's board (in the
+    digest). The URL carries the id, signed with its issue time; the row says whose it
+    is, which letter it came in (签收), and whether it was revoked."""
+
+    __tablename__ = "link"
+    __table_args__ = (Index("ix_link_scope_name", "scope", "name"),)
+
+    id: str = Field(primary_key=True)
+    scope: str  # unit | supervisor
+    name: str
+    letter_key: str | None = None
+    created_at: dt.datetime = utc_field()
+    opened_at: dt.datetime | None = utc_field(nullable=True)
+    revoked_at: dt.datetime | None = utc_field(nullable=True)
 
 
 class MetaRow(SQLModel, table=True):

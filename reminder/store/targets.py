@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from sqlmodel import Session, col, select
@@ -108,6 +108,8 @@ class UnitState(Protocol):
     done_at: dt.datetime | None
     planned_until: dt.datetime | None
     last_progress_at: dt.datetime | None
+    reported_at: dt.datetime | None
+    due: dt.date | None
 
 
 class TaskState(Protocol):
@@ -121,8 +123,13 @@ class TaskState(Protocol):
 
 
 def target_of(row: UnitState, task_row: TaskState, task: Task, context: LedgerContext) -> Target:
+    """The row as the planner sees it: a part reported done waits for review without
+    reminders; an approved extension is the unit's own due date."""
     assert row.id is not None
     assert task_row.id is not None
+    due = _as_date(row.due)
+    if due is not None and task.deadline.due is not None and due != task.deadline.due:
+        task = replace(task, deadline=task.deadline.extended(due))
     return Target(
         id=row.id,
         task_id=task_row.id,
@@ -132,10 +139,15 @@ def target_of(row: UnitState, task_row: TaskState, task: Task, context: LedgerCo
         unit=row.unit,
         role=Role(row.role),
         via=row.via,
-        done=task_row.status == "done" or row.done_at is not None,
+        done=task_row.status == "done" or row.done_at is not None or row.reported_at is not None,
         planned_until=row.planned_until,
         last_progress=row.last_progress_at,
     )
+
+
+def _as_date(value: dt.date | str | None) -> dt.date | None:
+    # a Core row on SQLite may carry a DATE as text
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def reschedule(

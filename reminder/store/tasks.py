@@ -30,6 +30,14 @@ class StoredUnit:
     done_at: dt.datetime | None
     done_note: str
     via: str | None = None  # the group a member was expanded from
+    reported_at: dt.datetime | None = None  # reported done, waiting for review
+    due: dt.date | None = None  # its own due date, after an approved extension
+
+    def state(self, task_status: str) -> str:
+        """open | reported | done: this unit's part."""
+        if task_status == "done" or self.done_at is not None:
+            return "done"
+        return "reported" if self.reported_at is not None else "open"
 
 
 @dataclass(frozen=True)
@@ -155,15 +163,8 @@ def load_ledger(session: Session) -> StoredLedger | None:
                 task=task_of(row, task_units),
                 status=row.status,
                 done_at=row.done_at,
-                units=tuple(
-                    StoredUnit(unit_ref_of(unit), unit.done_at, unit.done_note)
-                    for unit in task_units
-                ),
-                members=tuple(
-                    StoredUnit(unit_ref_of(unit), unit.done_at, unit.done_note, unit.via)
-                    for unit in ordered
-                    if unit.via is not None
-                ),
+                units=tuple(_stored_unit(unit) for unit in task_units),
+                members=tuple(_stored_unit(unit) for unit in ordered if unit.via is not None),
             )
         )
     return StoredLedger(
@@ -173,6 +174,12 @@ def load_ledger(session: Session) -> StoredLedger | None:
         imported_at=run.at,
         sections=sections,
         tasks=tuple(tasks),
+    )
+
+
+def _stored_unit(row: TaskUnitRow) -> StoredUnit:
+    return StoredUnit(
+        unit_ref_of(row), row.done_at, row.done_note, row.via, row.reported_at, row.due
     )
 
 

@@ -1,0 +1,1 @@
+"""The answers web: units answer from the link in their letter, supervisors review."""
