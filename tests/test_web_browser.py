@@ -20,6 +20,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import SEED, Cli
 from tests.web_server import bind, serving
@@ -67,6 +69,13 @@ def open_part(driver: WebDriver, number: int, action: str) -> Any:
     section = driver.find_element(By.ID, f"task-{number}")
     section.find_element(By.XPATH, f".//summary[contains(., '{action}')]").click()
     return section.find_element(By.XPATH, f".//summary[contains(., '{action}')]/..")
+
+
+def submit(driver: WebDriver, button: Any) -> None:
+    """Click a form's button and wait for the page it leads to."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
 
 
 def notice(driver: WebDriver) -> str:
@@ -121,7 +130,7 @@ def test_a_clerk_answers_and_a_supervisor_decides_in_a_browser(
         no_sideways_scroll(browser)
         form = open_part(browser, 28, "报送进展")
         form.find_element(By.NAME, "note").send_keys("已完成方案起草，正在征求意见")
-        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        submit(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
         assert "进展已报送" in notice(browser)
         no_sideways_scroll(browser)
 
@@ -130,14 +139,14 @@ def test_a_clerk_answers_and_a_supervisor_decides_in_a_browser(
             form.find_element(By.NAME, "note").send_keys(note)
             if number == 1:
                 form.find_element(By.NAME, "file").send_keys(str(pdf))
-            form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            submit(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
             assert "等待审核" in notice(browser)
 
         form = open_part(browser, 14, "申请延期")
         due = form.find_element(By.NAME, "due")
         browser.execute_script("arguments[0].value = '2018-12-31'", due)
         form.find_element(By.NAME, "note").send_keys("补贴资金下达推迟，需延至年底")
-        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        submit(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
         assert "延期申请已提交" in notice(browser)
         assert "已申请延期至2018年12月31日" in browser.find_element(By.ID, "task-14").text
 
@@ -146,7 +155,7 @@ def test_a_clerk_answers_and_a_supervisor_decides_in_a_browser(
         browser.get(board)
         assert "督办看板" in browser.title
         no_sideways_scroll(browser)
-        browser.find_element(By.PARTIAL_LINK_TEXT, "审核办结").click()
+        submit(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "审核办结"))
         no_sideways_scroll(browser)
         cards = {
             int(re.search(r"第(\d+)项", c.text).group(1)): c  # type: ignore[union-attr]
@@ -154,13 +163,13 @@ def test_a_clerk_answers_and_a_supervisor_decides_in_a_browser(
         }
         assert set(cards) == {1, 27, 14}
         assert "验收报告.pdf" in cards[1].text
-        cards[1].find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        submit(browser, cards[1].find_element(By.CSS_SELECTOR, "button[value=approve]"))
         assert "已处理" in notice(browser)
         card = browser.find_element(By.XPATH, "//section[contains(., '第27项')]")
         card.find_element(By.NAME, "note").send_keys("未附印发文件，请补充")
-        card.find_element(By.CSS_SELECTOR, "button[value=return]").click()
+        submit(browser, card.find_element(By.CSS_SELECTOR, "button[value=return]"))
         card = browser.find_element(By.XPATH, "//section[contains(., '第14项')]")
-        card.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        submit(browser, card.find_element(By.CSS_SELECTOR, "button[value=approve]"))
         assert browser.find_elements(By.CSS_SELECTOR, "section.card") == []
 
         # the task's history on the board, and the board on a phone

@@ -32,6 +32,18 @@ def letters_on(db: Path, day: str) -> int:
     return int(count)
 
 
+def run_once(moment: str) -> subprocess.CompletedProcess[str]:
+    """The daemon's work of one moment, in a process of its own."""
+    return subprocess.run(
+        [REMINDER, "run", "--once", "--at", moment],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_flooded_or_killed_web_leaves_reminders_going_out(
@@ -90,14 +102,7 @@ def test_a_flooded_or_killed_web_leaves_reminders_going_out(
             for link in links[:8]:
                 pool.submit(flood, link)
             time.sleep(1)
-            busy = subprocess.run(
-                [REMINDER, "run", "--once", "--at", "2018-10-15 09:30"],
-                env=dict(os.environ),
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            busy = run_once("2018-10-15 09:30")
             stop.set()
         assert busy.returncode == 0, busy.stderr
         assert letters_on(db, "2018-10-15") == len(expected) > 50, "a letter did not go out"
@@ -111,13 +116,6 @@ def test_a_flooded_or_killed_web_leaves_reminders_going_out(
     expected = {
         i["letter"] for i in json.loads(cli("plan", "--at", "2018-10-22 09:30", "--json").out)
     }
-    after = subprocess.run(
-        [REMINDER, "run", "--once", "--at", "2018-10-22 09:30"],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    after = run_once("2018-10-22 09:30")
     assert after.returncode == 0, after.stderr
     assert letters_on(db, "2018-10-22") == len(expected) > 50

@@ -26,7 +26,7 @@ from sqlmodel import select as select_rows
 
 from reminder.errors import InputError
 from reminder.planning import Planning
-from reminder.store.completion import mark_done, record_progress
+from reminder.store.completion import journal, ledger_context, mark_done, record_progress
 from reminder.store.models import (
     AnswerRow,
     EventRow,
@@ -36,7 +36,7 @@ from reminder.store.models import (
     TaskRow,
     TaskUnitRow,
 )
-from reminder.store.targets import LedgerContext, reschedule, update_task_status
+from reminder.store.targets import reschedule, update_task_status
 from reminder.store.tasks import deadline_of, units_by_task
 
 COMPLETION = "completion"
@@ -89,13 +89,6 @@ def part(session: Session, number: int, unit: str) -> tuple[TaskRow, TaskUnitRow
     return task, row
 
 
-def _context(session: Session) -> LedgerContext:
-    context = LedgerContext.load(session)
-    if context is None:
-        raise InputError("no ledger imported yet; run `reminder import FILE` first")
-    return context
-
-
 def _journal(
     session: Session,
     kind: str,
@@ -107,24 +100,12 @@ def _journal(
     attachment: str = "",
     due: dt.date | None = None,
 ) -> None:
-    session.add(
-        EventRow(
-            at=now,
-            kind=kind,
-            task_id=task.id if task else None,
-            unit=unit,
-            note=note,
-            actor=actor.name,
-            origin=actor.origin,
-            attachment=attachment,
-            due=due,
-        )
-    )
+    journal(session, kind, task, unit, note, actor.name, actor.origin, now, attachment, due)
 
 
 def _replan(session: Session, planning: Planning, task: TaskRow, now: dt.datetime) -> None:
     assert task.id is not None
-    context = _context(session)
+    context = ledger_context(session)
     rows = units_by_task(session, [task.id])[task.id]
     update_task_status(session, planning, context, task, rows, now)
     reschedule(session, planning, context, task, rows)
@@ -155,10 +136,27 @@ def report_progress(
     record_progress(session, planning, number, unit, text, actor.name, now, actor.origin)
 
 
-def _withdraw(session: Session, task_id: int, unit: str, kind: str, now: dt.datetime) -> None:
+def _open(task: TaskRow, row: TaskUnitRow, why: str) -> None:
+    if row.done_at is not None or task.status == "done":
+        raise InputError(f"第{task.no}项任务你单位部分已办结{why}")
+
+
+def _ask(
+    session: Session,
+    kind: str,
+    task: TaskRow,
+    unit: str,
+    note: str,
+    actor: Actor,
+    now: dt.datetime,
+    due: dt.date | None = None,
+    attachment: Attachment | None = None,
+) -> None:
+    """A new answer for a supervisor; it withdraws the unit's pending one of that kind."""
+    assert task.id is not None
     for row in session.exec(
         select_rows(AnswerRow).where(
-            col(AnswerRow.task_id) == task_id,
+            col(AnswerRow.task_id) == task.id,
             col(AnswerRow.unit) == unit,
             col(AnswerRow.kind) == kind,
             col(AnswerRow.status) == "pending",
@@ -166,6 +164,22 @@ def _withdraw(session: Session, task_id: int, unit: str, kind: str, now: dt.date
     ):
         row.status, row.decided_at, row.decided_by = "withdrawn", now, "superseded by a newer one"
         session.add(row)
+    session.add(
+        AnswerRow(
+            kind=kind,
+            task_id=task.id,
+            task_no=task.no,
+            unit=unit,
+            note=note,
+            due=due,
+            attachment=attachment.sha256 if attachment else "",
+            attachment_name=attachment.name if attachment else "",
+            attachment_type=attachment.content_type if attachment else "",
+            at=now,
+            actor=actor.name,
+            origin=actor.origin,
+        )
+    )
 
 
 def report_done(
@@ -180,31 +194,15 @@ def report_done(
 ) -> str:
     """报告办结; returns the part's state afterwards (reported, or done when trusted)."""
     task, row = part(session, number, unit)
-    assert task.id is not None
-    if row.done_at is not None or task.status == "done":
-        raise InputError(f"第{number}项任务你单位部分已办结")
+    _open(task, row, "")
     text = _note(note, "请填写办结情况")
-    sha = attachment.sha256 if attachment else ""
-    _journal(session, "report", task, unit, text, actor, now, sha)
+    _journal(
+        session, "report", task, unit, text, actor, now, attachment.sha256 if attachment else ""
+    )
     if planning.policy.completion == "trust":
         mark_done(session, planning, number, unit, text, actor.name, now, actor.origin)
         return "done"
-    _withdraw(session, task.id, unit, COMPLETION, now)
-    session.add(
-        AnswerRow(
-            kind=COMPLETION,
-            task_id=task.id,
-            task_no=number,
-            unit=unit,
-            note=text,
-            attachment=sha,
-            attachment_name=attachment.name if attachment else "",
-            attachment_type=attachment.content_type if attachment else "",
-            at=now,
-            actor=actor.name,
-            origin=actor.origin,
-        )
-    )
+    _ask(session, COMPLETION, task, unit, text, actor, now, attachment=attachment)
     row.reported_at, row.returned_note = now, ""
     session.add(row)
     session.flush()
@@ -229,9 +227,7 @@ def request_extension(
 ) -> None:
     """申请延期 to ``due``."""
     task, row = part(session, number, unit)
-    assert task.id is not None
-    if row.done_at is not None or task.status == "done":
-        raise InputError(f"第{number}项任务你单位部分已办结，无需延期")
+    _open(task, row, "，无需延期")
     current = own_due(task, row)
     if current is None:
         raise InputError(f"第{number}项任务没有截止日期，无需申请延期")
@@ -240,20 +236,7 @@ def request_extension(
     if due > current + dt.timedelta(days=366):
         raise InputError("延期不能超过一年")
     text = _note(reason, "请填写延期理由")
-    _withdraw(session, task.id, unit, EXTENSION, now)
-    session.add(
-        AnswerRow(
-            kind=EXTENSION,
-            task_id=task.id,
-            task_no=number,
-            unit=unit,
-            note=text,
-            due=due,
-            at=now,
-            actor=actor.name,
-            origin=actor.origin,
-        )
-    )
+    _ask(session, EXTENSION, task, unit, text, actor, now, due=due)
     _journal(session, "extension", task, unit, text, actor, now, due=due)
 
 
@@ -355,32 +338,23 @@ def history(session: Session, number: int) -> list[dict[str, object]]:
     item = ItemRow.__table__  # type: ignore[attr-defined]
     outbox = OutboxRow.__table__  # type: ignore[attr-defined]
     link = LinkRow.__table__  # type: ignore[attr-defined]
+    letter = [
+        outbox.c.key,
+        outbox.c.recipient_name,
+        outbox.c.channel,
+        outbox.c.status,
+        outbox.c.scheduled_for,
+        outbox.c.sent_at,
+    ]
     letters = (
-        select(
-            outbox.c.key,
-            outbox.c.recipient_name,
-            outbox.c.channel,
-            outbox.c.status,
-            outbox.c.scheduled_for,
-            outbox.c.sent_at,
-            func.min(item.c.kind),
-            func.min(link.c.opened_at),
-        )
+        select(*letter, func.min(item.c.kind), func.min(link.c.opened_at))
         .join(item, item.c.letter_id == outbox.c.id)
         .outerjoin(link, link.c.letter_key == outbox.c.key)
         .where(item.c.task_id.in_(ids))
-        .group_by(
-            outbox.c.key,
-            outbox.c.recipient_name,
-            outbox.c.channel,
-            outbox.c.status,
-            outbox.c.scheduled_for,
-            outbox.c.sent_at,
-        )
+        .group_by(*letter)
     )
-    for key, name, channel, status, scheduled, sent, kind, opened in session.connection().execute(
-        letters
-    ):
+    for row in session.connection().execute(letters):
+        key, name, channel, status, scheduled, sent, kind, opened = tuple(row)
         entries.append(
             {
                 "at": sent or scheduled,

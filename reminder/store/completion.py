@@ -27,6 +27,35 @@ class Outcome:
     changed: bool
 
 
+def journal(
+    session: Session,
+    kind: str,
+    task: TaskRow | None,
+    unit: str | None,
+    note: str,
+    actor: str,
+    origin: str,
+    now: dt.datetime,
+    attachment: str = "",
+    due: dt.date | None = None,
+) -> None:
+    """One entry of the journal (``event``): what, on which task and unit, by whom, from
+    where (a client's address, or "cli"), when."""
+    session.add(
+        EventRow(
+            at=now,
+            kind=kind,
+            task_id=task.id if task else None,
+            unit=unit,
+            note=note,
+            actor=actor,
+            origin=origin,
+            attachment=attachment,
+            due=due,
+        )
+    )
+
+
 def _task(session: Session, number: int) -> tuple[TaskRow, list[TaskUnitRow]]:
     statement = select(TaskRow).where(col(TaskRow.no) == number, col(TaskRow.removed_at).is_(None))
     row = session.exec(statement).first()
@@ -51,7 +80,7 @@ def _select_units(
     return chosen
 
 
-def _context(session: Session) -> LedgerContext:
+def ledger_context(session: Session) -> LedgerContext:
     context = LedgerContext.load(session)
     if context is None:
         raise InputError("no ledger imported yet; run `reminder import FILE` first")
@@ -69,7 +98,7 @@ def mark_done(
     origin: str = "cli",
 ) -> Outcome:
     """Mark a unit's part (or, without a unit, the whole task) done."""
-    context = _context(session)
+    context = ledger_context(session)
     ensure_planned(session, planning)  # group members as contacts.toml has them now
     task_row, rows = _task(session, number)
     chosen = _select_units(planning, number, rows, unit)
@@ -84,17 +113,7 @@ def mark_done(
         session.add(task_row)
     else:
         update_task_status(session, planning, context, task_row, rows, now)
-    session.add(
-        EventRow(
-            at=now,
-            kind="done",
-            task_id=task_row.id,
-            unit=unit,
-            note=note,
-            actor=actor,
-            origin=origin,
-        )
-    )
+    journal(session, "done", task_row, unit, note, actor, origin, now)
     reschedule(session, planning, context, task_row, rows)
     return Outcome(number, task_row.status, [row.unit for row in chosen], changed)
 
@@ -103,7 +122,7 @@ def reopen(
     session: Session, planning: Planning, number: int, note: str, actor: str, now: dt.datetime
 ) -> Outcome:
     """Open a task again, with every unit's part; its reminders resume."""
-    context = _context(session)
+    context = ledger_context(session)
     task_row, rows = _task(session, number)
     changed = task_row.status == "done" or any(row.done_at for row in rows)
     for row in rows:
@@ -111,9 +130,7 @@ def reopen(
         session.add(row)
     task_row.status, task_row.done_at = "open", None
     session.add(task_row)
-    session.add(
-        EventRow(at=now, kind="reopen", task_id=task_row.id, note=note, actor=actor, origin="cli")
-    )
+    journal(session, "reopen", task_row, None, note, actor, "cli", now)
     reschedule(session, planning, context, task_row, rows)
     return Outcome(number, task_row.status, [row.unit for row in rows if row.is_target], changed)
 
@@ -131,23 +148,13 @@ def record_progress(
     """A progress note: it shows in the digest and answers this month's check-in."""
     if not note.strip():
         raise InputError("a progress note needs --note")
-    context = _context(session)
+    context = ledger_context(session)
     ensure_planned(session, planning)
     task_row, rows = _task(session, number)
     chosen = _select_units(planning, number, rows, unit)
     for row in chosen:
         row.last_progress_at = now
         session.add(row)
-    session.add(
-        EventRow(
-            at=now,
-            kind="progress",
-            task_id=task_row.id,
-            unit=unit,
-            note=note,
-            actor=actor,
-            origin=origin,
-        )
-    )
+    journal(session, "progress", task_row, unit, note, actor, origin, now)
     reschedule(session, planning, context, task_row, rows)
     return Outcome(number, task_row.status, [row.unit for row in chosen], True)

@@ -231,6 +231,7 @@ def import_ledger(
                 f"{len(report.removed)} removed, {len(report.changed)} changed"
             ),
             actor=actor,
+            origin="cli",
         )
     )
     return report

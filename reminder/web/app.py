@@ -23,21 +23,23 @@ reads and writes the store in short transactions, like any command).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import secrets as random
 import time
 import urllib.parse
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from sqlmodel import col
 from sqlmodel import select as select_rows
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
@@ -58,8 +60,12 @@ from reminder.web.links import Scope as LinkScope
 from reminder.web.links import check as check_link
 
 POSTS_PER_MINUTE = 20
+# the store is read and written in threads, at most this many at once (fewer than the
+# connection pool holds: a request waits in the event loop, never for a connection)
+STORE_THREADS = 8
 FORM_LIMIT = 64 * 1024
 CSRF_COOKIE = "reminder_csrf"
+_R = TypeVar("_R")
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -152,10 +158,19 @@ class Web:
         )
         self.env.filters.update({"cn_date": cn_date, "weekday": weekday})
         self.posts: dict[str, deque[float]] = defaultdict(deque)
+        self.limiter: anyio.CapacityLimiter | None = None
         origin = urllib.parse.urlsplit(self.web.base_url)
         self.origin = f"{origin.scheme}://{origin.netloc}" if origin.netloc else ""
 
     # -- plumbing ---------------------------------------------------------------------
+
+    async def run(self, function: Callable[..., _R], *args: Any) -> _R:
+        """``function(*args)`` in a worker thread, at most ``STORE_THREADS`` at once."""
+        if self.limiter is None:  # made in the event loop that serves
+            self.limiter = anyio.CapacityLimiter(STORE_THREADS)
+        return await anyio.to_thread.run_sync(
+            functools.partial(function, *args), limiter=self.limiter
+        )
 
     def today(self) -> dt.date:
         return dt.datetime.now(self.zone).date()
@@ -183,6 +198,9 @@ class Web:
 
     def error(self, status: int, title: str, text: str) -> _Page:
         return _Page("error.html", {"title": title, "text": text}, status)
+
+    def stale_form(self) -> _Page:
+        return self.error(403, "请求无效", "页面已过期或来源不明，请重新打开链接后再提交。")
 
     def refused(self, why: Refused) -> _Page:
         return self.error(*_REFUSED[why])
@@ -267,13 +285,13 @@ class Web:
             notice = "延期申请已提交，等待审批。"
         if request.query_params.get("ok") == "closed":
             notice = "已办结。"
-        page = await run_in_threadpool(self.unit_view, token, self.client(request), notice)
+        page = await self.run(self.unit_view, token, self.client(request), notice)
         return self.render(page, request)
 
     async def unit_post(self, request: Request) -> Response:
         token = request.path_params["token"]
         action = request.path_params["action"]
-        row, refused = await run_in_threadpool(self.link, token, LinkScope.UNIT)
+        row, refused = await self.run(self.link, token, LinkScope.UNIT)
         if refused is not None or row is None:
             return self.render(refused or self.refused(Refused.UNKNOWN), request)
         if not self._rate_ok(row.id):
@@ -288,15 +306,12 @@ class Web:
             max_files=1 if action == "done" else 0, max_fields=8, max_part_size=FORM_LIMIT
         ) as form:
             if not self._csrf_ok(request, form):
-                return self.render(
-                    self.error(403, "请求无效", "页面已过期或来源不明，请重新打开链接后再提交。"),
-                    request,
-                )
+                return self.render(self.stale_form(), request)
             actor = answers.Actor(row.name, self.client(request))
             try:
-                outcome = await run_in_threadpool(self._unit_act, row, action, number, form, actor)
+                outcome = await self.run(self._unit_act, row, action, number, form, actor)
             except InputError as exc:
-                page = await run_in_threadpool(
+                page = await self.run(
                     self.unit_view, token, actor.origin, "", f"第{number}项：{exc}", 400
                 )
                 return self.render(page, request)
@@ -345,10 +360,10 @@ class Web:
 
     async def unit_file(self, request: Request) -> Response:
         token, sha = request.path_params["token"], request.path_params["sha"]
-        row, refused = await run_in_threadpool(self.link, token, LinkScope.UNIT)
+        row, refused = await self.run(self.link, token, LinkScope.UNIT)
         if refused is not None or row is None:
             return self.render(refused or self.refused(Refused.UNKNOWN), request)
-        return await run_in_threadpool(self._file, sha, row.name, request)
+        return await self.run(self._file, sha, row.name, request)
 
     def _file(self, sha: str, unit: str | None, request: Request) -> Response:
         """An attachment, as a download: a unit's own only (None: a supervisor's, any)."""
@@ -404,13 +419,14 @@ class Web:
                 "token": token,
                 "board": shown,
                 "labels": data.LIGHT_LABELS,
+                "units_listed": data.UNITS_LISTED,
                 "query": lambda **changes: urllib.parse.urlencode(shown.filters.query(**changes)),
             },
         )
 
     async def board_get(self, request: Request) -> Response:
         params = dict(request.query_params.items())
-        page = await run_in_threadpool(self.board_view, request.path_params["token"], params)
+        page = await self.run(self.board_view, request.path_params["token"], params)
         return self.render(page, request)
 
     def task_view(self, token: str, number: str) -> _Page:
@@ -426,7 +442,7 @@ class Web:
         return _Page("task.html", {"supervisor": row.name, "token": token, "task": task})
 
     async def task_get(self, request: Request) -> Response:
-        page = await run_in_threadpool(
+        page = await self.run(
             self.task_view, request.path_params["token"], request.path_params["no"]
         )
         return self.render(page, request)
@@ -454,29 +470,24 @@ class Web:
 
     async def review_get(self, request: Request) -> Response:
         notice = "已处理。" if request.query_params.get("ok") else ""
-        page = await run_in_threadpool(self.review_view, request.path_params["token"], notice)
+        page = await self.run(self.review_view, request.path_params["token"], notice)
         return self.render(page, request)
 
     async def review_post(self, request: Request) -> Response:
         token = request.path_params["token"]
-        row, refused = await run_in_threadpool(self.link, token, LinkScope.SUPERVISOR)
+        row, refused = await self.run(self.link, token, LinkScope.SUPERVISOR)
         if refused is not None or row is None:
             return self.render(refused or self.refused(Refused.UNKNOWN), request)
         if not self._rate_ok(row.id):
             return self.render(self.error(429, "提交过于频繁", "请稍后再试。"), request)
         async with request.form(max_files=0, max_fields=8, max_part_size=FORM_LIMIT) as form:
             if not self._csrf_ok(request, form):
-                return self.render(
-                    self.error(403, "请求无效", "页面已过期或来源不明，请重新打开链接后再提交。"),
-                    request,
-                )
+                return self.render(self.stale_form(), request)
             actor = answers.Actor(row.name, self.client(request))
             try:
-                await run_in_threadpool(
-                    self._decide, request.path_params["id"], form, actor, row.name
-                )
+                await self.run(self._decide, request.path_params["id"], form, actor, row.name)
             except InputError as exc:
-                page = await run_in_threadpool(self.review_view, token, "", str(exc))
+                page = await self.run(self.review_view, token, "", str(exc))
                 return self.render(page, request)
         return Response(status_code=303, headers={"location": f"/s/{token}/review?ok=1"})
 
@@ -512,19 +523,19 @@ class Web:
 
     async def supervisor_file(self, request: Request) -> Response:
         token, sha = request.path_params["token"], request.path_params["sha"]
-        row, refused = await run_in_threadpool(self.link, token, LinkScope.SUPERVISOR)
+        row, refused = await self.run(self.link, token, LinkScope.SUPERVISOR)
         if refused is not None or row is None:
             return self.render(refused or self.refused(Refused.UNKNOWN), request)
-        return await run_in_threadpool(self._file, sha, None, request)
+        return await self.run(self._file, sha, None, request)
 
     async def export(self, request: Request) -> Response:
         token = request.path_params["token"]
-        row, refused = await run_in_threadpool(self.link, token, LinkScope.SUPERVISOR)
+        row, refused = await self.run(self.link, token, LinkScope.SUPERVISOR)
         if refused is not None or row is None:
             return self.render(refused or self.refused(Refused.UNKNOWN), request)
         from reminder.web.export import workbook  # noqa: PLC0415 - openpyxl: for this only
 
-        body = await run_in_threadpool(self._export, workbook)
+        body = await self.run(self._export, workbook)
         day = self.today().isoformat()
         return Response(
             body,
@@ -594,6 +605,3 @@ def _headers(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, sending)
 
     return wrapped
-
-
-Handler = Callable[[Request], Awaitable[Response]]

@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from reminder.contacts import Supervisor
 from reminder.digest import HORIZON_DAYS
-from reminder.ledger.model import DeadlineKind, names_section
+from reminder.ledger.model import names_section
 from reminder.messages import ROLE_LABELS
 from reminder.planning import Planning
 from reminder.store.answers import history
@@ -44,6 +44,7 @@ LIGHT_LABELS = {
 }
 STATE_RANK = {"red": 0, "yellow": 1, "green": 2, "reported": 3, "done": 4}
 PAGE_ROWS = 100
+UNITS_LISTED = 300  # more units than this: the board's unit filter is a text field
 
 _T = TaskRow.__table__  # type: ignore[attr-defined]
 _U = TaskUnitRow.__table__  # type: ignore[attr-defined]
@@ -54,25 +55,40 @@ _O = OutboxRow.__table__  # type: ignore[attr-defined]
 _S = SectionRow.__table__  # type: ignore[attr-defined]
 
 
-def _counted_ids(session: Session, planning: Planning) -> list[int]:
-    """The active tasks whose due date makes them yellow and red (as in the digest)."""
-    sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
-    found = []
-    for row in session.execute(
-        select(_T.c.id, _T.c.no, _T.c.section_no, _T.c.deadline_kind).where(
-            _T.c.removed_at.is_(None), _T.c.deadline_due.is_not(None)
-        )
-    ):
-        section = sections.get(row.section_no, (row.section_no, "", ""))
-        kinds = planning.policy_of(section, row.no).overdue.kinds
-        if DeadlineKind(row.deadline_kind) in kinds:
-            found.append(int(row.id))
-    return found
+def _counts_down(session: Session, planning: Planning) -> Any:
+    """A SQL condition: the task's due date makes it yellow and red (as in the digest:
+    it has one, and its kind is among its policy's ``overdue.kinds``). Policies differ
+    by section and by the tasks an override names, so the condition has a term per
+    section and one per named task: a few terms, whatever the size of the ledger."""
+    named = sorted({no for override in planning.policy.override for no in override.tasks})
+    terms = []
+    for row in session.execute(select(_S)):
+        kinds = planning.policy_of((row.no, row.numeral, row.title), -1).overdue.kinds
+        term = and_(_T.c.section_no == row.no, _T.c.deadline_kind.in_(sorted(kinds)))
+        terms.append(and_(term, _T.c.no.not_in(named)) if named else term)
+    if named:
+        sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
+        for no, section_no in session.execute(
+            select(_T.c.no, _T.c.section_no)
+            .where(_T.c.no.in_(named), _T.c.removed_at.is_(None))
+            .distinct()
+        ):
+            section = sections.get(section_no, (section_no, "", ""))
+            kinds = planning.policy_of(section, no).overdue.kinds
+            terms.append(
+                and_(
+                    _T.c.no == no,
+                    _T.c.section_no == section_no,
+                    _T.c.deadline_kind.in_(sorted(kinds)),
+                )
+            )
+    return and_(_T.c.deadline_due.is_not(None), or_(*terms) if terms else literal(False))
 
 
-def _light(counted: list[int], today: dt.date) -> Any:
+def _light(counts: Any, today: dt.date) -> Any:
+    """done, reported, red, yellow, green of a task × unit, in SQL (``counts``:
+    ``_counts_down``)."""
     due = func.coalesce(_U.c.due, _T.c.deadline_due)
-    counts = _T.c.id.in_(counted) if counted else literal(False)
     return case(
         (or_(_T.c.status == "done", _U.c.done_at.is_not(None)), "done"),
         (_U.c.reported_at.is_not(None), "reported"),
@@ -178,7 +194,7 @@ def board(
     zone: dt.tzinfo,
     scope: Scope | None = None,
 ) -> Board:
-    counted = _counted_ids(session, planning)
+    counted = _counts_down(session, planning)
     light = _light(counted, today).label("light")
     watched = (scope or Scope()).where()
     where = [_T.c.removed_at.is_(None), _U.c.is_target.is_(True), *watched]
@@ -259,16 +275,14 @@ def board(
         for r in session.execute(select(_S).order_by(_S.c.no))
         if scope is None or scope.sections is None or int(r.no) in scope.sections
     ]
-    units = [
-        str(name)
-        for name in session.execute(
-            select(_U.c.unit)
-            .select_from(joined)
-            .where(_T.c.removed_at.is_(None), _U.c.is_target.is_(True), *watched)
-            .distinct()
-            .order_by(_U.c.unit)
-        ).scalars()
-    ]
+    # the units to filter by: through the index on task_unit.unit (a unit of removed
+    # tasks only may be listed, and shows nothing)
+    names = select(_U.c.unit).where(_U.c.is_target.is_(True)).distinct().order_by(_U.c.unit)
+    if scope is not None and scope.units is not None:
+        names = names.where(
+            or_(_U.c.unit.in_(sorted(scope.units)), _U.c.via.in_(sorted(scope.units)))
+        )
+    units = [str(name) for name in session.execute(names.limit(UNITS_LISTED + 1)).scalars()]
     pending: dict[str, int] = {}
     for answer in pending_answers(session, zone, scope):
         pending[answer["kind"]] = pending.get(answer["kind"], 0) + 1
@@ -288,8 +302,7 @@ def board(
 def all_rows(session: Session, planning: Planning, today: dt.date) -> list[tuple[Any, ...]]:
     """Every task × unit of the ledger with its light, for the export: (no, section,
     text, deadline, unit, via, role, own due, light, 催办次数), by task and position."""
-    counted = _counted_ids(session, planning)
-    light = _light(counted, today)
+    light = _light(_counts_down(session, planning), today)
     return [
         tuple(row)
         for row in session.execute(
@@ -347,10 +360,11 @@ def unit_page(
     session: Session, planning: Planning, unit: str, today: dt.date, zone: dt.tzinfo
 ) -> list[dict[str, Any]]:
     """A unit's parts, most urgent first (open, then reported, then done)."""
-    counted = set(_counted_ids(session, planning))
+    light = _light(_counts_down(session, planning), today).label("light")
     rows = list(
         session.execute(
             select(
+                light,
                 _U.c.id,
                 _U.c.role,
                 _U.c.via,
@@ -402,16 +416,7 @@ def unit_page(
     for row in rows:
         task_id = int(row.task_id)
         own = _day(row.due) or _day(row.deadline_due)
-        if row.status == "done" or row.done_at is not None:
-            state = "done"
-        elif row.reported_at is not None:
-            state = "reported"
-        elif task_id in counted and own is not None and own < today:
-            state = "red"
-        elif task_id in counted and own is not None and (own - today).days <= HORIZON_DAYS:
-            state = "yellow"
-        else:
-            state = "green"
+        state = str(row.light)
         units = listed[task_id]
         mine = [n for n in notes[task_id] if n["unit"] == unit or row.role == "lead"]
         extension = waiting.get((task_id, "extension"))
@@ -457,22 +462,16 @@ def task_detail(
     task = session.execute(select(_T).where(_T.c.no == number, _T.c.removed_at.is_(None))).first()
     if task is None:
         return None
-    counted = set(_counted_ids(session, planning))
+    light = _light(_counts_down(session, planning), today).label("light")
     units = []
     for row in session.execute(
-        select(_U).where(_U.c.task_id == task.id, _U.c.is_target.is_(True)).order_by(_U.c.position)
+        select(_U, light)
+        .select_from(_U.join(_T, _T.c.id == _U.c.task_id))
+        .where(_U.c.task_id == task.id, _U.c.is_target.is_(True))
+        .order_by(_U.c.position)
     ):
         own = _day(row.due) or _day(task.deadline_due)
-        if task.status == "done" or row.done_at is not None:
-            state = "done"
-        elif row.reported_at is not None:
-            state = "reported"
-        elif task.id in counted and own and own < today:
-            state = "red"
-        elif task.id in counted and own and (own - today).days <= HORIZON_DAYS:
-            state = "yellow"
-        else:
-            state = "green"
+        state = str(row.light)
         units.append(
             {
                 "unit": str(row.unit),
