@@ -75,7 +75,10 @@ def submit(driver: WebDriver, button: Any) -> None:
     """Click a form's button and wait for the page it leads to."""
     page = driver.find_element(By.TAG_NAME, "html")
     button.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
+    wait = WebDriverWait(driver, 20)
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    wait.until(expected_conditions.presence_of_element_located((By.TAG_NAME, "footer")))
 
 
 def notice(driver: WebDriver) -> str:

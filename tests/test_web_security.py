@@ -276,6 +276,25 @@ def test_posts_are_rate_limited_per_link(site: Site) -> None:
         assert posted.status_code == 303
 
 
+def test_the_post_limit_holds_across_web_processes(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second web process on the same store counts the unit's posts from the journal."""
+    mine = path(site.links[UNIT])
+    with site.client() as client:
+        token = csrf(client, site.links[UNIT])
+        for n in range(20):
+            posted = client.post(f"{mine}/task/1/progress", data={"csrf": token, "note": f"{n}"})
+            assert posted.status_code == 303
+    second = bind(monkeypatch)
+    with serving(second) as url, httpx.Client(base_url=url, follow_redirects=False) as other:
+        page = other.get(mine)
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        limited = other.post(f"{mine}/task/1/progress", data={"csrf": token, "note": "第21次"})
+        assert limited.status_code == 429
+    assert len(journal(site.db, "progress")) == 20
+
+
 def test_the_board_filters_and_reviews_with_csrf(site: Site) -> None:
     board = path(site.board)
     mine = path(site.links[UNIT])
@@ -321,3 +340,34 @@ def test_a_scoped_supervisor_sees_and_decides_only_its_part(site: Site) -> None:
         outside = client.post(f"{coal}/answer/2", data={"csrf": token, "verdict": "approve"})
         assert outside.status_code == 400 and "不属于你的督办范围" in outside.text
     assert journal(site.db, "approve") == []
+
+
+@pytest.mark.postgres
+def test_the_web_on_postgresql(
+    cli: Cli, pg_url: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers are rows like any other: a clerk reports, a supervisor approves, on the
+    machine's PostgreSQL."""
+    monkeypatch.setenv("REMINDER_DB", pg_url)
+    port = bind(monkeypatch)
+    assert cli("import", str(SEED)).code == 0
+    assert cli("digest", "--at", "2018-10-08 08:45").code == 0
+    assert cli("run", "--once", "--at", "2018-10-08 09:30").code == 0
+    letters = {
+        p.read_text("utf-8").split("To: ", 1)[1].split("\n", 1)[0]: p.read_text("utf-8")
+        for p in (isolated_env / "var" / "outbox").rglob("letter-*.txt")
+    }
+    sms = next(text for to, text in letters.items() if UNIT in to)
+    link = "/" + sms.split("签收及反馈：", 1)[1].split()[0].split("/", 3)[3]
+    with serving(port) as url, httpx.Client(base_url=url, follow_redirects=False) as client:
+        page = client.get(link)
+        assert page.status_code == 200 and 'id="task-1"' in page.text
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        done = client.post(f"{link}/task/1/done", data={"csrf": token, "note": "已完成"})
+        assert done.status_code == 303
+    waiting = json.loads(cli("review", "--json").out)
+    assert [(w["task"], w["unit"]) for w in waiting] == [(1, UNIT)]
+    assert cli("review", "approve", str(waiting[0]["id"])).code == 0
+    tasks = json.loads(cli("tasks", "--json").out)["tasks"]
+    units = {u["name"]: u for u in tasks[0]["units"]}
+    assert units[UNIT]["status"] == "done"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
@@ -111,12 +111,28 @@ def _replan(session: Session, planning: Planning, task: TaskRow, now: dt.datetim
     reschedule(session, planning, context, task, rows)
 
 
+def recent_actions(session: Session, actor: str, since: dt.datetime) -> int:
+    """What ``actor`` wrote into the journal since ``since``, from any process (the web's
+    limit on posts holds across several web processes on one store)."""
+    statement = (
+        select(func.count())
+        .select_from(EventRow)
+        .where(col(EventRow.at) > since, col(EventRow.actor) == actor, col(EventRow.kind) != "read")
+    )
+    return int(session.execute(statement).scalar_one())
+
+
 def read_link(session: Session, link: LinkRow, actor: Actor, now: dt.datetime) -> bool:
-    """签收: the first opening of a link is journalled (with the letter it came in)."""
-    if link.opened_at is not None:
+    """签收: the first opening of a link is journalled (with the letter it came in), once
+    even if two web processes see it opened at the same moment."""
+    table = LinkRow.__table__  # type: ignore[attr-defined]
+    opened = session.connection().execute(
+        update(table)
+        .where(table.c.id == link.id, table.c.opened_at.is_(None))
+        .values(opened_at=now)
+    )
+    if not opened.rowcount:
         return False
-    link.opened_at = now
-    session.add(link)
     _journal(session, "read", None, link.name, link.letter_key or "", actor, now)
     return True
 
@@ -366,6 +382,9 @@ def history(session: Session, number: int) -> list[dict[str, object]]:
                 "attachment": None,
                 "due": None,
                 "letter": key,
+                "channel": channel,
+                "kind": kind,
+                "status": status,
                 "read_at": opened,
             }
         )

@@ -85,6 +85,15 @@ _REFUSED = {
 }
 
 
+# what a unit's page says after a form was sent (its ?ok=…)
+_DONE = {
+    "progress": "进展已报送。",
+    "done": "办结情况已报送，等待审核。",
+    "closed": "已办结。",
+    "extension": "延期申请已提交，等待审批。",
+}
+
+
 class LimitBody:
     """Refuses a body larger than the route allows (413), by its declared length and
     by what actually arrives."""
@@ -228,6 +237,8 @@ class Web:
         return True
 
     def _rate_ok(self, link_id: str) -> bool:
+        """Posts through one link in this process (the journal counts across processes:
+        ``_journal_ok``)."""
         now = time.monotonic()
         seen = self.posts[link_id]
         while seen and seen[0] < now - 60:
@@ -236,6 +247,12 @@ class Web:
             return False
         seen.append(now)
         return True
+
+    def _journal_ok(self, actor: str) -> bool:
+        """What a unit wrote in the last minute, from any web process."""
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        with self.store.read() as session:
+            return answers.recent_actions(session, actor, since) < POSTS_PER_MINUTE
 
     def supervisor(self, name: str) -> Supervisor | None:
         return next((s for s in self.planning.contacts.supervisors if s.name == name), None)
@@ -255,9 +272,7 @@ class Web:
         now = dt.datetime.now(dt.UTC)
         if row.opened_at is None:
             with self.store.write() as session:
-                fresh = session.get(LinkRow, row.id)
-                if fresh is not None:
-                    answers.read_link(session, fresh, answers.Actor(row.name, origin), now)
+                answers.read_link(session, row, answers.Actor(row.name, origin), now)
         today = self.today()
         with self.store.read() as session:
             tasks = data.unit_page(session, self.planning, row.name, today, self.zone)
@@ -271,20 +286,13 @@ class Web:
                 "done": [t for t in tasks if t["state"] == "done"],
                 "notice": notice,
                 "problem": problem,
-                "contact": self.planning.contacts.reach(row.name),
             },
             status,
         )
 
     async def unit_get(self, request: Request) -> Response:
         token = request.path_params["token"]
-        notice = {"progress": "进展已报送。", "done": "办结情况已报送，等待审核。"}.get(
-            request.query_params.get("ok", ""), ""
-        )
-        if request.query_params.get("ok") == "extension":
-            notice = "延期申请已提交，等待审批。"
-        if request.query_params.get("ok") == "closed":
-            notice = "已办结。"
+        notice = _DONE.get(request.query_params.get("ok", ""), "")
         page = await self.run(self.unit_view, token, self.client(request), notice)
         return self.render(page, request)
 
@@ -294,7 +302,7 @@ class Web:
         row, refused = await self.run(self.link, token, LinkScope.UNIT)
         if refused is not None or row is None:
             return self.render(refused or self.refused(Refused.UNKNOWN), request)
-        if not self._rate_ok(row.id):
+        if not self._rate_ok(row.id) or not await self.run(self._journal_ok, row.name):
             return self.render(
                 self.error(429, "提交过于频繁", "请稍后再试。如有急事请电话联系。"), request
             )
