@@ -14,10 +14,11 @@ import datetime as dt
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 
 from reminder.calendar import WorkCalendar
 from reminder.contacts import load_contacts
@@ -34,32 +35,40 @@ UNITS_PER_TASK = 20
 NOW = dt.datetime(2018, 10, 8, 1, 0, tzinfo=dt.UTC)
 
 
+def insert_ledger(connection: Connection, tasks: int, sections: Sequence[str]) -> None:
+    """The import run and the sections of a generated ledger of ``tasks`` tasks."""
+    connection.execute(
+        insert(ImportRun.__table__),  # type: ignore[attr-defined]
+        [
+            {
+                "at": NOW,
+                "source": "bench",
+                "format": "txt",
+                "sha256": "",
+                "title": "bench",
+                "year": 2018,
+                "tasks": tasks,
+                "added": tasks,
+                "removed": 0,
+                "changed": 0,
+            }
+        ],
+    )
+    connection.execute(
+        insert(SectionRow.__table__),  # type: ignore[attr-defined]
+        [
+            {"no": no, "numeral": "一二三四五六七八九十"[no - 1], "title": title}
+            for no, title in enumerate(sections, 1)
+        ],
+    )
+
+
 def fill(store: Store, rows: int, planning: Planning) -> None:
     tasks = rows // UNITS_PER_TASK
     later = NOW + dt.timedelta(days=30)
     with store.write() as session:
         connection = session.connection()
-        connection.execute(
-            insert(ImportRun.__table__),  # type: ignore[attr-defined]
-            [
-                {
-                    "at": NOW,
-                    "source": "bench",
-                    "format": "txt",
-                    "sha256": "",
-                    "title": "bench",
-                    "year": 2018,
-                    "tasks": tasks,
-                    "added": tasks,
-                    "removed": 0,
-                    "changed": 0,
-                }
-            ],
-        )
-        connection.execute(
-            insert(SectionRow.__table__),  # type: ignore[attr-defined]
-            [{"no": 1, "numeral": "一", "title": "bench"}],
-        )
+        insert_ledger(connection, tasks, ["bench"])
         connection.execute(
             insert(TaskRow.__table__),  # type: ignore[attr-defined]
             [

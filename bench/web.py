@@ -44,22 +44,21 @@ from typing import IO, Any
 import httpx
 from sqlalchemy import insert, select
 
+from bench.tick_idle import NOW, insert_ledger  # NOW: the tick's moment, nothing due
 from reminder.contacts import load_contacts
 from reminder.planning import Planning
 from reminder.settings import Config, load_config
 from reminder.store.db import Store, open_store
-from reminder.store.models import ImportRun, MetaRow, SectionRow, TaskRow, TaskUnitRow
+from reminder.store.models import MetaRow, TaskRow, TaskUnitRow
 from reminder.store.targets import FINGERPRINT
 from reminder.tick import run_tick
-from reminder.web.links import Link, Scope, new_link, save_links
+from reminder.web.links import Link, Links, Scope, save_links
 
 ROOT = Path(__file__).resolve().parent.parent
 REMINDER = Path(sys.executable).with_name("reminder")
 UNITS_PER_TASK = 20
 TASKS_PER_UNIT = 50  # the pool of units: rows / 50
 SECTIONS = ("加快调整能源消费结构", "强化工业企业治理", "深化移动源污染防治", "严格控制扬尘污染")
-NUMERALS = "一二三四五六七八九十"
-NOW = dt.datetime(2018, 10, 8, 1, 0, tzinfo=dt.UTC)  # the tick's moment: nothing due
 SECRET = "bench-web-secret-not-for-production"
 SUPERVISOR = "督办组"
 WARMUP_S = 2.0
@@ -175,30 +174,7 @@ def fill(store: Store, rows: int, planning: Planning, today: dt.date, seed: int 
             )
     with store.write() as session:
         connection = session.connection()
-        connection.execute(
-            insert(ImportRun.__table__),  # type: ignore[attr-defined]
-            [
-                {
-                    "at": NOW,
-                    "source": "bench",
-                    "format": "txt",
-                    "sha256": "",
-                    "title": "bench",
-                    "year": 2018,
-                    "tasks": tasks,
-                    "added": tasks,
-                    "removed": 0,
-                    "changed": 0,
-                }
-            ],
-        )
-        connection.execute(
-            insert(SectionRow.__table__),  # type: ignore[attr-defined]
-            [
-                {"no": no, "numeral": NUMERALS[no - 1], "title": title}
-                for no, title in enumerate(SECTIONS, 1)
-            ],
-        )
+        insert_ledger(connection, tasks, SECTIONS)
         connection.execute(insert(TaskRow.__table__), task_rows)  # type: ignore[attr-defined]
         for start_at in range(0, len(unit_rows), 50_000):
             connection.execute(
@@ -500,13 +476,14 @@ def run(args: argparse.Namespace, folder: Path) -> None:
         # ticks then find nothing to do
         first = run_tick(store, planning, config.settings, NOW)
         unit, parts, led = typical_unit(store)
+        maker = Links(config.settings.web)
         links = [
-            new_link(config.settings.web, Scope.UNIT, unit, "bench-letter"),
-            new_link(config.settings.web, Scope.SUPERVISOR, SUPERVISOR),
+            maker.new(Scope.UNIT, unit, "bench-letter"),
+            maker.new(Scope.SUPERVISOR, SUPERVISOR),
         ]
         made: list[Link] = [link for link in links if link is not None]
         with store.write() as session:
-            save_links(session, made)
+            save_links(session, made, dt.datetime.now(dt.UTC))
     finally:
         store.dispose()
     unit_url, board_url = made[0].url, made[1].url

@@ -25,7 +25,7 @@ from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.reports import digest_inputs, last_sent_to
 from reminder.store.tasks import ledger_years
-from reminder.web.links import Link, Scope, new_link, save_links
+from reminder.web.links import Link, Links, Scope, save_links
 
 # what a 逾期督办清单 holds of its supervisor's digest
 ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after")
@@ -149,10 +149,11 @@ def _board_links(settings: Settings, messages: Sequence[Message]) -> list[tuple[
     """Each supervisor's digest carries a link to the board (one a day, on every channel:
     its channels share one payload); returned with the key of a message carrying it."""
     found: dict[str, tuple[str, Link]] = {}
+    maker = Links(settings.web)
     for message in messages:
         if message.kind is not Kind.DIGEST or message.recipient_name in found:
             continue
-        link = new_link(settings.web, Scope.SUPERVISOR, message.recipient_name)
+        link = maker.new(Scope.SUPERVISOR, message.recipient_name)
         if link is not None:
             message.payload["board"] = link.url
             found[message.recipient_name] = (message.key, link)

@@ -12,7 +12,7 @@ import click
 from reminder.app import App, now, pass_app
 from reminder.errors import InputError
 from reminder.store import answers
-from reminder.store.models import EventRow
+from reminder.store.models import EventRow, TaskRow
 from reminder.web.links import Scope, revoke
 
 
@@ -84,14 +84,14 @@ def review_command(ctx: click.Context, as_json: bool) -> None:
         {
             "id": a.id,
             "kind": a.kind,
-            "task": a.task_no,
+            "task": no,
             "unit": a.unit,
             "at": a.at.astimezone(app.config.settings.zone).isoformat(timespec="minutes"),
             "note": a.note,
             "due": a.due.isoformat() if a.due else None,
             "attachment": a.attachment or None,
         }
-        for a in waiting
+        for a, no in waiting
     ]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -116,7 +116,9 @@ def _decide(app: App, answer_id: int, approve: bool, note: str, due: str | None)
         answer = answers.decide(
             session, app.planning, answer_id, approve, note, _actor(), now(), day
         )
-    click.echo(f"#{answer.id} task {answer.task_no} {answer.unit}: {answer.status}")
+        task = session.get(TaskRow, answer.task_id)
+    number = task.no if task else "?"
+    click.echo(f"#{answer.id} task {number} {answer.unit}: {answer.status}")
 
 
 @review_command.command("approve")

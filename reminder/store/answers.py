@@ -184,7 +184,6 @@ def _ask(
         AnswerRow(
             kind=kind,
             task_id=task.id,
-            task_no=task.no,
             unit=unit,
             note=note,
             due=due,
@@ -256,15 +255,20 @@ def request_extension(
     _journal(session, "extension", task, unit, text, actor, now, due=due)
 
 
-def pending(session: Session, kind: str | None = None) -> list[AnswerRow]:
-    """What waits for a supervisor, oldest first (of tasks still in the ledger)."""
-    active = select_rows(TaskRow.id).where(col(TaskRow.removed_at).is_(None))
-    statement = select_rows(AnswerRow).where(
-        col(AnswerRow.status) == "pending", col(AnswerRow.task_id).in_(active)
+def pending(session: Session, kind: str | None = None) -> list[tuple[AnswerRow, int]]:
+    """What waits for a supervisor, oldest first, with its task's number now (of tasks
+    still in the ledger)."""
+    statement = (
+        select_rows(AnswerRow, TaskRow.no)
+        .join(TaskRow, col(TaskRow.id) == col(AnswerRow.task_id))
+        .where(col(AnswerRow.status) == "pending", col(TaskRow.removed_at).is_(None))
     )
     if kind is not None:
         statement = statement.where(col(AnswerRow.kind) == kind)
-    return list(session.exec(statement.order_by(col(AnswerRow.at), col(AnswerRow.id))))
+    return [
+        (answer, int(no))
+        for answer, no in session.exec(statement.order_by(col(AnswerRow.at), col(AnswerRow.id)))
+    ]
 
 
 def decide(
@@ -284,7 +288,11 @@ def decide(
         raise InputError(f"answer {answer_id}: no such answer")
     if answer.status != "pending":
         raise InputError(f"answer {answer_id}: already {answer.status}")
-    task, row = part(session, answer.task_no, answer.unit)
+    # the task by its row: a re-import may have renumbered it since the answer
+    asked = session.get(TaskRow, answer.task_id)
+    if asked is None or asked.removed_at is not None:
+        raise InputError(f"answer {answer_id}: its task is no longer in the ledger")
+    task, row = part(session, asked.no, answer.unit)
     text = _note(note, None if approve else "退回或不予延期须写明理由")
     answer.decided_at, answer.decided_by, answer.decision_note = now, actor.name, text
     if answer.kind == COMPLETION:
@@ -298,7 +306,7 @@ def decide(
             mark_done(
                 session,
                 planning,
-                answer.task_no,
+                task.no,
                 answer.unit,
                 answer.note,
                 actor.name,

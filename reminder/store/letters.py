@@ -49,7 +49,7 @@ from reminder.settings import Settings
 from reminder.store.db import insert_new
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import ledger_facts, load_ledger
-from reminder.web.links import save_links, unit_link
+from reminder.web.links import Links, save_links
 
 AGENDA_PLANNED = "agenda_planned"  # meta: the week whose agenda items are planned
 _LOCK_ID = 0x6C657474  # "lett": the advisory lock of letter composition on PostgreSQL
@@ -195,9 +195,8 @@ def compose_letters(
     tomorrow = today + dt.timedelta(days=1)
     sequences = _sequences(session, local_midnight(today, zone), local_midnight(tomorrow, zone))
     result = compose(waiting, facts, agendas, context, sequences, now)
-    links = {
-        letter.message.key: unit_link(settings.web, letter.message) for letter in result.letters
-    }
+    maker = Links(settings.web)
+    links = {letter.message.key: maker.for_letter(letter.message) for letter in result.letters}
     new = set(enqueue(session, [letter.message for letter in result.letters], now))
     sent = [letter for letter in result.letters if letter.message.key in new]
     save_links(session, [link for key, link in links.items() if link and key in new], now)

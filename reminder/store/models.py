@@ -156,7 +156,6 @@ class AnswerRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str  # completion | extension
     task_id: int = Field(sa_column=Column(Integer, ForeignKey("task.id"), nullable=False))
-    task_no: int
     unit: str
     note: str = ""
     due: dt.date | None = None  # the date asked for
@@ -179,7 +178,10 @@ class LinkRow(SQLModel, table=True):
     is, which letter it came in (签收), and whether it was revoked."""
 
     __tablename__ = "link"
-    __table_args__ = (Index("ix_link_scope_name", "scope", "name"),)
+    __table_args__ = (
+        Index("ix_link_scope_name", "scope", "name"),
+        Index("ix_link_letter_key", "letter_key"),  # a letter's reading, in a task's history
+    )
 
     id: str = Field(primary_key=True)
     scope: str  # unit | supervisor

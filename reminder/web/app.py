@@ -37,7 +37,7 @@ import anyio
 import anyio.to_thread
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
-from sqlmodel import col
+from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -46,7 +46,6 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reminder.contacts import Supervisor
 from reminder.errors import InputError
 from reminder.planning import Planning
 from reminder.render import BUNDLED, cn_date, weekday
@@ -55,9 +54,8 @@ from reminder.store import answers
 from reminder.store.db import Store
 from reminder.store.models import AnswerRow, EventRow, LinkRow
 from reminder.web import data, files
-from reminder.web.links import Refused
+from reminder.web.links import Links, Refused
 from reminder.web.links import Scope as LinkScope
-from reminder.web.links import check as check_link
 
 POSTS_PER_MINUTE = 20
 # the store is read and written in threads, at most this many at once (fewer than the
@@ -166,6 +164,7 @@ class Web:
             lstrip_blocks=True,
         )
         self.env.filters.update({"cn_date": cn_date, "weekday": weekday})
+        self.links = Links(self.web)  # the secret is read once, not per request
         self.posts: dict[str, deque[float]] = defaultdict(deque)
         self.limiter: anyio.CapacityLimiter | None = None
         origin = urllib.parse.urlsplit(self.web.base_url)
@@ -216,7 +215,7 @@ class Web:
 
     def link(self, token: str, scope: LinkScope) -> tuple[LinkRow | None, _Page | None]:
         with self.store.read() as session:
-            row, why = check_link(session, self.web, token, scope)
+            row, why = self.links.check(session, token, scope)
         if why is not None:
             return None, self.refused(why)
         return row, None
@@ -254,8 +253,10 @@ class Web:
         with self.store.read() as session:
             return answers.recent_actions(session, actor, since) < POSTS_PER_MINUTE
 
-    def supervisor(self, name: str) -> Supervisor | None:
-        return next((s for s in self.planning.contacts.supervisors if s.name == name), None)
+    def watch(self, session: Session, supervisor: str) -> data.Watch:
+        """What a supervisor watches (its sections and units in contacts.toml)."""
+        found = next((s for s in self.planning.contacts.supervisors if s.name == supervisor), None)
+        return data.Watch.of(session, found)
 
     @staticmethod
     def client(request: Request) -> str:
@@ -418,7 +419,7 @@ class Web:
             page=int(params["page"]) if params.get("page", "").isdigit() else 1,
         )
         with self.store.read() as session:
-            scope = data.Scope.of(session, self.supervisor(row.name))
+            scope = self.watch(session, row.name)
             shown = data.board(session, self.planning, self.today(), filters, self.zone, scope)
         return _Page(
             "board.html",
@@ -460,7 +461,7 @@ class Web:
         if refused is not None or row is None:
             return refused or self.refused(Refused.UNKNOWN)
         with self.store.read() as session:
-            scope = data.Scope.of(session, self.supervisor(row.name))
+            scope = self.watch(session, row.name)
             waiting = data.pending_answers(session, self.zone, scope)
         return _Page(
             "review.html",
@@ -503,7 +504,7 @@ class Web:
         if not answer_id.isdigit():
             raise InputError("没有这条申请")
         with self.store.read() as session:
-            scope = data.Scope.of(session, self.supervisor(supervisor))
+            scope = self.watch(session, supervisor)
             mine = {a["id"] for a in data.pending_answers(session, self.zone, scope)}
         if int(answer_id) not in mine:
             raise InputError("这条申请不在待处理之列（已处理，或不属于你的督办范围）")

@@ -62,12 +62,12 @@ def _counts_down(session: Session, planning: Planning) -> Any:
     section and one per named task: a few terms, whatever the size of the ledger."""
     named = sorted({no for override in planning.policy.override for no in override.tasks})
     terms = []
-    for row in session.execute(select(_S)):
-        kinds = planning.policy_of((row.no, row.numeral, row.title), -1).overdue.kinds
-        term = and_(_T.c.section_no == row.no, _T.c.deadline_kind.in_(sorted(kinds)))
+    sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
+    for no, section in sections.items():
+        kinds = planning.policy_of(section, -1).overdue.kinds
+        term = and_(_T.c.section_no == no, _T.c.deadline_kind.in_(sorted(kinds)))
         terms.append(and_(term, _T.c.no.not_in(named)) if named else term)
     if named:
-        sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
         for no, section_no in session.execute(
             select(_T.c.no, _T.c.section_no)
             .where(_T.c.no.in_(named), _T.c.removed_at.is_(None))
@@ -107,14 +107,14 @@ def _local(moment: dt.datetime | None, zone: dt.tzinfo) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Scope:
+class Watch:
     """What a supervisor watches (contacts.toml ``sections``, ``units``): None = all."""
 
     sections: frozenset[int] | None = None
     units: frozenset[str] | None = None
 
     @classmethod
-    def of(cls, session: Session, supervisor: Supervisor | None) -> Scope:
+    def of(cls, session: Session, supervisor: Supervisor | None) -> Watch:
         if supervisor is None:
             return cls()
         sections = None
@@ -192,11 +192,11 @@ def board(
     today: dt.date,
     filters: Filters,
     zone: dt.tzinfo,
-    scope: Scope | None = None,
+    scope: Watch | None = None,
 ) -> Board:
     counted = _counts_down(session, planning)
     light = _light(counted, today).label("light")
-    watched = (scope or Scope()).where()
+    watched = (scope or Watch()).where()
     where = [_T.c.removed_at.is_(None), _U.c.is_target.is_(True), *watched]
     if filters.section:
         where.append(_T.c.section_no == filters.section)
@@ -506,13 +506,13 @@ def task_detail(
 
 
 def pending_answers(
-    session: Session, zone: dt.tzinfo, scope: Scope | None = None
+    session: Session, zone: dt.tzinfo, scope: Watch | None = None
 ) -> list[dict[str, Any]]:
     """The review queues: completions and extensions waiting, oldest first (of a
     supervisor's scope)."""
     found = []
     statement = (
-        select(_A, _T.c.text, _T.c.deadline_raw)
+        select(_A, _T.c.no, _T.c.text, _T.c.deadline_raw)
         .join(_T, _T.c.id == _A.c.task_id)
         .where(_A.c.status == "pending", _T.c.removed_at.is_(None))
         .order_by(_A.c.at, _A.c.id)
@@ -528,7 +528,7 @@ def pending_answers(
             {
                 "id": int(row.id),
                 "kind": str(row.kind),
-                "no": int(row.task_no),
+                "no": int(row.no),
                 "unit": str(row.unit),
                 "text": " ".join(str(row.text).split()),
                 "deadline": deadline_text(str(row.deadline_raw)),

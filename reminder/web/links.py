@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from sqlalchemy import insert, update
 from sqlmodel import Session
 
@@ -31,6 +31,9 @@ from reminder.recipients import Message
 from reminder.secrets import secret
 from reminder.settings import WebSettings
 from reminder.store.models import LinkRow
+
+if TYPE_CHECKING:
+    from itsdangerous import TimestampSigner
 
 SALT = "reminder.link"
 SECRET_FILE = "web_secret"
@@ -90,35 +93,65 @@ def _generated(folder: str) -> bytes:
     return value.encode()
 
 
-def signer(web: WebSettings) -> TimestampSigner:
-    return TimestampSigner(web_secret(web), salt=SALT)
+class Links:
+    """Makes links and checks them, with the secret read once (on first use: a
+    composition with no link to make, or ``[web] base_url`` empty, never reads it)."""
+
+    def __init__(self, web: WebSettings) -> None:
+        self.web = web
+        self._signer: TimestampSigner | None = None
+
+    @property
+    def signer(self) -> TimestampSigner:
+        if self._signer is None:
+            # imported here: every command that enqueues letters or digests loads this
+            # module, and most never sign or check a link
+            from itsdangerous import TimestampSigner  # noqa: PLC0415
+
+            self._signer = TimestampSigner(web_secret(self.web), salt=SALT)
+        return self._signer
+
+    def new(self, scope: Scope, name: str, letter_key: str | None = None) -> Link | None:
+        """A fresh link (not yet saved); None when ``[web] base_url`` is empty."""
+        if not self.web.base_url:
+            return None
+        link_id = random.token_urlsafe(9)
+        token = self.signer.sign(link_id).decode()
+        prefix = "l" if scope is Scope.UNIT else "s"
+        return Link(link_id, scope, name, letter_key, f"{self.web.base_url}/{prefix}/{token}")
+
+    def for_letter(self, letter: Message) -> Link | None:
+        """A letter's link to its unit's page, put in its payload (saved by the caller if
+        the letter is enqueued: a letter whose key was taken keeps the link it went out
+        with)."""
+        link = self.new(Scope.UNIT, letter.unit or letter.recipient_name, letter.key)
+        if link is not None:
+            letter.payload["link"] = link.url
+        return link
+
+    def check(
+        self, session: Session, token: str, scope: Scope
+    ) -> tuple[LinkRow | None, Refused | None]:
+        """The link a token names, or why it is refused."""
+        from itsdangerous import BadSignature, SignatureExpired  # noqa: PLC0415
+
+        try:
+            signed = self.signer.unsign(token, max_age=self.web.link_days * 86400)
+        except SignatureExpired:
+            return None, Refused.EXPIRED
+        except BadSignature:
+            return None, Refused.TAMPERED
+        row = session.get(LinkRow, signed.decode("ascii", "replace"))
+        if row is None or row.scope != scope.value:
+            return None, Refused.UNKNOWN
+        if row.revoked_at is not None:
+            return row, Refused.REVOKED
+        return row, None
 
 
-def new_link(
-    web: WebSettings, scope: Scope, name: str, letter_key: str | None = None
-) -> Link | None:
-    """A fresh link (not yet saved); None when ``[web] base_url`` is empty."""
-    if not web.base_url:
-        return None
-    link_id = random.token_urlsafe(9)
-    token = signer(web).sign(link_id).decode()
-    prefix = "l" if scope is Scope.UNIT else "s"
-    return Link(link_id, scope, name, letter_key, f"{web.base_url}/{prefix}/{token}")
-
-
-def unit_link(web: WebSettings, letter: Message) -> Link | None:
-    """A letter's link to its unit's page, put in its payload (saved by the caller if the
-    letter is enqueued: a letter whose key was taken keeps the link it went out with)."""
-    link = new_link(web, Scope.UNIT, letter.unit or letter.recipient_name, letter.key)
-    if link is not None:
-        letter.payload["link"] = link.url
-    return link
-
-
-def save_links(session: Session, links: Sequence[Link], now: dt.datetime | None = None) -> None:
+def save_links(session: Session, links: Sequence[Link], now: dt.datetime) -> None:
     if not links:
         return
-    at = now or dt.datetime.now(dt.UTC)
     table = LinkRow.__table__  # type: ignore[attr-defined]
     session.connection().execute(
         insert(table),
@@ -128,33 +161,13 @@ def save_links(session: Session, links: Sequence[Link], now: dt.datetime | None 
                 "scope": link.scope.value,
                 "name": link.name,
                 "letter_key": link.letter_key,
-                "created_at": at,
+                "created_at": now,
                 "opened_at": None,
                 "revoked_at": None,
             }
             for link in links
         ],
     )
-
-
-def check(
-    session: Session, web: WebSettings, token: str, scope: Scope
-) -> tuple[LinkRow | None, Refused | None]:
-    """The link a token names, or why it is refused."""
-    try:
-        link_id = (
-            signer(web).unsign(token, max_age=web.link_days * 86400).decode("ascii", "replace")
-        )
-    except SignatureExpired:
-        return None, Refused.EXPIRED
-    except BadSignature:
-        return None, Refused.TAMPERED
-    row = session.get(LinkRow, link_id)
-    if row is None or row.scope != scope.value:
-        return None, Refused.UNKNOWN
-    if row.revoked_at is not None:
-        return row, Refused.REVOKED
-    return row, None
 
 
 def revoke(session: Session, scope: Scope, name: str, now: dt.datetime) -> int:

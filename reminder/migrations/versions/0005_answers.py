@@ -43,7 +43,6 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(), nullable=False),
         sa.Column("task_id", sa.Integer(), nullable=False),
-        sa.Column("task_no", sa.Integer(), nullable=False),
         sa.Column("unit", sa.String(), nullable=False),
         sa.Column("note", sa.String(), nullable=False),
         sa.Column("due", sa.Date(), nullable=True),
@@ -77,6 +76,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("link", schema=None) as batch_op:
         batch_op.create_index("ix_link_scope_name", ["scope", "name"])
+        batch_op.create_index("ix_link_letter_key", ["letter_key"])
 
 
 def downgrade() -> None:
