@@ -36,7 +36,7 @@ from reminder.messages import ROLE_LABELS
 from reminder.planning import Planning
 from reminder.settings import OfficeSettings
 from reminder.store.tasks import StoredLedger, StoredTask, StoredUnit
-from reminder.wording import deadline_text, delivery_problem, lateness
+from reminder.wording import Lateness, deadline_text, delivery_problem, lateness
 
 HORIZON_DAYS = 7
 LIGHTS = ("red", "yellow", "green", "done")
@@ -208,69 +208,83 @@ class _Digest:
 
     def overdue(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The overdue tasks, and the units to escalate (提级督办)."""
-        since_day = self.since.astimezone(self.zone).date()
         tasks: list[dict[str, Any]] = []
         escalated: dict[str, list[dict[str, Any]]] = {}
         red = [t for t in self.tasks if self.lights[t.id] == "red"]
         for stored in sorted(red, key=lambda t: (t.task.deadline.due or self.day, t.task.no)):
-            task = stored.task
-            due = task.deadline.due
+            due = stored.task.deadline.due
             late = lateness(due, self.day, self.planning.calendar) if due else None
             if due is None or late is None:
                 continue
-            policy = self.planning.policy_of(self.ledger.section(task.section_no), task.no)
             units = self._open_units(stored, late=True)
-            progress = self.inputs.progress.get(stored.id)
-            told = self.inputs.reminded
-            reminded = max(
-                (told.get((stored.id, u.ref.name), NOT_REMINDED).overdue for u in units), default=0
-            )
-            last = [
-                moment
-                for u in stored.targets()
-                if (moment := told.get((stored.id, u.ref.name), NOT_REMINDED).last) is not None
-            ]
-            tasks.append(
+            tasks.append(self._overdue_task(stored, units, due, late))
+            for name, row in self._escalations(stored, units, due, late):
+                escalated.setdefault(name, []).append(row)
+        return tasks, self._escalated_units(escalated)
+
+    def _overdue_task(
+        self, stored: StoredTask, units: list[StoredUnit], due: dt.date, late: Lateness
+    ) -> dict[str, Any]:
+        """One row of the overdue list: how late, who is still open, when last reminded."""
+        task = stored.task
+        since_day = self.since.astimezone(self.zone).date()
+        progress = self.inputs.progress.get(stored.id)
+        told = self.inputs.reminded
+        reminded = max(
+            (told.get((stored.id, u.ref.name), NOT_REMINDED).overdue for u in units), default=0
+        )
+        last = [
+            moment
+            for u in stored.targets()
+            if (moment := told.get((stored.id, u.ref.name), NOT_REMINDED).last) is not None
+        ]
+        return {
+            "no": task.no,
+            "text": task.text,
+            "deadline": deadline_text(task.deadline.raw),
+            "due": due.isoformat(),
+            "days": late.days,
+            "working_days": late.working_days,
+            "new": due >= since_day,
+            "lead": _lead(task),
+            "open_units": [unit.ref.name for unit in units],
+            "reminded": reminded,
+            "last_reminder": _iso(max(last, default=None), self.zone),
+            "progress": (
+                {"unit": progress.unit, "note": progress.note, "at": _iso(progress.at, self.zone)}
+                if progress
+                else None
+            ),
+        }
+
+    def _escalations(
+        self, stored: StoredTask, units: list[StoredUnit], due: dt.date, late: Lateness
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(unit, row) for each open unit of a task late enough to escalate, per its policy."""
+        task = stored.task
+        overdue = self.planning.policy_of(self.ledger.section(task.section_no), task.no).overdue
+        if not overdue.escalate or late.working_days < overdue.escalate_after:
+            return []
+        told = self.inputs.reminded
+        return [
+            (
+                unit.ref.name,
                 {
                     "no": task.no,
                     "text": task.text,
-                    "deadline": deadline_text(task.deadline.raw),
+                    "role": unit.ref.role.value,
+                    "role_label": ROLE_LABELS.get(unit.ref.role.value, unit.ref.role.value),
                     "due": due.isoformat(),
                     "days": late.days,
                     "working_days": late.working_days,
-                    "new": due >= since_day,
-                    "lead": _lead(task),
-                    "open_units": [unit.ref.name for unit in units],
-                    "reminded": reminded,
-                    "last_reminder": _iso(max(last, default=None), self.zone),
-                    "progress": (
-                        {
-                            "unit": progress.unit,
-                            "note": progress.note,
-                            "at": _iso(progress.at, self.zone),
-                        }
-                        if progress
-                        else None
-                    ),
-                }
+                    "reminded": told.get((stored.id, unit.ref.name), NOT_REMINDED).overdue,
+                },
             )
-            overdue = policy.overdue
-            if not overdue.escalate or late.working_days < overdue.escalate_after:
-                continue
-            for unit in units:
-                role = unit.ref.role.value
-                escalated.setdefault(unit.ref.name, []).append(
-                    {
-                        "no": task.no,
-                        "text": task.text,
-                        "role": role,
-                        "role_label": ROLE_LABELS.get(role, role),
-                        "due": due.isoformat(),
-                        "days": late.days,
-                        "working_days": late.working_days,
-                        "reminded": told.get((stored.id, unit.ref.name), NOT_REMINDED).overdue,
-                    }
-                )
+            for unit in units
+        ]
+
+    def _escalated_units(self, escalated: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The escalated units, those leading most overdue tasks first."""
         by_unit: list[dict[str, Any]] = [
             {
                 "unit": name,
@@ -283,7 +297,7 @@ class _Digest:
         by_unit.sort(
             key=lambda u: (-u["lead"], -len(u["tasks"]), -u["tasks"][0]["days"], u["unit"])
         )
-        return tasks, by_unit
+        return by_unit
 
     def ranking(self) -> dict[str, list[dict[str, Any]]]:
         """Units by overdue tasks they lead, and by those they cooperate on."""

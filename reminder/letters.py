@@ -195,7 +195,6 @@ def build_letter(
     nearest = min(dated, key=lambda e: (e["due"], e["no"])) if dated else None
     who = context.contacts.unit(unit)
     roles = {entry["role"] for group in groups for entry in group["items"]}
-    office = context.office
     return {
         "day": context.day.isoformat(),
         "seq": seq,
@@ -203,14 +202,7 @@ def build_letter(
         "unit": unit,
         "contact": who.contact if who else "",
         "basis": context.title,
-        "office": {
-            "name": office.name,
-            "short_name": office.short_name,
-            "contact": office.contact,
-            "phone": office.phone,
-            "email": office.email,
-            "address": office.address,
-        },
+        "office": _office(context.office),
         "groups": groups,
         "counts": counts,
         "total": total,
@@ -228,6 +220,18 @@ def build_letter(
             "mobile": next(iter(valid_mobiles(who.mobile)), "") if who else "",
             "wecom_userid": who.wecom_userid if who else "",
         },
+    }
+
+
+def _office(office: OfficeSettings) -> dict[str, str]:
+    """The sending office as a letter signs it (名称, 联系人, 电话)."""
+    return {
+        "name": office.name,
+        "short_name": office.short_name,
+        "contact": office.contact,
+        "phone": office.phone,
+        "email": office.email,
+        "address": office.address,
     }
 
 

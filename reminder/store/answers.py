@@ -297,34 +297,13 @@ def decide(
     answer.decided_at, answer.decided_by, answer.decision_note = now, actor.name, text
     if answer.kind == COMPLETION:
         if approve:
-            answer.status = "approved"
-            row.reported_at, row.returned_note = None, ""
-            session.add(row)
-            session.add(answer)
-            session.flush()
-            _journal(session, "approve", task, answer.unit, text, actor, now)
-            mark_done(
-                session,
-                planning,
-                task.no,
-                answer.unit,
-                answer.note,
-                actor.name,
-                now,
-                actor.origin,
-            )
+            _approve_completion(session, planning, answer, task, row, text, actor, now)
             return answer
         answer.status = "returned"
         row.reported_at, row.returned_note = None, text
         _journal(session, "return", task, answer.unit, text, actor, now)
     elif approve:
-        new_due = due or answer.due
-        current = own_due(task, row)
-        if new_due is None or (current is not None and new_due <= current):
-            raise InputError(f"延期后的日期须晚于现时限{current}")
-        answer.status, answer.decided_due = "approved", new_due
-        row.due = new_due
-        _journal(session, "extend", task, answer.unit, text, actor, now, due=new_due)
+        _extend(session, answer, task, row, due or answer.due, text, actor, now)
     else:
         answer.status = "refused"
         _journal(session, "refuse", task, answer.unit, text, actor, now)
@@ -333,6 +312,45 @@ def decide(
     session.flush()
     _replan(session, planning, task, now)
     return answer
+
+
+def _approve_completion(
+    session: Session,
+    planning: Planning,
+    answer: AnswerRow,
+    task: TaskRow,
+    row: TaskUnitRow,
+    text: str,
+    actor: Actor,
+    now: dt.datetime,
+) -> None:
+    """审核销号: the reported completion accepted, the part done."""
+    answer.status = "approved"
+    row.reported_at, row.returned_note = None, ""
+    session.add(row)
+    session.add(answer)
+    session.flush()
+    _journal(session, "approve", task, answer.unit, text, actor, now)
+    mark_done(session, planning, task.no, answer.unit, answer.note, actor.name, now, actor.origin)
+
+
+def _extend(
+    session: Session,
+    answer: AnswerRow,
+    task: TaskRow,
+    row: TaskUnitRow,
+    new_due: dt.date | None,
+    text: str,
+    actor: Actor,
+    now: dt.datetime,
+) -> None:
+    """延期审批: the unit's own due date moved, never earlier than it is."""
+    current = own_due(task, row)
+    if new_due is None or (current is not None and new_due <= current):
+        raise InputError(f"延期后的日期须晚于现时限{current}")
+    answer.status, answer.decided_due = "approved", new_due
+    row.due = new_due
+    _journal(session, "extend", task, answer.unit, text, actor, now, due=new_due)
 
 
 def history(session: Session, number: int) -> list[dict[str, object]]:
@@ -359,6 +377,14 @@ def history(session: Session, number: int) -> list[dict[str, object]]:
             .order_by(col(EventRow.at), col(EventRow.id))
         )
     ]
+    entries.extend(_letters_of(session, ids))
+    entries.sort(key=lambda e: (str(e["at"]), str(e["action"])))
+    return entries
+
+
+def _letters_of(session: Session, ids: list[int]) -> list[dict[str, object]]:
+    """The letters that carried some task rows, as journal entries, with when their
+    links were first opened (签收)."""
     item = ItemRow.__table__  # type: ignore[attr-defined]
     outbox = OutboxRow.__table__  # type: ignore[attr-defined]
     link = LinkRow.__table__  # type: ignore[attr-defined]
@@ -377,9 +403,10 @@ def history(session: Session, number: int) -> list[dict[str, object]]:
         .where(item.c.task_id.in_(ids))
         .group_by(*letter)
     )
+    found: list[dict[str, object]] = []
     for row in session.connection().execute(letters):
         key, name, channel, status, scheduled, sent, kind, opened = tuple(row)
-        entries.append(
+        found.append(
             {
                 "at": sent or scheduled,
                 "by": "督办提醒系统",
@@ -396,5 +423,4 @@ def history(session: Session, number: int) -> list[dict[str, object]]:
                 "read_at": opened,
             }
         )
-    entries.sort(key=lambda e: (str(e["at"]), str(e["action"])))
-    return entries
+    return found

@@ -26,7 +26,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlmodel import Session
 
 from reminder.digest import build_agendas
@@ -149,27 +149,7 @@ def compose_letters(
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-    item = ItemRow.__table__  # type: ignore[attr-defined]
-    waiting = [
-        Waiting(
-            id=row.id,
-            key=row.key,
-            kind=Kind(row.kind),
-            task_id=row.task_id,
-            unit=row.unit,
-            role=row.role,
-            via=row.via,
-            channel=row.channel,
-            to=row.recipient,
-            recipient_name=row.recipient_name,
-            payload=row.payload or {},
-        )
-        for row in connection.execute(
-            select(item)
-            .where(item.c.status == "pending", item.c.scheduled_for <= now)
-            .order_by(item.c.scheduled_for, item.c.id)
-        )
-    ]
+    waiting = _waiting(connection, now)
     if not waiting:
         return []
     ledger = load_ledger(session)
@@ -202,6 +182,31 @@ def compose_letters(
     save_links(session, [link for key, link in links.items() if link and key in new], now)
     _mark(session, sent, result, now)
     return sent
+
+
+def _waiting(connection: Connection, now: dt.datetime) -> list[Waiting]:
+    """The items due by ``now`` and not yet in a letter, oldest first."""
+    item = ItemRow.__table__  # type: ignore[attr-defined]
+    return [
+        Waiting(
+            id=row.id,
+            key=row.key,
+            kind=Kind(row.kind),
+            task_id=row.task_id,
+            unit=row.unit,
+            role=row.role,
+            via=row.via,
+            channel=row.channel,
+            to=row.recipient,
+            recipient_name=row.recipient_name,
+            payload=row.payload or {},
+        )
+        for row in connection.execute(
+            select(item)
+            .where(item.c.status == "pending", item.c.scheduled_for <= now)
+            .order_by(item.c.scheduled_for, item.c.id)
+        )
+    ]
 
 
 def _still_owed(

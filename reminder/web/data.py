@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Row, and_, case, func, literal, or_, select
 from sqlmodel import Session
 
 from reminder.contacts import Supervisor
@@ -196,14 +196,7 @@ def board(
 ) -> Board:
     counted = _counts_down(session, planning)
     light = _light(counted, today).label("light")
-    watched = (scope or Watch()).where()
-    where = [_T.c.removed_at.is_(None), _U.c.is_target.is_(True), *watched]
-    if filters.section:
-        where.append(_T.c.section_no == filters.section)
-    if filters.unit:
-        where.append(or_(_U.c.unit == filters.unit, _U.c.via == filters.unit))
-    if filters.role in ("lead", "cooperating"):
-        where.append(_U.c.role == filters.role)
+    where = _board_where(filters, scope)
     joined = _U.join(_T, _T.c.id == _U.c.task_id)
     counts = dict.fromkeys(STATE_RANK, 0)
     for name, count in session.execute(
@@ -246,43 +239,8 @@ def board(
         )
     )
     listed = _units_of(session, sorted({int(r.task_id) for r in rows}))
-    out = []
-    for row in rows:
-        own = _day(row.own_due)
-        leads = [name for name, role in listed[int(row.task_id)] if role == "lead"]
-        out.append(
-            {
-                "no": int(row.no),
-                "section": int(row.section_no),
-                "text": " ".join(str(row.text).split()),
-                "deadline": deadline_text(str(row.deadline_raw)),
-                "unit": str(row.unit),
-                "via": row.via,
-                "role": str(row.role),
-                "role_label": ROLE_LABELS.get(str(row.role), str(row.role)),
-                "lead": "、".join(leads),
-                "due": own.isoformat() if own else None,
-                "extended": row.due is not None,
-                "light": str(row.light),
-                "light_label": LIGHT_LABELS[str(row.light)],
-                "days": (today - own).days if own and row.light == "red" else None,
-                "reminded": int(row.reminded or 0),
-                "last_reminded": _local(row.last_reminded_at, zone),
-            }
-        )
-    sections = [
-        {"no": int(r.no), "label": f"{r.numeral}、{r.title}"}
-        for r in session.execute(select(_S).order_by(_S.c.no))
-        if scope is None or scope.sections is None or int(r.no) in scope.sections
-    ]
-    # the units to filter by: through the index on task_unit.unit (a unit of removed
-    # tasks only may be listed, and shows nothing)
-    names = select(_U.c.unit).where(_U.c.is_target.is_(True)).distinct().order_by(_U.c.unit)
-    if scope is not None and scope.units is not None:
-        names = names.where(
-            or_(_U.c.unit.in_(sorted(scope.units)), _U.c.via.in_(sorted(scope.units)))
-        )
-    units = [str(name) for name in session.execute(names.limit(UNITS_LISTED + 1)).scalars()]
+    out = [_board_row(row, listed[int(row.task_id)], today, zone) for row in rows]
+    sections, units = _choices(session, scope)
     pending: dict[str, int] = {}
     for answer in pending_answers(session, zone, scope):
         pending[answer["kind"]] = pending.get(answer["kind"], 0) + 1
@@ -297,6 +255,62 @@ def board(
         Filters(filters.section, filters.unit, filters.role, filters.state, page),
         pending,
     )
+
+
+def _board_where(filters: Filters, scope: Watch | None) -> list[ColumnElement[bool]]:
+    """The rows of the board: the supervisor's scope, then the filters chosen."""
+    where = [_T.c.removed_at.is_(None), _U.c.is_target.is_(True), *(scope or Watch()).where()]
+    if filters.section:
+        where.append(_T.c.section_no == filters.section)
+    if filters.unit:
+        where.append(or_(_U.c.unit == filters.unit, _U.c.via == filters.unit))
+    if filters.role in ("lead", "cooperating"):
+        where.append(_U.c.role == filters.role)
+    return where
+
+
+def _board_row(
+    row: Row[Any], listed: list[tuple[str, str]], today: dt.date, zone: dt.tzinfo
+) -> dict[str, Any]:
+    """One task × unit as the board lists it."""
+    own = _day(row.own_due)
+    leads = [name for name, role in listed if role == "lead"]
+    return {
+        "no": int(row.no),
+        "section": int(row.section_no),
+        "text": " ".join(str(row.text).split()),
+        "deadline": deadline_text(str(row.deadline_raw)),
+        "unit": str(row.unit),
+        "via": row.via,
+        "role": str(row.role),
+        "role_label": ROLE_LABELS.get(str(row.role), str(row.role)),
+        "lead": "、".join(leads),
+        "due": own.isoformat() if own else None,
+        "extended": row.due is not None,
+        "light": str(row.light),
+        "light_label": LIGHT_LABELS[str(row.light)],
+        "days": (today - own).days if own and row.light == "red" else None,
+        "reminded": int(row.reminded or 0),
+        "last_reminded": _local(row.last_reminded_at, zone),
+    }
+
+
+def _choices(session: Session, scope: Watch | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The sections and units a supervisor can filter the board by."""
+    sections = [
+        {"no": int(r.no), "label": f"{r.numeral}、{r.title}"}
+        for r in session.execute(select(_S).order_by(_S.c.no))
+        if scope is None or scope.sections is None or int(r.no) in scope.sections
+    ]
+    # the units to filter by: through the index on task_unit.unit (a unit of removed
+    # tasks only may be listed, and shows nothing)
+    names = select(_U.c.unit).where(_U.c.is_target.is_(True)).distinct().order_by(_U.c.unit)
+    if scope is not None and scope.units is not None:
+        names = names.where(
+            or_(_U.c.unit.in_(sorted(scope.units)), _U.c.via.in_(sorted(scope.units)))
+        )
+    units = [str(name) for name in session.execute(names.limit(UNITS_LISTED + 1)).scalars()]
+    return sections, units
 
 
 def all_rows(session: Session, planning: Planning, today: dt.date) -> list[tuple[Any, ...]]:
@@ -393,66 +407,87 @@ def unit_page(
     task_ids = [int(r.task_id) for r in rows]
     listed = _units_of(session, task_ids)
     notes = _notes(session, task_ids, zone)
-    letters: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    if task_ids:
-        for row in session.execute(
-            select(_I.c.task_id, _I.c.kind, _O.c.channel, _O.c.scheduled_for, _O.c.sent_at)
-            .join(_O, _O.c.id == _I.c.letter_id)
-            .where(_I.c.unit == unit, _I.c.task_id.in_(task_ids))
-            .order_by(_O.c.scheduled_for)
-        ):
-            letters[int(row.task_id)].append(
-                {
-                    "kind": str(row.kind),
-                    "channel": str(row.channel),
-                    "at": _local(row.sent_at or row.scheduled_for, zone),
-                }
-            )
+    letters = _letters_of(session, unit, task_ids, zone)
     waiting = {
         (int(r.task_id), str(r.kind)): r
         for r in session.execute(select(_A).where(_A.c.unit == unit, _A.c.status == "pending"))
     }
-    found = []
-    for row in rows:
-        task_id = int(row.task_id)
-        own = _day(row.due) or _day(row.deadline_due)
-        state = str(row.light)
-        units = listed[task_id]
-        mine = [n for n in notes[task_id] if n["unit"] == unit or row.role == "lead"]
-        extension = waiting.get((task_id, "extension"))
-        found.append(
-            {
-                "no": int(row.no),
-                "section": f"{row.numeral}、{row.title}" if row.numeral else "",
-                "text": " ".join(str(row.text).split()),
-                "deadline": deadline_text(str(row.deadline_raw)),
-                "role": str(row.role),
-                "role_label": ROLE_LABELS.get(str(row.role), str(row.role)),
-                "via": row.via,
-                "due": own.isoformat() if own else None,
-                "extended": row.due is not None,
-                "extendable": own is not None and state not in ("done",),
-                "days_left": (own - today).days if own and state in ("yellow", "green") else None,
-                "overdue_days": (today - own).days if own and state == "red" else None,
-                "state": state,
-                "state_label": LIGHT_LABELS[state],
-                "returned": str(row.returned_note or ""),
-                "lead": [n for n, r in units if r == "lead"],
-                "others": [n for n, r in units if r != "lead" and n != unit],
-                "letters": letters[task_id],
-                "reminded": int(row.reminded or 0),
-                "notes": mine,
-                "extension_pending": (
-                    {"due": _day(extension.due).isoformat(), "note": extension.note}  # type: ignore[union-attr]
-                    if extension is not None and extension.due
-                    else None
-                ),
-            }
+    found = [
+        _unit_part(
+            row, unit, today, listed, notes, letters, waiting.get((int(row.task_id), "extension"))
         )
+        for row in rows
+    ]
     found.sort(
         key=lambda t: (STATE_RANK[t["state"]], -(t["overdue_days"] or 0), t["due"] or "9", t["no"])
     )
     return found
+
+
+def _letters_of(
+    session: Session, unit: str, task_ids: list[int], zone: dt.tzinfo
+) -> dict[int, list[dict[str, Any]]]:
+    """The letters that told a unit of some tasks: kind, channel and when, oldest first."""
+    letters: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    if not task_ids:
+        return letters
+    for row in session.execute(
+        select(_I.c.task_id, _I.c.kind, _O.c.channel, _O.c.scheduled_for, _O.c.sent_at)
+        .join(_O, _O.c.id == _I.c.letter_id)
+        .where(_I.c.unit == unit, _I.c.task_id.in_(task_ids))
+        .order_by(_O.c.scheduled_for)
+    ):
+        letters[int(row.task_id)].append(
+            {
+                "kind": str(row.kind),
+                "channel": str(row.channel),
+                "at": _local(row.sent_at or row.scheduled_for, zone),
+            }
+        )
+    return letters
+
+
+def _unit_part(
+    row: Row[Any],
+    unit: str,
+    today: dt.date,
+    listed: dict[int, list[tuple[str, str]]],
+    notes: dict[int, list[dict[str, Any]]],
+    letters: dict[int, list[dict[str, Any]]],
+    extension: Row[Any] | None,
+) -> dict[str, Any]:
+    """One task × unit as the unit's page shows it."""
+    task_id = int(row.task_id)
+    own = _day(row.due) or _day(row.deadline_due)
+    state = str(row.light)
+    units = listed[task_id]
+    return {
+        "no": int(row.no),
+        "section": f"{row.numeral}、{row.title}" if row.numeral else "",
+        "text": " ".join(str(row.text).split()),
+        "deadline": deadline_text(str(row.deadline_raw)),
+        "role": str(row.role),
+        "role_label": ROLE_LABELS.get(str(row.role), str(row.role)),
+        "via": row.via,
+        "due": own.isoformat() if own else None,
+        "extended": row.due is not None,
+        "extendable": own is not None and state not in ("done",),
+        "days_left": (own - today).days if own and state in ("yellow", "green") else None,
+        "overdue_days": (today - own).days if own and state == "red" else None,
+        "state": state,
+        "state_label": LIGHT_LABELS[state],
+        "returned": str(row.returned_note or ""),
+        "lead": [n for n, r in units if r == "lead"],
+        "others": [n for n, r in units if r != "lead" and n != unit],
+        "letters": letters[task_id],
+        "reminded": int(row.reminded or 0),
+        "notes": [n for n in notes[task_id] if n["unit"] == unit or row.role == "lead"],
+        "extension_pending": (
+            {"due": _day(extension.due).isoformat(), "note": extension.note}  # type: ignore[union-attr]
+            if extension is not None and extension.due
+            else None
+        ),
+    }
 
 
 def task_detail(

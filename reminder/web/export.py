@@ -10,9 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 from openpyxl import Workbook
 from openpyxl.styles import Font
+from openpyxl.worksheet.worksheet import Worksheet
 from sqlmodel import Session
 
 from reminder.messages import ROLE_LABELS
@@ -31,14 +34,50 @@ def workbook(session: Session, planning: Planning, settings: Settings, today: dt
     ranking = book.active
     assert ranking is not None
     ranking.title = "通报"
+    ranking.append([f"{settings.office.name} 督办通报（{today.isoformat()}）"])
+    _fill_ranking(ranking, rows)
     tasks = book.create_sheet("任务")
+    _fill_tasks(tasks, rows, settings, year)
+    for sheet in (ranking, tasks):
+        for cell in sheet[1 if sheet is tasks else 2]:
+            cell.font = Font(bold=True)
+        sheet.freeze_panes = "A2" if sheet is tasks else "A3"
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+RANKING_HEADER = [
+    "排名",
+    "单位",
+    "牵头逾期",
+    "配合逾期",
+    "7日内到期",
+    "待审核",
+    "已办结",
+    "正常推进",
+]
+TASKS_HEADER = [
+    "编号",
+    "部分",
+    "任务",
+    "完成时限",
+    "单位",
+    "所属",
+    "职责",
+    "本单位时限",
+    "状态",
+    "催办次数",
+]
+
+
+def _fill_ranking(sheet: Worksheet, rows: Sequence[Sequence[Any]]) -> None:
+    """The units ranked: most overdue tasks they lead, then cooperate on, then due soon."""
     per_unit: dict[str, Counter[str]] = {}
     for _no, _section, _text, _raw, unit, _via, role, _due, light, _reminded in rows:
         counts = per_unit.setdefault(str(unit), Counter())
         counts[f"{light}:{role}" if light == "red" else str(light)] += 1
-    header = ["排名", "单位", "牵头逾期", "配合逾期", "7日内到期", "待审核", "已办结", "正常推进"]
-    ranking.append([f"{settings.office.name} 督办通报（{today.isoformat()}）"])
-    ranking.append(header)
+    sheet.append(RANKING_HEADER)
     ordered = sorted(
         per_unit.items(),
         key=lambda item: (
@@ -49,7 +88,7 @@ def workbook(session: Session, planning: Planning, settings: Settings, today: dt
         ),
     )
     for rank, (unit, c) in enumerate(ordered, start=1):
-        ranking.append(
+        sheet.append(
             [
                 rank,
                 unit,
@@ -61,22 +100,15 @@ def workbook(session: Session, planning: Planning, settings: Settings, today: dt
                 c["green"],
             ]
         )
-    tasks.append(
-        [
-            "编号",
-            "部分",
-            "任务",
-            "完成时限",
-            "单位",
-            "所属",
-            "职责",
-            "本单位时限",
-            "状态",
-            "催办次数",
-        ]
-    )
+
+
+def _fill_tasks(
+    sheet: Worksheet, rows: Sequence[Sequence[Any]], settings: Settings, year: int
+) -> None:
+    """Every task × unit with its state, in the ledger's order."""
+    sheet.append(TASKS_HEADER)
     for no, section, text, raw, unit, via, role, due, light, reminded in rows:
-        tasks.append(
+        sheet.append(
             [
                 settings.office.number(year, int(no)),
                 int(section),
@@ -90,10 +122,3 @@ def workbook(session: Session, planning: Planning, settings: Settings, today: dt
                 int(reminded or 0),
             ]
         )
-    for sheet in (ranking, tasks):
-        for cell in sheet[1 if sheet is tasks else 2]:
-            cell.font = Font(bold=True)
-        sheet.freeze_panes = "A2" if sheet is tasks else "A3"
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
