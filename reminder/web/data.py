@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,11 +198,12 @@ def board(
     light = _light(counted, today).label("light")
     where = _board_where(filters, scope)
     joined = _U.join(_T, _T.c.id == _U.c.task_id)
-    counts = dict.fromkeys(STATE_RANK, 0)
-    for name, count in session.execute(
-        select(light, func.count()).select_from(joined).where(*where).group_by(light)
-    ):
-        counts[str(name)] = int(count)
+    counts = dict.fromkeys(STATE_RANK, 0) | {
+        str(name): int(count)
+        for name, count in session.execute(
+            select(light, func.count()).select_from(joined).where(*where).group_by(light)
+        )
+    }
     shown = [*where]
     if filters.state in STATE_RANK:
         shown.append(_light(counted, today) == filters.state)
@@ -241,20 +242,9 @@ def board(
     listed = _units_of(session, sorted({int(r.task_id) for r in rows}))
     out = [_board_row(row, listed[int(row.task_id)], today, zone) for row in rows]
     sections, units = _choices(session, scope)
-    pending: dict[str, int] = {}
-    for answer in pending_answers(session, zone, scope):
-        pending[answer["kind"]] = pending.get(answer["kind"], 0) + 1
-    return Board(
-        today,
-        counts,
-        total,
-        out,
-        sections,
-        units,
-        pages,
-        Filters(filters.section, filters.unit, filters.role, filters.state, page),
-        pending,
-    )
+    pending = Counter(answer["kind"] for answer in pending_answers(session, zone, scope))
+    chosen = Filters(filters.section, filters.unit, filters.role, filters.state, page)
+    return Board(today, counts, total, out, sections, units, pages, chosen, dict(pending))
 
 
 def _board_where(filters: Filters, scope: Watch | None) -> list[ColumnElement[bool]]:
