@@ -11,6 +11,7 @@ import gc
 import importlib
 import os
 import sys
+import textwrap
 
 import click
 
@@ -42,25 +43,29 @@ COMMANDS = {
     "export": "answers",
 }
 SHORT_HELP = {
-    "calendar": "A year's days off and make-up working days, and where they...",
+    "calendar": "A year's days off and make-up working days, and where they come from.",
     "check": "Report config and ledger problems; exit 1 if any is an error.",
-    "digest": "Send today's digests (and escalation lists) now, if not sent...",
-    "done": "Mark a task (or one unit's part of it) done: its reminders...",
-    "export": "Write the board as a workbook (通报: units ranked; every task...",
-    "history": "A task's journal: letters and their reading, notes, reports,...",
-    "import": "Read a ledger (.txt, .docx, .xlsx, .csv) into the store, in...",
+    "digest": "Send today's digests (and escalation lists) now, if not sent yet; or print them.",
+    "done": "Mark a task (or one unit's part of it) done: its reminders stop.",
+    "export": "Write the board as a workbook (通报: units ranked; every task × unit by state).",
+    "history": "A task's journal: letters and their reading, notes, reports, decisions.",
+    "import": "Read a ledger (.txt, .docx, .xlsx, .csv) into the store, in one transaction.",
     "outbox": "The newest messages of the outbox, with their last attempt.",
     "plan": "What would be sent at a moment, given the store.",
-    "progress": "Record a unit's progress on a task (it answers this month's...",
+    "progress": "Record a unit's progress on a task (it answers this month's check-in).",
     "reopen": "Open a task again: its reminders resume.",
     "retry": "Send a dead (or waiting) message again at the next delivery.",
-    "review": "What waits for review: completions (办结审核) and extensions...",
-    "run": "The daemon; with --once, one tick and exit (0, or non-zero...",
-    "send-test": "Send one test e-mail now through the configured SMTP server...",
-    "simulate": "Run the policy over a period on a virtual clock, on a copy...",
-    "status": "Last tick, next digest, the queue, dead letters, recent...",
-    "tasks": "List the ledger's tasks, with their units, deadlines and...",
-    "web": "Serve the answers web ([web] listen): units' pages and the...",
+    "review": "What waits for review: completions (办结审核) and extensions (延期审批).",
+    "run": "The daemon; with --once, one tick and exit (0, or non-zero if the tick failed).",
+    "send-test": (
+        "Send one test e-mail now through the configured SMTP server (or the file channel)."
+    ),
+    "simulate": "Run the policy over a period on a virtual clock, on a copy of the store.",
+    "status": (
+        "Last tick, next digest, the queue, dead letters, recent failures, the ledger's lights."
+    ),
+    "tasks": "List the ledger's tasks, with their units, deadlines and status.",
+    "web": "Serve the answers web ([web] listen): units' pages and the supervisors' board.",
 }
 EX_STORE = 74  # ``StoreError.exit_code``, for a database error the store did not wrap
 
@@ -81,10 +86,20 @@ class LazyGroup(click.Group):
         return next(command for command in commands if command.name == cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The commands and their help, from ``SHORT_HELP``: no command module is loaded."""
-        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        """The commands and their help, from ``SHORT_HELP``: no command module is loaded
+        (cut to the width as ``click.Group.format_commands`` does)."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, _shorten(SHORT_HELP.get(name, ""), limit)) for name in names]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _shorten(text: str, limit: int) -> str:
+    """As click shortens a command's help for the list of commands."""
+    if len(text) <= limit:
+        return text
+    return textwrap.shorten(text, max(limit, 3), placeholder="...", break_on_hyphens=False)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,12 +14,9 @@ from pathlib import Path
 import click
 
 from reminder.app import App, now, pass_app
-from reminder.check import check as run_check
-from reminder.check import letter_samples, report_problems, report_samples, template_problems
 from reminder.contacts import Problem, load_contacts
 from reminder.errors import ConfigError, InputError
 from reminder.ledger import read_ledger
-from reminder.letters import LetterContext
 from reminder.settings import config_folder
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
@@ -129,6 +126,16 @@ def check_command(app: App) -> None:
             click.echo(f"{'error':<8}{message}")
         click.echo(f"{len(broken)} configuration errors: fix them, then check again")
         sys.exit(ConfigError.exit_code)
+    # the templates (Jinja2): for this command only
+    from reminder.check import check as run_check  # noqa: PLC0415
+    from reminder.check import (  # noqa: PLC0415
+        letter_samples,
+        report_problems,
+        report_samples,
+        template_problems,
+    )
+    from reminder.letters import LetterContext  # noqa: PLC0415
+
     settings = app.config.settings
     today = now().astimezone(settings.zone).date()
     with app.store.read() as session:
