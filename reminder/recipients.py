@@ -76,6 +76,13 @@ def _addresses(who: UnitContact | Supervisor, channel: Channel) -> list[tuple[st
     return [(who.robot_kind, who.name)] if who.webhook else []
 
 
+def _channels(who: UnitContact | Supervisor | None, kind: Kind, policy: Policy) -> list[Channel]:
+    """The channels of a kind: the entry's own in contacts.toml, else ``[policy.channels]``."""
+    if who is not None and kind in who.channels:
+        return who.channels[kind]
+    return policy.channels[kind]
+
+
 def routes(
     who: UnitContact | Supervisor | None, kind: Kind, policy: Policy
 ) -> list[tuple[str, str]] | None:
@@ -85,10 +92,7 @@ def routes(
     ``[policy.channels]``) switches a kind off. Otherwise, if none of the channels reaches
     them, the first channel that does is used.
     """
-    if who is not None and kind in who.channels:
-        channels = who.channels[kind]
-    else:
-        channels = policy.channels[kind]
+    channels = _channels(who, kind, policy)
     if not channels:
         return None
     if who is None:
@@ -127,10 +131,9 @@ def unusable(
     who = contacts.unit(unit)
     found: list[tuple[str, str, str]] = []
     if who is not None:
-        channels = who.channels[kind] if kind in who.channels else policy.channels[kind]
         found = [
             (channel, to, reason)
-            for channel in channels
+            for channel in _channels(who, kind, policy)
             for to, reason in invalid_addresses(who, channel)
         ]
     contacts.memo[key] = found
