@@ -30,9 +30,10 @@ class App:
     def out(self) -> Console:
         from rich.console import Console  # noqa: PLC0415 - see the class docstring
 
-        console = Console()
+        # emoji=False: a message key's ":email:" is text, not ✉
+        console = Console(emoji=False)
         # piped output (less, files, CI logs) should not be cut to 80 columns
-        return console if console.is_terminal else Console(width=160)
+        return console if console.is_terminal else Console(width=160, emoji=False)
 
     @cached_property
     def config(self) -> Config:

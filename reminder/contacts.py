@@ -159,6 +159,22 @@ def valid_mobiles(numbers: list[str]) -> list[str]:
     return [number for number in numbers if _MOBILE.match(number)]
 
 
+MOBILE_PROBLEM = "not a mobile number (11 digits, 1[3-9]…)"
+
+
+def invalid_addresses(who: _Reachable, channel: str) -> list[tuple[str, str]]:
+    """The addresses of a channel that cannot be used, each with why: (address, reason)."""
+    if channel == "email":
+        return [
+            (address, reason)
+            for address in who.email
+            if (reason := _email_problem(address)) is not None
+        ]
+    if channel == "sms":
+        return [(number, MOBILE_PROBLEM) for number in who.mobile if not _MOBILE.match(number)]
+    return []
+
+
 @functools.lru_cache(maxsize=4096)
 def _email_problem(address: str) -> str | None:
     from email_validator import EmailNotValidError, validate_email  # noqa: PLC0415 - 50 ms
@@ -174,74 +190,75 @@ def _address_problems(kind: str, item: _Reachable) -> list[Problem]:
     where = f"{kind} {item.name}"
     problems = [
         Problem("error", where, f"invalid email {address!r}: {reason}")
-        for address in item.email
-        if (reason := _email_problem(address)) is not None
+        for address, reason in invalid_addresses(item, "email")
     ]
     problems += [
         Problem("error", where, f"invalid mobile number {number!r} (11 digits, 1[3-9]…)")
-        for number in item.mobile
-        if not _MOBILE.match(number)
+        for number, _reason in invalid_addresses(item, "sms")
     ]
     if item.webhook and not re.match(r"^https?://[^\s/]+", item.webhook):
         problems.append(Problem("error", where, f"invalid webhook URL {item.webhook!r}"))
     return problems
 
 
-def _pydantic_message(path: str, data: dict[str, object], exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    loc = list(error["loc"])
-    where = path
-    if len(loc) >= 2 and isinstance(loc[1], int):
-        table, index = str(loc[0]), loc[1]
-        items = data.get(table)
-        name = ""
-        if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
-            name = str(items[index].get("name", ""))
-        where += f": [[{table}]] #{index + 1}" + (f" {name!r}" if name else "")
-        loc = loc[2:]
-    key = ".".join(str(part) for part in loc)
-    value = f" (got {error['input']!r})" if "input" in error and key else ""
-    return f"{where}: {key + ': ' if key else ''}{error['msg']}{value}"
+def _pydantic_messages(path: str, data: dict[str, object], exc: ValidationError) -> list[str]:
+    """One message per error, naming the table, the entry (number and name) and the key."""
+    messages = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = path
+        if len(loc) >= 2 and isinstance(loc[1], int):
+            table, index = str(loc[0]), loc[1]
+            items = data.get(table)
+            name = ""
+            if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
+                name = str(items[index].get("name", ""))
+            where += f": [[{table}]] #{index + 1}" + (f" {name!r}" if name else "")
+            loc = loc[2:]
+        key = ".".join(str(part) for part in loc)
+        value = f" (got {error['input']!r})" if "input" in error and key else ""
+        messages.append(f"{where}: {key + ': ' if key else ''}{error['msg']}{value}")
+    return messages
 
 
-def parse_contacts(text: str, path: str) -> Contacts:
-    """Contacts from the text of a contacts.toml; ``path`` is used in messages."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    try:
-        parsed = _ContactsFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_pydantic_message(path, data, exc)) from None
-
-    entries: list[DirectoryEntry] = []
+def _owners(parsed: _ContactsFile, path: str) -> tuple[dict[str, str], list[str]]:
+    """Who owns each name and alias (normalised), and the names two entries claim."""
     owner: dict[str, str] = {}
+    errors: list[str] = []
     for kind, items in (("unit", parsed.unit), ("group", parsed.group)):
         for item in items:
             for key in (item.name, *item.aliases):
                 normal = normalise_name(key)
                 if normal in owner and owner[normal] != item.name:
-                    raise ConfigError(
+                    errors.append(
                         f"{path}: [[{kind}]] {item.name!r}: name or alias {key!r} "
                         f"is already used by {owner[normal]!r}"
                     )
+                    continue
                 owner[normal] = item.name
     unit_names = {unit.name for unit in parsed.unit}
-    for group in parsed.group:
-        for member in group.members:
-            if member not in unit_names:
-                raise ConfigError(
-                    f"{path}: [[group]] {group.name!r}: member {member!r} is not a [[unit]] name"
-                )
-    entries += [
+    errors += [
+        f"{path}: [[group]] {group.name!r}: member {member!r} is not a [[unit]] name"
+        for group in parsed.group
+        for member in group.members
+        if member not in unit_names
+    ]
+    return owner, errors
+
+
+def _directory(parsed: _ContactsFile) -> Directory:
+    entries = [
         DirectoryEntry(unit.name, UnitKind(unit.kind), tuple(unit.aliases)) for unit in parsed.unit
     ]
     entries += [
         DirectoryEntry(group.name, UnitKind.GROUP, tuple(group.aliases), tuple(group.members))
         for group in parsed.group
     ]
+    return Directory(tuple(entries))
 
+
+def _problems(parsed: _ContactsFile, owner: dict[str, str]) -> list[Problem]:
+    """What `check` reports and delivery works around: bad addresses, nobody to reach."""
     problems: list[Problem] = []
     for unit in parsed.unit:
         problems += _address_problems("unit", unit)
@@ -261,13 +278,32 @@ def parse_contacts(text: str, path: str) -> Contacts:
             problems.append(
                 Problem("warning", f"group {group.name}", "has no members: nobody is reminded")
             )
+    return problems
+
+
+def parse_contacts(text: str, path: str) -> Contacts:
+    """Contacts from the text of a contacts.toml; ``path`` is used in messages.
+
+    Every structure error is found before one is raised (``ConfigError.problems``)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        parsed = _ContactsFile.model_validate(data)
+    except ValidationError as exc:
+        first, *more = _pydantic_messages(path, data, exc)
+        raise ConfigError(first, more=more) from None
+    owner, errors = _owners(parsed, path)
+    if errors:
+        raise ConfigError(errors[0], more=errors[1:])
     return Contacts(
         path=path,
         units=tuple(parsed.unit),
         groups=tuple(parsed.group),
         supervisors=tuple(parsed.supervisor),
-        directory=Directory(tuple(entries)),
-        problems=tuple(problems),
+        directory=_directory(parsed),
+        problems=tuple(_problems(parsed, owner)),
     )
 
 

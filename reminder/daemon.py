@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import json
 import os
 import signal
 from dataclasses import dataclass
@@ -46,13 +45,12 @@ from reminder.planning import Planning
 from reminder.reports import enqueue_reports
 from reminder.settings import Settings
 from reminder.store.db import Store
-from reminder.store.models import MetaRow
+from reminder.store.meta import save_last_tick
 from reminder.store.reports import queue_counts
 from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
-LAST_TICK = "last_tick"
 RELEASE_AFTER = 500  # messages: after a run this big, give its memory back
 
 
@@ -156,17 +154,8 @@ class Daemon:
         self, now: dt.datetime, due: int, enqueued: int, report: DeliveryReport
     ) -> None:
         queue = self.queue()
-        self.last_tick = {
-            "at": now.isoformat(),
-            "due": due,
-            "enqueued": enqueued,
-            "delivered": dict(report.outcomes),
-            "queue": queue,
-        }
         with self.store.write() as session:
-            row = session.get(MetaRow, LAST_TICK) or MetaRow(key=LAST_TICK, value="")
-            row.value = json.dumps(self.last_tick)
-            session.add(row)
+            self.last_tick = save_last_tick(session, now, due, enqueued, report.outcomes, queue)
         outcomes = {f"delivered_{status}": n for status, n in report.outcomes.items()}
         queued = {f"queue_{status}": n for status, n in queue.items()}
         self.log.info("tick", due=due, enqueued=enqueued, **outcomes, **queued)

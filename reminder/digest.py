@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reminder.contacts import Supervisor
+from reminder.contacts import Supervisor, invalid_addresses
 from reminder.ledger.model import Role, Task, names_section
 from reminder.messages import ROLE_LABELS
 from reminder.planning import Planning
@@ -40,6 +40,7 @@ from reminder.wording import Lateness, deadline_text, delivery_problem, lateness
 
 HORIZON_DAYS = 7
 LIGHTS = ("red", "yellow", "green", "done")
+_CHANNEL_WORDS = {"email": "邮箱", "sms": "手机"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +370,14 @@ class _Digest:
         # a group with members is reached through them: has_contact() says so
         contacts = self.planning.contacts
         no_contact = sorted(name for name in names if not contacts.has_contact(name))
+        # an address its letters cannot go to (its other channels may still reach it)
+        bad_addresses = [
+            f"{name}（{_CHANNEL_WORDS[channel]}{to}）"
+            for name in sorted(names)
+            if (who := contacts.unit(name)) is not None
+            for channel in _CHANNEL_WORDS
+            for to, _reason in invalid_addresses(who, channel)
+        ]
         return {
             "day": self.day.isoformat(),
             "since": _iso(self.since, self.zone),
@@ -388,6 +397,7 @@ class _Digest:
             "upcoming": upcoming,
             "done": done,
             "no_contact": no_contact,
+            "bad_addresses": bad_addresses,
             "undelivered": self.undelivered(),
             "board": None,  # the supervisor's link to the board, set when it is enqueued
         }

@@ -11,6 +11,8 @@ so that ``RestartPreventExitStatus=`` can stop a restart loop on a broken config
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ReminderError(Exception):
     """Base class of every error the CLI reports without a traceback."""
@@ -42,9 +44,17 @@ class LedgerError(InputError):
 
 
 class ConfigError(ReminderError, ValueError):
-    """Invalid configuration, contacts or templates: names the file, key and value."""
+    """Invalid configuration, contacts or templates: names the file, key and value.
+
+    ``more``: the other errors found in the same files; the message says how many there
+    are, and `reminder check` lists them all (``problems``)."""
 
     exit_code = 78  # EX_CONFIG from sysexits.h; systemd: RestartPreventExitStatus=78
+
+    def __init__(self, message: str, *, more: Sequence[str] = ()) -> None:
+        others = f" (and {len(more)} more: `reminder check` lists them)" if more else ""
+        super().__init__(message + others)
+        self.problems: tuple[str, ...] = (message, *more)
 
 
 class StoreError(ReminderError, RuntimeError):

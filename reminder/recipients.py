@@ -18,7 +18,14 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reminder.contacts import Contacts, Supervisor, UnitContact, valid_emails, valid_mobiles
+from reminder.contacts import (
+    Contacts,
+    Supervisor,
+    UnitContact,
+    invalid_addresses,
+    valid_emails,
+    valid_mobiles,
+)
 from reminder.planner import Reminder
 from reminder.policy import Channel, Kind, Policy
 
@@ -69,6 +76,13 @@ def _addresses(who: UnitContact | Supervisor, channel: Channel) -> list[tuple[st
     return [(who.robot_kind, who.name)] if who.webhook else []
 
 
+def _channels(who: UnitContact | Supervisor | None, kind: Kind, policy: Policy) -> list[Channel]:
+    """The channels of a kind: the entry's own in contacts.toml, else ``[policy.channels]``."""
+    if who is not None and kind in who.channels:
+        return who.channels[kind]
+    return policy.channels[kind]
+
+
 def routes(
     who: UnitContact | Supervisor | None, kind: Kind, policy: Policy
 ) -> list[tuple[str, str]] | None:
@@ -78,10 +92,7 @@ def routes(
     ``[policy.channels]``) switches a kind off. Otherwise, if none of the channels reaches
     them, the first channel that does is used.
     """
-    if who is not None and kind in who.channels:
-        channels = who.channels[kind]
-    else:
-        channels = policy.channels[kind]
+    channels = _channels(who, kind, policy)
     if not channels:
         return None
     if who is None:
@@ -107,6 +118,28 @@ def unit_routes(
     return found
 
 
+def unusable(
+    contacts: Contacts, unit: str, kind: Kind, policy: Policy
+) -> list[tuple[str, str, str]]:
+    """The addresses of a unit that the channels of ``kind`` would use but cannot (an
+    invalid e-mail address or mobile number): (channel, address, reason), worked out
+    once per unit, kind and channel list."""
+    key = ("unusable", unit, kind, tuple(policy.channels[kind]))
+    if key in contacts.memo:
+        known: list[tuple[str, str, str]] = contacts.memo[key]
+        return known
+    who = contacts.unit(unit)
+    found: list[tuple[str, str, str]] = []
+    if who is not None:
+        found = [
+            (channel, to, reason)
+            for channel in _channels(who, kind, policy)
+            for to, reason in invalid_addresses(who, channel)
+        ]
+    contacts.memo[key] = found
+    return found
+
+
 def message_key(
     kind: Kind, task_id: int | None, unit: str, channel: str, to: str, day: dt.date
 ) -> str:
@@ -125,7 +158,7 @@ def address(reminder: Reminder, contacts: Contacts, policy: Policy) -> list[Item
     kind, day, unit, task_id = occasion.kind, occasion.day, target.unit, target.task_id
     role = target.role.value
 
-    def item(channel: str, to: str, status: str = "pending") -> Item:
+    def item(channel: str, to: str, status: str = "pending", problem: str = "") -> Item:
         return Item(
             key=message_key(kind, task_id, unit, channel, to, day),
             kind=kind,
@@ -139,7 +172,7 @@ def address(reminder: Reminder, contacts: Contacts, policy: Policy) -> list[Item
             task_no=target.task.no,
             role=role,
             via=target.via,
-            payload=payload,
+            payload={**payload, "problem": problem} if problem else payload,
             status=status,
         )
 
@@ -147,6 +180,11 @@ def address(reminder: Reminder, contacts: Contacts, policy: Policy) -> list[Item
     items = [item(channel, to) for channel, to in found or []]
     if found == []:  # switched on, but nothing reaches the unit
         items.append(item(NO_CONTACT, "", "unreachable"))
+    if found is not None:  # an address the kind's channels name but cannot use: on record
+        items += [
+            item(channel, to, "unreachable", f"invalid {channel} address: {reason}")
+            for channel, to, reason in unusable(contacts, unit, kind, policy)
+        ]
     return items
 
 

@@ -122,9 +122,12 @@ def enqueue_reports(
     planning: Planning,
     settings: Settings,
     now: dt.datetime,
+    *,
+    only_new: bool = False,
 ) -> list[Message]:
     """Today's digests (and 逾期督办清单), once their hour has come on a working day, in one
-    transaction."""
+    transaction; ``only_new``: only those not in the outbox before (a second call on one
+    day enqueues nothing)."""
     digest_at = digest_due(settings, planning, now)
     if digest_at is None:
         return []
@@ -142,7 +145,7 @@ def enqueue_reports(
         boards = _board_links(settings, messages)
         new = set(enqueue(session, messages, now))
         save_links(session, [link for key, link in boards if key in new], now)
-    return messages
+    return [m for m in messages if m.key in new] if only_new else messages
 
 
 def _board_links(settings: Settings, messages: Sequence[Message]) -> list[tuple[str, Link]]:

@@ -309,16 +309,21 @@ def config_folder(env: Mapping[str, str]) -> Path:
     return path
 
 
-def _validation_message(path: Path, exc: ValidationError, env: Mapping[str, str]) -> str:
-    error = exc.errors()[0]
-    loc = [str(part) for part in error["loc"]]
-    env_name = ENV_PREFIX + "__".join(loc).upper()
-    key = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "")
-    origin = f" (from {env_name})" if env_name in env else ""
-    value = error.get("input")
-    got = f" (got {value!r})" if loc and value is not None and not isinstance(value, dict) else ""
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{path}: {key}: {message}{got}{origin}"
+def _validation_messages(path: Path, exc: ValidationError, env: Mapping[str, str]) -> list[str]:
+    """One message per error: the file, the key, what is wrong, the value and where it came
+    from (reminder.toml or an environment variable)."""
+    messages = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        env_name = ENV_PREFIX + "__".join(loc).upper()
+        key = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "")
+        origin = f" (from {env_name})" if env_name in env else ""
+        value = error.get("input")
+        shown = loc and value is not None and not isinstance(value, dict)
+        got = f" (got {value!r})" if shown else ""
+        message = error["msg"].removeprefix("Value error, ")
+        messages.append(f"{path}: {key}: {message}{got}{origin}")
+    return messages
 
 
 def load_config() -> Config:
@@ -336,5 +341,6 @@ def load_config() -> Config:
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_validation_message(path, exc, os.environ)) from None
+        first, *more = _validation_messages(path, exc, os.environ)
+        raise ConfigError(first, more=more) from None
     return Config(folder=folder, settings=settings)

@@ -29,6 +29,7 @@ import heapq
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from reminder.store.tasks import ledger_facts, ledger_years
 from reminder.tick import planned_from
 
 LETTERS = "letters.jsonl"
+MAX_DAYS = 1096  # 3 years: a ledger's year and the next two, in well under a minute
 # a message's kind as letters.jsonl names it, where that differs from the outbox's
 _KINDS = {Kind.ESCALATION: "escalation_list"}
 
@@ -168,6 +170,18 @@ def _load(store: Store, planning: Planning) -> _Ledger | None:
     return _Ledger(replace(inputs, reminded={}), targets, facts, years)
 
 
+def check_period(start: dt.date, end: dt.date) -> None:
+    """A period `simulate` covers: ``start`` to ``end``, at most ``MAX_DAYS`` days."""
+    if end < start:
+        raise InputError(f"--to {end} is before --from {start}")
+    days = (end - start).days + 1
+    if days > MAX_DAYS:
+        raise InputError(
+            f"--from {start} --to {end}: {days} days; a simulation covers at most "
+            f"{MAX_DAYS} days (3 years): simulate a longer period in parts"
+        )
+
+
 def simulate(
     source: Store,
     planning: Planning,
@@ -175,7 +189,10 @@ def simulate(
     start: dt.date,
     end: dt.date,
     out: Path | None,
+    progress: Callable[[int], None] | None = None,
 ) -> Simulation:
+    """Steps 1-4; ``progress`` is told the number of days simulated so far, after each day."""
+    check_period(start, end)
     started = time.perf_counter()
     report = Simulation(start=start, end=end)
     loaded = _load(source, planning)
@@ -186,7 +203,7 @@ def simulate(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        sent = _Year(loaded, planning, settings, start, end).run(end, report)
+        sent = _Year(loaded, planning, settings, start, end).run(end, report, progress)
         _write(sent, report, planning, out)
     finally:
         if collecting:
@@ -244,7 +261,9 @@ class _Year:
         open_units = {t.unit for t in self.targets.values() if not t.done}
         self.open_units = sorted(open_units)
 
-    def run(self, end: dt.date, report: Simulation) -> list[Message]:
+    def run(
+        self, end: dt.date, report: Simulation, progress: Callable[[int], None] | None = None
+    ) -> list[Message]:
         zone = self.planning.zone
         calendar = self.planning.calendar
         sent: list[Message] = []
@@ -256,6 +275,8 @@ class _Year:
                 sent += self.digests(local_moment(day, self.settings.digest.at, zone))
                 sent += self.tick(local_moment(day, self.planning.policy.send_at, zone))
             day += dt.timedelta(days=1)
+            if progress is not None:
+                progress(report.days)
         return sent
 
     def digests(self, digest_at: dt.datetime) -> list[Message]:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from reminder.contacts import Contacts
 from reminder.ledger.model import Deadline, DeadlineKind, Role, Task
+from reminder.recipients import Item
 from reminder.store.importer import ImportReport
 from reminder.store.models import OutboxRow
 from reminder.store.tasks import StoredLedger, StoredTask, StoredUnit
@@ -214,9 +215,24 @@ def plan_json(found: Preview, zone: ZoneInfo) -> list[dict[str, Any]]:
             "to": item.to,
             "scheduled_for": item.scheduled_for.astimezone(zone).isoformat(),
             "letter": found.letters.get(item.key),
+            "problem": undeliverable(item),
         }
         for item in found.items
     ]
+
+
+def undeliverable(item: Item) -> str | None:
+    """Why an item cannot go out (no contact, an invalid address), or None."""
+    if item.status != "unreachable":
+        return None
+    return str(item.payload.get("problem") or "no contact")
+
+
+def _to(item: Item) -> str:
+    if not item.to:
+        return "— no contact —"
+    invalid = " — invalid, not sent" if item.status == "unreachable" else ""
+    return f"{item.channel}:{item.to}{invalid}"
 
 
 def plan_table(found: Preview, zone: ZoneInfo) -> Table:
@@ -231,7 +247,7 @@ def plan_table(found: Preview, zone: ZoneInfo) -> Table:
             str(item.task_no or ""),
             item.unit or "",
             item.role or "",
-            f"{item.channel}:{item.to}" if item.to else "— no contact —",
+            _to(item),
             f"#{letter.rsplit(':', 1)[-1]}" if letter else "",
         )
     return table
@@ -259,6 +275,8 @@ def outbox_table(rows: Iterable[OutboxRow], zone: ZoneInfo) -> Table:
     table = Table(box=None, pad_edge=False)
     for name in ("Scheduled", "Status", "Kind", "No", "Recipient", "To", "Tries", "Last error"):
         table.add_column(name, no_wrap=True)
+    # the key last and whole (folded, never cut short): `reminder retry KEY` takes it
+    table.add_column("Key", overflow="fold", min_width=20)
     for row in rows:
         table.add_row(
             f"{row.scheduled_for.astimezone(zone):%Y-%m-%d %H:%M}",
@@ -269,5 +287,6 @@ def outbox_table(rows: Iterable[OutboxRow], zone: ZoneInfo) -> Table:
             f"{row.channel}:{row.recipient}" if row.recipient else row.channel,
             str(row.attempts),
             shorten(row.last_error, 40),
+            row.key,
         )
     return table

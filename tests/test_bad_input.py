@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -220,3 +222,156 @@ def test_console_script_exit_code_and_stderr(isolated_env: Path) -> None:
     assert completed.returncode == 2
     assert completed.stdout == ""
     assert_one_line_error(completed.stderr, "missing.txt: no such file")
+
+
+# --- every bad input as one row: refused on one line, with its exit code, store as it was --
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad input: the command's arguments, the environment it runs in, whether a
+    ledger is imported first (else the store must not even be created), the exit code
+    and what the one line says."""
+
+    args: tuple[str, ...]
+    code: int
+    fragments: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    seeded: bool = True
+
+
+BAD_INPUTS = {
+    # REMINDER_DB that names no database this program can open (exit 78: systemd stops)
+    "db-unknown-scheme": Bad(
+        ("status",),
+        78,
+        ("REMINDER_DB=nonsense://", "unknown kind of database 'nonsense'"),
+        (("REMINDER_DB", "nonsense://"),),
+        seeded=False,
+    ),
+    "db-unparseable": Bad(
+        ("import", str(SEED)),
+        78,
+        ("REMINDER_DB='::::'", "not a database URL"),
+        (("REMINDER_DB", "::::"),),
+        seeded=False,
+    ),
+    "db-bad-port": Bad(
+        ("status",),
+        78,
+        ("REMINDER_DB='postgresql://u:***@h:port/db'", "not a database URL"),
+        (("REMINDER_DB", "postgresql://u:secret@h:port/db"),),
+        seeded=False,
+    ),
+    "db-unknown-driver": Bad(
+        ("plan",),
+        78,
+        ("REMINDER_DB=postgresql+nodriver://u:***@h/db", "unknown kind of database"),
+        (("REMINDER_DB", "postgresql+nodriver://u:secret@h/db"),),
+        seeded=False,
+    ),
+    "db-driver-not-installed": Bad(
+        ("status",),
+        78,
+        ("REMINDER_DB=mysql://u@h/db", "no driver for mysql"),
+        (("REMINDER_DB", "mysql://u@h/db"),),
+        seeded=False,
+    ),
+    # click's usage errors: one line naming the command and where its help is, exit 2
+    "unknown-option": Bad(
+        ("status", "--frob"), 2, ("reminder status:", "No such option '--frob'", "--help")
+    ),
+    "unknown-command": Bad(("stauts",), 2, ("No such command 'stauts'",)),
+    "missing-argument": Bad(
+        ("import",), 2, ("reminder import: Missing argument 'FILE'", "reminder import --help")
+    ),
+    "missing-option": Bad(("simulate", "--to", "2018-12-31"), 2, ("Missing option '--from'",)),
+    "option-without-value": Bad(("plan", "--at"), 2, ("'--at' requires an argument",)),
+    "bad-number": Bad(("done", "abc"), 2, ("reminder done:", "'abc' is not a valid integer")),
+    "out-of-range": Bad(("outbox", "--limit", "0"), 2, ("Invalid value for '--limit'",)),
+    "bad-choice": Bad(("outbox", "--status", "lost"), 2, ("Invalid value for '--status'",)),
+    # commands that said the wrong thing
+    "retry-nothing": Bad(("retry",), 2, ("give a message KEY", "or --dead"), seeded=False),
+    "retry-both": Bad(("retry", "k", "--dead"), 2, ("not both",), seeded=False),
+    # simulate: a period of at most 3 years
+    "simulate-a-century": Bad(
+        ("simulate", "--from", "2018-01-01", "--to", "2118-12-31"),
+        2,
+        ("36889 days", "at most 1096 days (3 years)"),
+        seeded=False,
+    ),
+    "simulate-backwards": Bad(
+        ("simulate", "--from", "2018-02-01", "--to", "2018-01-01"),
+        2,
+        ("--to 2018-01-01 is before --from 2018-02-01",),
+        seeded=False,
+    ),
+}
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    """Every file of the test's folder and a hash of its bytes (SQLite's -wal and -shm
+    come and go with connections: the database's own file is what must not change)."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in folder.iterdir()
+        if path.is_file() and not path.name.endswith(("-wal", "-shm"))
+    }
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_refused_on_one_line_and_changes_nothing(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, bad: Bad
+) -> None:
+    if bad.seeded:
+        assert cli("import", str(SEED)).code == 0
+    before = files_of(isolated_env)
+    assert ("ledger.db" in before) == bad.seeded
+    for name, value in bad.env:
+        monkeypatch.setenv(name, value)
+    result = cli(*bad.args)
+    assert result.code == bad.code, result.err
+    assert_one_line_error(result.err, *bad.fragments)
+    assert "secret" not in result.err
+    assert files_of(isolated_env) == before
+
+
+def test_check_lists_every_configuration_error(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two independent errors in reminder.toml and one in contacts.toml: all three are
+    listed, and every other command names the first and says how many more there are."""
+    folder = config_copy(isolated_env)
+    (folder / "reminder.toml").write_text(
+        '[ledger]\nseason_start = "13-45"\n[smtp]\nport = 0\n', encoding="utf-8"
+    )
+    contacts = folder / "contacts.toml"
+    extra = '\n[[unit]]\nname = "新单位"\ntel = "1"\n'
+    contacts.write_text(contacts.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    monkeypatch.setenv("REMINDER_CONFIG", str(folder))
+    result = cli("check")
+    assert result.code == 78
+    lines = result.out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == ["error"] * 3
+    assert "reminder.toml: [ledger] season_start" in lines[0]
+    assert "reminder.toml: [smtp] port" in lines[1]
+    assert "contacts.toml: [[unit]] #" in lines[2] and "tel" in lines[2]
+    assert lines[-1] == "3 configuration errors: fix them, then check again"
+    other = cli("status")
+    assert other.code == 78
+    assert_one_line_error(other.err, "season_start", "(and 1 more: `reminder check` lists them)")
+
+
+def test_check_lists_every_error_of_contacts_names(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = config_copy(isolated_env)
+    contacts = folder / "contacts.toml"
+    extra = '\n[[unit]]\nname = "环保局"\n\n[[group]]\nname = "新组"\nmembers = ["不存在的单位"]\n'
+    contacts.write_text(contacts.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    monkeypatch.setenv("REMINDER_CONFIG", str(folder))
+    result = cli("check")
+    assert result.code == 78
+    assert "'环保局' is already used by '环境保护局'" in result.out
+    assert "member '不存在的单位' is not a [[unit]] name" in result.out
+    assert result.out.splitlines()[-1].startswith("2 configuration errors")

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import pty
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
-from reminder.cli import COMMANDS
+from reminder.cli import COMMANDS, SHORT_HELP
 from tests.conftest import SEED
 
 SCRIPT = Path(sys.executable).with_name("reminder")
@@ -77,3 +80,104 @@ def test_every_command_is_where_the_cli_looks_for_it() -> None:
     for module in set(COMMANDS.values()):
         listed = importlib.import_module(f"reminder.commands.{module}").COMMANDS
         assert {c.name for c in listed} == {n for n, m in COMMANDS.items() if m == module}
+
+
+def _simulate_args() -> list[str]:
+    return [str(SCRIPT), "simulate", "--from", "2018-01-01", "--to", "2018-03-31"]
+
+
+def _without_timing(out: str) -> list[str]:
+    """The summary without the seconds it took (its first line ends "in 0.4 s")."""
+    lines = out.splitlines()
+    return [lines[0].rsplit(" in ", 1)[0], *lines[1:]]
+
+
+def test_simulate_piped_prints_its_summary_only(isolated_env: Path) -> None:
+    assert reminder("import", str(SEED)).returncode == 0
+    piped = reminder(*_simulate_args()[1:])
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == ""
+    assert piped.stdout.startswith("Simulated 2018-01-01 → 2018-03-31 (90 days, ")
+    assert "\x1b" not in piped.stdout
+
+
+def test_simulate_shows_progress_on_a_terminal_and_the_same_summary(isolated_env: Path) -> None:
+    """stderr a terminal: a progress bar there; stdout (piped) the summary, as without."""
+    assert reminder("import", str(SEED)).returncode == 0
+    piped = reminder(*_simulate_args()[1:])
+    main, side = pty.openpty()
+    shown = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    with subprocess.Popen(
+        _simulate_args(), stdout=subprocess.PIPE, stderr=side, text=True
+    ) as process:
+        os.close(side)
+        reader.start()
+        out, _ = process.communicate(timeout=60)
+    reader.join(timeout=10)
+    os.close(main)
+    assert process.returncode == 0
+    assert b"simulating" in shown
+    assert _without_timing(out) == _without_timing(piped.stdout)
+
+
+HEAVY = {
+    "sqlalchemy",
+    "jinja2",
+    "aiosmtplib",
+    "httpx",
+    "apscheduler",
+    "openpyxl",
+    "docx",
+    "rich",
+    "starlette",
+}
+
+
+def imported(*args: str) -> set[str]:
+    """The top-level packages a `reminder` command imports (``python -X importtime``)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "reminder", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_help_and_version_import_no_heavy_module(isolated_env: Path) -> None:
+    assert imported("--version") & HEAVY == set()
+    assert imported("--help") & HEAVY == set()
+
+
+def test_status_imports_the_store_only(isolated_env: Path) -> None:
+    """`status` reads the store (SQLAlchemy): no scheduler, no senders, no templates."""
+    assert reminder("import", str(SEED)).returncode == 0
+    assert imported("status") & HEAVY == {"sqlalchemy"}
+
+
+def test_help_lists_each_command_with_its_own_help() -> None:
+    """`reminder --help` lists the commands from ``SHORT_HELP`` without importing them:
+    each line is what click would say from the command itself."""
+    assert set(SHORT_HELP) == set(COMMANDS)
+    for name, module in COMMANDS.items():
+        listed = importlib.import_module(f"reminder.commands.{module}").COMMANDS
+        command = next(c for c in listed if c.name == name)
+        assert SHORT_HELP[name] == command.get_short_help_str(limit=1000), name

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pytest
 
 from reminder.contacts import parse_contacts
 from reminder.ledger.deadline import parse_deadline
@@ -10,6 +15,7 @@ from reminder.ledger.model import Role, Task, UnitKind, UnitRef
 from reminder.planner import Occasion, Reminder, Target
 from reminder.policy import Kind, Policy
 from reminder.recipients import address, superseded
+from tests.conftest import CONFIG, SEED, Cli
 
 CONTACTS = """
 [[unit]]
@@ -108,3 +114,66 @@ def test_keys_name_kind_task_unit_recipient_and_day() -> None:
     keys = [m.key for m in address(reminder("甲局", Kind.OVERDUE), contacts, Policy())]
     assert keys[0] == "overdue:70:甲局:email:jia@example.org:2018-10-16"
     assert len(set(keys)) == len(keys)
+
+
+BAD_ADDRESSES = """
+[[unit]]
+name = "戊局"
+email = ["wu@@example", "wu@example.org"]
+mobile = "13800000005"
+
+[[unit]]
+name = "己局"
+email = "ji@@example"
+"""
+
+
+def test_an_invalid_address_is_recorded_undeliverable_with_its_reason() -> None:
+    contacts = parse_contacts(BAD_ADDRESSES, "contacts.toml")
+    items = address(reminder("戊局", Kind.UPCOMING), contacts, Policy())
+    assert [(i.channel, i.to, i.status) for i in items] == [
+        ("email", "wu@example.org", "pending"),
+        ("email", "wu@@example", "unreachable"),
+    ]
+    assert items[1].payload["problem"].startswith("invalid email address: ")
+    assert "problem" not in items[0].payload
+    # nothing else reaches 己局: no contact, and the address it has cannot be used
+    alone = address(reminder("己局", Kind.UPCOMING), contacts, Policy())
+    assert [(i.channel, i.to, i.status) for i in alone] == [
+        ("none", "", "unreachable"),
+        ("email", "ji@@example", "unreachable"),
+    ]
+    assert len({i.key for i in alone}) == 2
+
+
+def test_an_invalid_address_shows_in_plan_status_and_the_digest(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """环境保护局's e-mail address is mistyped: its e-mail reminders cannot go out (SMS still
+    reaches it), and plan, status and the supervisors' digest say so."""
+    folder = isolated_env / "config"
+    shutil.copytree(CONFIG, folder)
+    contacts = folder / "contacts.toml"
+    text = contacts.read_text(encoding="utf-8")
+    contacts.write_text(text.replace('"hbj@example.org"', '"hbj@@example"'), encoding="utf-8")
+    monkeypatch.setenv("REMINDER_CONFIG", str(folder))
+    monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "0")
+    assert cli("import", str(SEED)).code == 0
+    moment = "2018-10-08 09:30"
+
+    planned = json.loads(cli("plan", "--at", moment, "--json").out)
+    bad = [i for i in planned if i["to"] == "hbj@@example"]
+    assert bad and all(i["unit"] == "环境保护局" and i["letter"] is None for i in bad)
+    assert all(i["problem"].startswith("invalid email address: ") for i in bad)
+    assert all(i["problem"] is None for i in planned if i["letter"] is not None)
+    assert "email:hbj@@example — invalid, not sent" in cli("plan", "--at", moment).out
+
+    assert cli("run", "--once", "--at", moment).code == 0
+    status = cli("status")
+    assert "bad address:   环境保护局 email:hbj@@example" in status.out
+    assert "no contact:" not in status.out  # SMS reaches it
+    assert json.loads(cli("status", "--json").out)["invalid_addresses"] == [
+        {"unit": "环境保护局", "channel": "email", "to": "hbj@@example"}
+    ]
+    digest = cli("digest", "--at", moment, "--print").out
+    assert "地址无效的单位：环境保护局（邮箱hbj@@example）（相关提醒未发出，请更正）" in digest

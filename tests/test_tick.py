@@ -67,6 +67,7 @@ def test_plan_json_contract_on_the_seed(cli: Cli, isolated_env: Path) -> None:
         "to",
         "scheduled_for",
         "letter",
+        "problem",  # why it cannot go out (no contact, an invalid address), else null
     }
     task8 = [m for m in messages if m["task"] == 8]
     assert sorted((m["kind"], m["channel"], m["to"]) for m in task8) == [

@@ -6,6 +6,7 @@ import datetime as dt
 import getpass
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,12 +14,10 @@ from pathlib import Path
 import click
 
 from reminder.app import App, now, pass_app
-from reminder.check import check as run_check
-from reminder.check import letter_samples, report_problems, report_samples, template_problems
-from reminder.contacts import Problem
-from reminder.errors import InputError
+from reminder.contacts import Problem, load_contacts
+from reminder.errors import ConfigError, InputError
 from reminder.ledger import read_ledger
-from reminder.letters import LetterContext
+from reminder.settings import config_folder
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import replan_all
@@ -121,6 +120,22 @@ def tasks_command(
 @pass_app
 def check_command(app: App) -> None:
     """Report config and ledger problems; exit 1 if any is an error."""
+    broken = config_errors(app)
+    if broken:
+        for message in broken:
+            click.echo(f"{'error':<8}{message}")
+        click.echo(f"{len(broken)} configuration errors: fix them, then check again")
+        sys.exit(ConfigError.exit_code)
+    # the templates (Jinja2): for this command only
+    from reminder.check import check as run_check  # noqa: PLC0415
+    from reminder.check import (  # noqa: PLC0415
+        letter_samples,
+        report_problems,
+        report_samples,
+        template_problems,
+    )
+    from reminder.letters import LetterContext  # noqa: PLC0415
+
     settings = app.config.settings
     today = now().astimezone(settings.zone).date()
     with app.store.read() as session:
@@ -155,6 +170,31 @@ def check_command(app: App) -> None:
     click.echo(f"{errors} errors, {warnings} warnings")
     if errors:
         sys.exit(1)
+
+
+def config_errors(app: App) -> list[str]:
+    """Every error of the config folder, each file read whatever the others hold: the
+    settings (reminder.toml and the environment), contacts.toml, calendar.toml."""
+    try:
+        folder = config_folder(os.environ)
+    except ConfigError as exc:
+        return list(exc.problems)
+    errors: list[str] = []
+    try:
+        settings = app.config.settings
+    except ConfigError as exc:
+        errors += exc.problems
+        settings = None
+    try:
+        load_contacts(folder / "contacts.toml")
+    except ConfigError as exc:
+        errors += exc.problems
+    if settings is not None:  # the calendar is read with the settings' policy
+        try:
+            app.config.calendar()
+        except ConfigError as exc:
+            errors += exc.problems
+    return errors
 
 
 COMMANDS = [import_command, tasks_command, check_command]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import getpass
 import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from reminder.app import App, now, parse_day, parse_moment, pass_app
-from reminder.errors import InputError
-from reminder.simulate import simulate
 from reminder.store.completion import Outcome, mark_done, record_progress, reopen
 from reminder.tick import preview
 
@@ -46,12 +47,30 @@ def plan_command(app: App, at: str | None, as_json: bool) -> None:
 @pass_app
 def simulate_command(app: App, start: str, end: str, out: Path | None) -> None:
     """Run the policy over a period on a virtual clock, on a copy of the store."""
+    from reminder.simulate import check_period, simulate  # noqa: PLC0415 - this command's
+
     first, last = parse_day(start, "--from"), parse_day(end, "--to")
-    if last < first:
-        raise InputError(f"--to {end} is before --from {start}")
-    report = simulate(app.store, app.planning, app.config.settings, first, last, out)
+    check_period(first, last)  # before the store is opened
+    days = (last - first).days + 1
+    with _progress(days) as advance:
+        report = simulate(app.store, app.planning, app.config.settings, first, last, out, advance)
     for line in report.lines():
         click.echo(line)
+
+
+@contextmanager
+def _progress(days: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr when it is a terminal (rich, gone when done); nothing else
+    when stderr is piped, so output and logs stay as they are."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console  # noqa: PLC0415 - on a terminal only
+    from rich.progress import Progress  # noqa: PLC0415
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("simulating", total=days)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def _outcome(app: App, verb: str, outcome: Outcome) -> None:

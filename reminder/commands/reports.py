@@ -13,18 +13,17 @@ from sqlmodel import col
 from sqlmodel import select as select_rows
 
 from reminder.app import App, now, parse_moment, pass_app
-from reminder.commands.sending import deliver_due
-from reminder.daemon import LAST_TICK
 from reminder.digest import LIGHTS, build_digest, light
 from reminder.errors import InputError
 from reminder.loop import run_async
 from reminder.messages import report_context
 from reminder.planner import local_moment
-from reminder.reports import calendar_notices, enqueue_reports, next_digest
-from reminder.store.models import AttemptRow, ItemRow, MetaRow, OutboxRow
+from reminder.recipients import NO_CONTACT
+from reminder.reports import calendar_notices, digest_due, enqueue_reports, next_digest
+from reminder.store.meta import last_tick as recorded_tick
+from reminder.store.models import AttemptRow, ItemRow, OutboxRow
 from reminder.store.reports import digest_inputs, queue_counts
 from reminder.store.tasks import load_ledger
-from reminder.views import print_lines
 
 STATES = ("pending", "sending", "retry", "sent", "dead", "superseded")
 UNREACHABLE_SHOWN = 20
@@ -34,7 +33,7 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
     settings = app.config.settings
     zone = settings.zone
     with app.store.read() as session:
-        meta = session.get(MetaRow, LAST_TICK)
+        last_tick = recorded_tick(session)
         queue = queue_counts(session)
         dead = session.exec(
             select_rows(OutboxRow)
@@ -52,19 +51,23 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
         }
         item = ItemRow.__table__  # type: ignore[attr-defined]
         nobody = (
-            select(item.c.recipient_name)
+            select(item.c.recipient_name, item.c.channel, item.c.recipient)
             .where(item.c.status == "unreachable")
             .distinct()
-            .order_by(item.c.recipient_name)
-            .limit(UNREACHABLE_SHOWN)
+            .order_by(item.c.recipient_name, item.c.channel, item.c.recipient)
         )
-        unreachable = [str(name) for name in session.connection().execute(nobody).scalars()]
+        unreachable: list[str] = []  # units nobody can reach
+        invalid: list[dict[str, str]] = []  # addresses their reminders could not use
+        for name, channel, to in session.connection().execute(nobody):
+            if channel == NO_CONTACT:
+                unreachable.append(str(name))
+            else:
+                invalid.append({"unit": str(name), "channel": str(channel), "to": str(to)})
         ledger = load_ledger(session)
     day = moment.astimezone(zone).date()
     lights = (
         Counter(light(t, day, ledger, app.planning) for t in ledger.tasks) if ledger else Counter()
     )
-    last_tick = json.loads(meta.value) if meta else None
     # no tick for three intervals (and a minute): the daemon is down or stuck
     stale = last_tick is not None and moment - dt.datetime.fromisoformat(
         last_tick["at"]
@@ -77,7 +80,8 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
         "queue": {state: queue.get(state, 0) for state in STATES},
         "dead": [{"key": row.key, "error": row.last_error} for row in dead],
         "failures_24h": failures,
-        "unreachable": unreachable,
+        "unreachable": unreachable[:UNREACHABLE_SHOWN],
+        "invalid_addresses": invalid[:UNREACHABLE_SHOWN],
         "ledger": {
             "title": ledger.title if ledger else None,
             "tasks": len(ledger.tasks) if ledger else 0,
@@ -109,6 +113,9 @@ def status_lines(data: dict[str, Any]) -> list[str]:
     ]
     if data["unreachable"]:
         lines.append("no contact:    " + ", ".join(data["unreachable"]) + " (see `reminder check`)")
+    if data["invalid_addresses"]:
+        bad = ", ".join(f"{a['unit']} {a['channel']}:{a['to']}" for a in data["invalid_addresses"])
+        lines.append(f"bad address:   {bad} (not sent to; see `reminder check`)")
     if data["dead"]:
         lines.append(f"dead letters ({data['queue']['dead']}), newest first:")
         lines += [f"  {item['key']}: {item['error']}" for item in data["dead"]]
@@ -124,7 +131,8 @@ def status_command(app: App, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    print_lines(app.out, status_lines(data))
+    for line in status_lines(data):  # as they are: a key's ":email:" is no emoji here
+        click.echo(line)
 
 
 @click.command("digest")
@@ -158,12 +166,21 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
             click.echo(app.renderer.part("digest", "text", values))
             click.echo("")
         return
-    messages = enqueue_reports(app.store, app.planning, settings, moment)
+    messages = enqueue_reports(app.store, app.planning, settings, moment, only_new=True)
     digests = sum(1 for m in messages if m.kind == "digest")
-    app.out.print(
-        f"{digests} digest and {len(messages) - digests} escalation list messages due",
-        markup=False,
-    )
+    if messages:
+        said = f"{digests} digest and {len(messages) - digests} escalation list messages enqueued"
+    elif digest_due(settings, app.planning, moment) is None:
+        local = moment.astimezone(settings.zone)
+        said = (
+            f"no digest due at {local:%Y-%m-%d %H:%M}: digests go out at "
+            f"{settings.digest.at:%H:%M} on working days"
+        )
+    else:
+        said = "today's digests are already in the outbox: nothing new enqueued"
+    app.out.print(said, markup=False)
+    from reminder.commands.sending import deliver_due  # noqa: PLC0415 - the senders
+
     report = run_async(deliver_due(app, moment))
     app.out.print(report.line(), markup=False)
 

@@ -6,18 +6,23 @@ import datetime as dt
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from reminder import logs
 from reminder.app import App, now, parse_moment, pass_app
-from reminder.daemon import lock_for, serve
-from reminder.delivery import Delivery, DeliveryReport, close_all, make_senders, send_test
 from reminder.errors import DeliveryError, InputError
 from reminder.loop import run_async
 from reminder.outbox import outbox_rows, requeue
-from reminder.tick import run_tick
-from reminder.views import outbox_json, outbox_table
+from reminder.store.meta import save_last_tick
+from reminder.store.reports import queue_counts
+
+if TYPE_CHECKING:
+    from reminder.delivery import DeliveryReport
+
+# the daemon (APScheduler), delivery (the SMTP and HTTP clients, Jinja2), the tick and
+# rich's tables are imported by the commands that use them: `outbox --json` and `retry`
+# start without them
 
 
 @click.command("run")
@@ -29,6 +34,9 @@ def run_command(app: App, once: bool, at: str | None) -> None:
     if not once:
         if at is not None:
             raise InputError("--at goes with --once; the daemon runs on the clock")
+        from reminder import logs  # noqa: PLC0415 - see the imports
+        from reminder.daemon import lock_for, serve  # noqa: PLC0415 - see the imports
+
         logs.configure(
             to_stdout=True, level=os.environ.get("REMINDER_LOG_LEVEL", "info"), force=True
         )
@@ -41,6 +49,8 @@ def run_command(app: App, once: bool, at: str | None) -> None:
             if lock is not None:
                 lock.release()
         sys.exit(code)
+    from reminder.tick import run_tick  # noqa: PLC0415 - see the imports
+
     moment = parse_moment(app, at, "--at")
     app.ledger()
     result = run_tick(app.store, app.planning, app.config.settings, moment)
@@ -51,10 +61,16 @@ def run_command(app: App, once: bool, at: str | None) -> None:
         markup=False,
     )
     report = run_async(deliver_due(app, moment))
+    # what the daemon records after each tick, so that `status` tells of this one too
+    with app.store.write() as session:
+        queue = queue_counts(session, ("pending", "sending", "retry", "dead"))
+        save_last_tick(session, moment, result.targets, len(result.letters), report.outcomes, queue)
     app.out.print(report.line(), markup=False)
 
 
 async def deliver_due(app: App, due_by: dt.datetime) -> DeliveryReport:
+    from reminder.delivery import Delivery, close_all, make_senders  # noqa: PLC0415
+
     senders = make_senders(app.config.settings, app.contacts)
     delivery = Delivery(app.store, app.config.settings, app.contacts, app.renderer, senders)
     try:
@@ -78,11 +94,15 @@ def outbox_command(app: App, status: str | None, limit: int, as_json: bool) -> N
     with app.store.read() as session:
         rows = outbox_rows(session, status, limit)
     zone = app.config.settings.zone
+    from reminder.views import outbox_json, outbox_table  # noqa: PLC0415 - rich: tables only
+
     if as_json:
         click.echo(
             json.dumps([outbox_json(row, zone) for row in rows], ensure_ascii=False, indent=2)
         )
         return
+    if not app.out.is_terminal:  # piped: a row on one line, however long its key
+        app.out.width = 1000
     app.out.print(outbox_table(rows, zone))
 
 
@@ -92,7 +112,9 @@ def outbox_command(app: App, status: str | None, limit: int, as_json: bool) -> N
 @pass_app
 def retry_command(app: App, key: str | None, dead: bool) -> None:
     """Send a dead (or waiting) message again at the next delivery."""
-    if (key is None) == (not dead):
+    if key is None and not dead:
+        raise InputError("give a message KEY (as `reminder outbox` shows it) or --dead")
+    if key is not None and dead:
         raise InputError("give a message KEY or --dead, not both")
     with app.store.write() as session:
         count = requeue(session, key, now())
@@ -106,6 +128,8 @@ def retry_command(app: App, key: str | None, dead: bool) -> None:
 @pass_app
 def send_test_command(app: App, address: str) -> None:
     """Send one test e-mail now through the configured SMTP server (or the file channel)."""
+    from reminder.delivery import send_test  # noqa: PLC0415 - see the imports
+
     outcome = run_async(send_test(app.config.settings, app.contacts, address, now()))
     if outcome.status != "sent":
         raise DeliveryError(f"test message to {address}: {outcome.detail}", permanent=True)

@@ -10,6 +10,7 @@ up front, so two writers queue on the busy timeout instead of failing halfway
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
 from reminder.errors import ConfigError, StoreError
@@ -49,28 +50,44 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+_URL_EXAMPLE = "e.g. sqlite:///ledger.db or postgresql+psycopg://user@host/db"
+
+
 def make_engine(url: str) -> Engine:
+    """An engine for ``REMINDER_DB``; a URL that names no database this program can open
+    (unparseable, an unknown kind, a driver that is not installed) is a ``ConfigError``
+    raised before anything is created."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"REMINDER_DB={url!r}: not a database URL") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        shown = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)  # no password in a message
+        raise ConfigError(f"REMINDER_DB={shown!r}: not a database URL ({_URL_EXAMPLE})") from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
             parent = Path(database).expanduser().resolve().parent
             if not parent.is_dir():
                 raise StoreError(f"{database}: folder {parent} does not exist")
-        engine = create_engine(
-            parsed,
-            connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
-            json_serializer=_json,
-        )
-        _sqlite_events(engine)
-        return engine
+        options: dict[str, Any] = {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000}}
+    else:
+        options = {"pool_pre_ping": True}
     try:
-        return create_engine(parsed, pool_pre_ping=True, json_serializer=_json)
+        engine = create_engine(parsed, json_serializer=_json, **options)
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"REMINDER_DB={describe(url)}: unknown kind of database "
+            f"{parsed.drivername!r} ({_URL_EXAMPLE})"
+        ) from None
     except ImportError as exc:
-        raise ConfigError(f"REMINDER_DB: no driver for {parsed.drivername}: {exc}") from None
+        raise ConfigError(
+            f"REMINDER_DB={describe(url)}: no driver for {parsed.drivername}: {exc}"
+        ) from None
+    except (ArgumentError, TypeError, ValueError) as exc:  # options the driver refuses
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"REMINDER_DB={describe(url)}: {reason}") from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_events(engine)
+    return engine
 
 
 class Store:
@@ -106,7 +123,7 @@ def describe(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<invalid URL>"
 
 
