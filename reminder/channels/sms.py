@@ -4,8 +4,10 @@ The request is a POST of a JSON body rendered from ``[sms] body`` (a Jinja2 temp
 the sandbox, values through ``tojson``), with the token from REMINDER_SMS_TOKEN (or its
 file, or the systemd credential ``sms_token``) in ``[sms] auth_header``. The text is cut to
 ``max_segments`` SMS segments: 70 characters fit one, a longer text travels in parts of
-67. A 2xx answer is sent unless ``ok_json`` names fields it must carry; 4xx is permanent,
-5xx, timeouts and dropped connections are retried, and Retry-After is honoured.
+67, counted as gateways count them, in UTF-16 units (an emoji or a CJK Extension B
+character is 2). A 2xx answer is sent unless ``ok_json`` names fields it must carry;
+4xx is permanent, 5xx, timeouts and dropped connections are retried, and Retry-After is
+honoured.
 """
 
 from __future__ import annotations
