@@ -13,8 +13,9 @@ honoured.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -22,16 +23,22 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from reminder.channels import Outgoing, Report, Result
-from reminder.channels.http import post
+from reminder.channels.http import post, system_now
 from reminder.errors import ConfigError, DeliveryError
 from reminder.settings import SmsSettings
 from reminder.text import segments
 
 
 class SmsSender:
-    def __init__(self, settings: SmsSettings, token: str | None) -> None:
+    def __init__(
+        self,
+        settings: SmsSettings,
+        token: str | None,
+        now: Callable[[], dt.datetime] = system_now,
+    ) -> None:
         self.settings = settings
         self._token = token
+        self._now = now
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         try:
             self._body = env.from_string(settings.body)
@@ -83,6 +90,7 @@ class SmsSender:
             response = await post(
                 self._client,
                 self.settings.url,
+                self._now,
                 content=self.request_body(item),
                 headers=self._headers(),
             )

@@ -6,6 +6,7 @@ import datetime as dt
 import getpass
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,12 +14,19 @@ from pathlib import Path
 import click
 
 from reminder.app import App, now, pass_app
+from reminder.check import (
+    channel_problems,
+    letter_samples,
+    report_problems,
+    report_samples,
+    template_problems,
+)
 from reminder.check import check as run_check
-from reminder.check import letter_samples, report_problems, report_samples, template_problems
 from reminder.contacts import Problem
 from reminder.errors import InputError
 from reminder.ledger import read_ledger
 from reminder.letters import LetterContext
+from reminder.secrets import loose_secrets
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import replan_all
@@ -146,6 +154,7 @@ def check_command(app: App) -> None:
         samples = report_samples(inputs, app.planning, days)
         templates += report_problems(app.renderer, samples, settings.office)
     problems = run_check(app.contacts, ledger, templates)
+    problems += channel_problems(app.config, app.contacts, os.environ, loose_secrets(os.environ))
     if calendar:
         problems.append(Problem("warning", "calendar", calendar))
     for problem in problems:
