@@ -1,6 +1,6 @@
 """Delivery speed: N reminders from the outbox, rendered, into Postfix's smtp-sink.
 
-    .venv/bin/python -m bench.delivery [-n 10000] [--runs 3] [--baseline-n 10000]
+    .venv/bin/python -m bench.delivery [-n 10000] [--runs 3] [--baseline-n 10000] [--no-pipelining]
 
 Needs smtp-sink (Debian package postfix; only that program, on loopback; see BENCH.md).
 In one run it measures, against the same sink:
@@ -137,7 +137,7 @@ def fill_outbox(url: str, n: int, now: dt.datetime) -> None:
     store.dispose()
 
 
-def reminder_run(port: int, n: int, folder: Path) -> float:
+def reminder_run(port: int, n: int, folder: Path, pipelining: bool = True) -> float:
     from reminder.contacts import load_contacts  # noqa: PLC0415 - see the module docstring
     from reminder.delivery import Delivery, close_all, make_senders  # noqa: PLC0415
     from reminder.loop import run_async  # noqa: PLC0415
@@ -148,21 +148,24 @@ def reminder_run(port: int, n: int, folder: Path) -> float:
     now = dt.datetime.now(dt.UTC)
     url = f"sqlite:///{folder / f'bench-{time.time_ns()}.db'}"
     fill_outbox(url, n, now)
-    settings = Settings(smtp={"host": "127.0.0.1", "port": port, "tls": "none"})
+    smtp = {"host": "127.0.0.1", "port": port, "tls": "none", "pipelining": pipelining}
+    settings = Settings(smtp=smtp)
     contacts = load_contacts(ROOT / "config" / "contacts.toml")
     store = open_store(url)
 
     timing: list[float] = []
+    cpu: list[float] = []
 
     async def deliver() -> int:
         senders = make_senders(settings, contacts)
         delivery = Delivery(store, settings, contacts, Renderer(), senders)
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         try:
             report = await delivery.run()
         finally:
             await close_all(senders)
             timing.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
             delivery.close()
         if report.outcomes["sent"] != n:
             print(report.line())
@@ -173,6 +176,9 @@ def reminder_run(port: int, n: int, folder: Path) -> float:
     store.dispose()
     if sent != n:
         raise RuntimeError(f"reminder sent {sent} of {n}")
+    # the sending process's CPU per message (render workers apart): steadier than the
+    # rate on a loaded machine, and what a change to the SMTP client path moves
+    print(f"       sending process CPU {cpu[0] / n * 1e6:6.0f} µs a message")
     return n / seconds
 
 
@@ -194,6 +200,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline-n", type=int, default=10_000)
+    parser.add_argument(
+        "--no-pipelining",
+        action="store_true",
+        help="[smtp] pipelining = false: one command at a time (the fallback path)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reminder-bench-") as name:
         folder = Path(name)
@@ -201,7 +212,7 @@ def main() -> None:
         for run in range(args.runs):
             sink = Sink(folder)
             try:
-                rate = reminder_run(sink.port, args.n, folder)
+                rate = reminder_run(sink.port, args.n, folder, not args.no_pipelining)
                 counted = sink.messages()
             finally:
                 sink.stop()

@@ -7,7 +7,10 @@ an unknown unit or an invalid address means someone will not hear of a deadline.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import urllib.parse
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from reminder.calendar import adjustment_warning
@@ -20,7 +23,8 @@ from reminder.planning import Planning
 from reminder.policy import Kind
 from reminder.render import PARTS, Renderer, TemplateProblem
 from reminder.reports import ESCALATION_FIELDS
-from reminder.settings import OfficeSettings
+from reminder.secrets import SecretFile
+from reminder.settings import ENV_PREFIX, Config, OfficeSettings, plaintext_http
 from reminder.store.tasks import StoredLedger
 
 
@@ -209,3 +213,82 @@ def report_problems(
                 except TemplateProblem as problem:
                     problems.setdefault(problem.message, kind)
     return [Problem("error", "templates", message) for message in problems]
+
+
+# C0 and C1 controls, DEL and the Unicode line and paragraph separators: none belongs in
+# a name or an address, and a line break in one that reaches a header would end it
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+HEADER_SETTINGS = (("smtp", "from_name"), ("smtp", "from_address"), ("smtp", "reply_to"))
+
+
+def _control(value: str) -> str | None:
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    what = "a line break" if char in "\r\n\x85\u2028\u2029" else "a control character"
+    return f"contains {what} (U+{ord(char):04X}): {value!r}"
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+def channel_problems(
+    config: Config,
+    contacts: Contacts,
+    env: Mapping[str, str],
+    loose_secrets: list[tuple[SecretFile, int]],
+) -> list[Problem]:
+    """What would break or expose the channels, one line each naming file and key:
+
+    - a control character (CR, LF, …) in a contact's name or any other field of
+      contacts.toml, or in a setting that goes into the e-mail headers (``[smtp]
+      from_name``): the message would be refused as a header injection;
+    - a robot webhook in plain ``http://`` to a host that is not loopback (its URL holds
+      the robot's key), unless ``[robots] allow_plaintext``;
+    - a credential file that group or others may read (a warning: it is still used).
+    """
+    problems: list[Problem] = []
+    tables = (("unit", contacts.units), ("group", contacts.groups))
+    for table, items in (*tables, ("supervisor", contacts.supervisors)):
+        for item in items:
+            for key, value in item:
+                for text in _strings(value):
+                    if (found := _control(text)) is not None:
+                        where = f"{contacts.path}: [[{table}]] {item.name!r}: {key}"
+                        problems.append(Problem("error", where, found))
+    settings = config.settings
+    for section, key in HEADER_SETTINGS:
+        value = getattr(getattr(settings, section), key)
+        if (found := _control(value)) is not None:
+            env_name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            origin = f" (from {env_name})" if env_name in env else ""
+            where = f"{config.reminder_path}: [{section}] {key}"
+            problems.append(Problem("error", where, found + origin))
+    if not settings.robots.allow_plaintext:
+        for table, reachable in (("unit", contacts.units), ("supervisor", contacts.supervisors)):
+            for item in reachable:
+                if item.webhook and plaintext_http(item.webhook):
+                    host = urllib.parse.urlsplit(item.webhook).hostname
+                    problems.append(
+                        Problem(
+                            "error",
+                            f"{contacts.path}: [[{table}]] {item.name!r}: webhook",
+                            f"plaintext http:// to {host} refused (the URL carries the "
+                            "robot's key): use https://, or [robots] allow_plaintext = true",
+                        )
+                    )
+    problems += [
+        Problem(
+            "warning",
+            f"{found.origin} {found.path}",
+            f"readable by group or others (mode {mode:04o}): chmod 600 {found.path}",
+        )
+        for found, mode in loose_secrets
+    ]
+    return problems

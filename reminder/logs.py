@@ -3,6 +3,9 @@
 Event names are stable snake_case (``tick``, ``letter_enqueued``, ``reminder_sent``,
 ``delivery_failed``, ``digest_sent``) with key-value context. Values under a key that
 names a secret are masked, as a last line of defence: secrets are never passed in.
+Exceptions, ours and the libraries' (APScheduler, SQLAlchemy), are logged as a plain
+traceback: never with the frames' local variables, which structlog's rich tracebacks
+show by default on a terminal.
 
 structlog is imported, and set up, when the first logger is made: a command that logs
 nothing (``simulate``, ``plan``) does not pay for it.
@@ -54,13 +57,18 @@ def _apply(to_stdout: bool, level: str, force: bool) -> None:
 
     renderer: structlog.typing.Processor
     if stream().isatty():
-        renderer = structlog.dev.ConsoleRenderer()
+        # structlog's default for a terminal is a rich traceback *with the locals of every
+        # frame* (a password, a token, a row of the ledger): never. Tracebacks are made
+        # text by format_exc_info below; this formatter only backs that up.
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     else:
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
     shared: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _mask_secrets,
+        # one way to show an exception, ours and the libraries': a plain traceback, no locals
+        structlog.processors.format_exc_info,
     ]
     if to_stdout:
         # The libraries' own warnings (APScheduler, SQLAlchemy) go the same way, same format.
@@ -78,7 +86,6 @@ def _apply(to_stdout: bool, level: str, force: bool) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             *shared,
-            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,13 @@ class LedgerSettings(_Section):
 
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def plaintext_http(url: str) -> bool:
+    """An ``http://`` URL to a host that is not loopback: what it carries (a token, a
+    robot's key) would cross the network in clear."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower() == "http" and (parts.hostname or "") not in _LOOPBACK
 
 
 class SmtpSettings(_Section):
@@ -105,6 +113,7 @@ class SmsSettings(_Section):
     """An HTTP SMS gateway; with no ``url`` SMS go to the file channel."""
 
     url: str = ""  # the token: REMINDER_SMS_TOKEN[_FILE] or credential sms_token
+    allow_plaintext: bool = False  # an http:// url to a non-loopback gateway, knowingly
     auth_header: str = "Authorization"
     auth_scheme: str = "Bearer"
     body: str = '{"to": {{ to | tojson }}, "text": {{ text | tojson }}}'
@@ -114,11 +123,26 @@ class SmsSettings(_Section):
     concurrency: int = Field(default=4, ge=1, le=64)
     timeout_s: float = Field(default=10.0, gt=0)
 
+    @model_validator(mode="after")
+    def _no_silent_plaintext(self) -> SmsSettings:
+        # as for SMTP: the token never crosses the network in clear unless asked to
+        if self.url and not re.match(r"^https?://[^\s/?#]+", self.url, re.IGNORECASE):
+            # the URL itself is not shown: a gateway's may carry a key
+            raise ValueError("url is not an http(s) URL (e.g. https://sms.example.org/send)")
+        if self.url and plaintext_http(self.url) and not self.allow_plaintext:
+            host = urllib.parse.urlsplit(self.url).hostname
+            raise ValueError(
+                f"plaintext HTTP to {host} refused (the token would travel in clear):"
+                " use https://, or allow_plaintext = true"
+            )
+        return self
+
 
 class RobotSettings(_Section):
     """WeCom and DingTalk group robots (webhook URLs in contacts.toml)."""
 
     per_minute: int = Field(default=20, ge=1)  # both services allow 20 messages a minute
+    allow_plaintext: bool = False  # http:// webhooks to non-loopback hosts, knowingly
     timeout_s: float = Field(default=10.0, gt=0)
 
 

@@ -14,21 +14,49 @@ def shorten(text: object, width: int = 40) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def sms_length(text: str) -> int:
+    """The length of ``text`` as SMS gateways count it: UTF-16 code units (UCS-2 SMS), so a
+    character outside the Basic Multilingual Plane (an emoji, a CJK Extension B character
+    such as 𠀀) counts 2."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
+def _sms_cut(text: str, width: int) -> str:
+    """The longest start of ``text`` of at most ``width`` UTF-16 units."""
+    if sms_length(text) <= width:
+        return text
+    used = 0
+    for at, char in enumerate(text):
+        used += 2 if ord(char) > 0xFFFF else 1
+        if used > width:
+            return text[:at]
+    return text
+
+
+def _sms_shorten(text: str, width: int) -> str:
+    """``shorten`` counted in UTF-16 units: cut with an ellipsis to ``width`` units."""
+    flat = " ".join(text.split())
+    if sms_length(flat) <= width:
+        return flat
+    return _sms_cut(flat, width - 1) + "…"
+
+
 def segments(text: str) -> int:
-    """How many SMS parts ``text`` takes."""
-    return 1 if len(text) <= SMS_SINGLE else math.ceil(len(text) / SMS_PART)
+    """How many SMS parts ``text`` takes (70 UTF-16 units in one, 67 in each of more)."""
+    length = sms_length(text)
+    return 1 if length <= SMS_SINGLE else math.ceil(length / SMS_PART)
 
 
 def fit(text: str, max_segments: int, keep: str = "") -> str:
     """The text cut to at most ``max_segments`` SMS parts, with an ellipsis if cut; the
     part from ``keep`` on (a link and what follows it) is never cut: the text before
-    it is, or, if that is not enough, the whole text."""
+    it is, or, if that is not enough, the whole text. Lengths in UTF-16 units."""
     width = SMS_SINGLE if max_segments == 1 else SMS_PART * max_segments
     flat = " ".join(text.split())
     at = flat.find(keep) if keep else -1
-    if len(flat) <= width or at < 0:
-        return shorten(flat, width)
+    if sms_length(flat) <= width or at < 0:
+        return _sms_shorten(flat, width)
     tail = flat[at:]
-    if len(tail) + 2 > width:
-        return shorten(flat, width)
-    return shorten(flat[:at], width - len(tail)) + tail
+    if sms_length(tail) + 2 > width:
+        return _sms_shorten(flat, width)
+    return _sms_shorten(flat[:at], width - sms_length(tail)) + tail

@@ -246,20 +246,34 @@ def test_starttls_and_login_with_a_password_file(
     assert "s3cret" not in result.out + result.err
 
 
-def test_wrong_password_is_retried_not_lost(
+def test_wrong_password_is_permanent_and_tried_once(
     cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, ca: trustme.CA
 ) -> None:
+    """AUTH answered 535 is not retried: the password is sent once (16 sessions, one
+    login), the messages are dead with the reason, kept for `reminder retry --dead`."""
     assert cli("import", str(SEED)).code == 0
     with smtp_server(tls_context=server_context(ca), auth=True) as (handler, port):
         tls_env(monkeypatch, isolated_env, ca, port, "starttls")
         monkeypatch.setenv("REMINDER_SMTP__USERNAME", "reminder")
         monkeypatch.setenv("REMINDER_SMTP_PASSWORD", "wrong-password")
         result = cli("run", "--once", "--at", SMALL_TICK)
-    assert "retry 3" in result.out
+    assert "dead 3" in result.out, result.out
     assert not handler.received
+    assert handler.logins == [("reminder", "wrong-password")]
     rows = outbox(isolated_env / "ledger.db")
-    assert all(r["last_error"].startswith("connect: 535") for r in rows.values())
+    assert {r["status"] for r in rows.values()} == {"dead"}
+    assert all(
+        r["last_error"].startswith("login as 'reminder' refused: 535 ") for r in rows.values()
+    )
+    assert all(r["attempts"] == 1 for r in rows.values())
     assert "wrong-password" not in result.out + result.err
+    # fixed and retried: they go out
+    monkeypatch.setenv("REMINDER_SMTP_PASSWORD", "s3cret-密码")
+    assert cli("retry", "--dead").code == 0
+    with smtp_server(tls_context=server_context(ca), auth=True) as (handler, port):
+        tls_env(monkeypatch, isolated_env, ca, port, "starttls")
+        result = cli("run", "--once", "--at", SMALL_TICK)
+    assert "sent 3" in result.out, result.out
 
 
 def test_implicit_tls(

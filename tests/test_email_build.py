@@ -6,6 +6,7 @@ import datetime as dt
 import email
 import email.header
 import email.policy
+import email.utils
 from email.message import EmailMessage
 from typing import Any
 
@@ -198,3 +199,63 @@ def test_encoded_words_decode_to_the_text(text: str) -> None:
     assert all(len(word) <= 75 for word in encoded.split("\r\n "))
     decoded = str(email.header.make_header(email.header.decode_header(encoded)))
     assert decoded == text or (text.isascii() and encoded == text)
+
+
+def header_lines(data: bytes) -> list[bytes]:
+    return data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+def mailbox(data: bytes, header: str) -> tuple[str, str]:
+    """(display name, address) of an address header, decoded as RFC 2047 says: the
+    space between two adjacent encoded-words is no part of the text. (Python's own
+    address parser keeps it: 领导 小组.)"""
+    raw = email.message_from_bytes(data, policy=email.policy.compat32)[header]
+    phrase, _, address = raw.rpartition("<")
+    name = str(email.header.make_header(email.header.decode_header(phrase.strip())))
+    if name.startswith('"'):
+        name = email.utils.unquote(name).replace('\\"', '"').replace("\\\\", "\\")
+    return name, address.strip().removesuffix(">")
+
+
+@pytest.mark.parametrize(
+    "to_name",
+    [
+        "济源市产城融合示范区管委",  # 12 characters: one encoded-word, then the address
+        "济源市产城融合示范区管理委员",  # 14: a whole encoded-word (42 bytes)
+        "济源市环境污染防治攻坚战领导小组办公室",  # 19: two words
+        "济源市虎岭高新技术产业开发区管理委员会（克井镇人民政府）",
+        "Environmental Protection Bureau of Jiyuan, Henan Province",  # ASCII, quoted
+        "环境保护局",
+    ],
+)
+@pytest.mark.parametrize(
+    "to_address", ["hbj@example.org", "huanjing.baohu.ju.duban.lianluoyuan@jiyuan-city.example.org"]
+)
+def test_address_headers_are_folded_to_78_characters(to_name: str, to_address: str) -> None:
+    from_name = "济源市环境污染防治攻坚战领导小组办公室督办"
+    data, _ = build(to_name=to_name, to_address=to_address, from_name=from_name)
+    for line in header_lines(data):
+        assert len(line) <= 78, line
+    assert mailbox(data, "To") == (to_name, to_address)
+    assert mailbox(data, "From") == (from_name, "duban@example.org")
+    message = parse(data)  # and the modern parser reads the same addresses
+    assert [a.addr_spec for a in message["To"].addresses] == [to_address]
+    assert [a.addr_spec for a in message["From"].addresses] == ["duban@example.org"]
+    assert is_wire_ready(data)
+
+
+@given(
+    name=st.text(
+        st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")),
+        min_size=1,
+        max_size=40,
+    ).filter(lambda s: s.strip() == s and s.strip()),
+    local=st.from_regex(r"[a-z0-9]{1,40}", fullmatch=True),
+)
+def test_any_display_name_folds_to_78_and_decodes_to_itself(name: str, local: str) -> None:
+    data, _ = build(to_name=name, to_address=f"{local}@example.org")
+    assert all(len(line) <= 78 for line in header_lines(data))
+    [to] = parse(data)["To"].addresses
+    assert to.addr_spec == f"{local}@example.org"
+    if not name.isascii():  # encoded-words: the name comes back whole
+        assert mailbox(data, "To") == (name, f"{local}@example.org")

@@ -295,3 +295,28 @@ def test_sms_and_robots_through_the_cli(
     assert '<font color="warning">督办提醒</font> · 环境保护局' in content
     assert content.count("- 第") > 1
     assert by_channel["wecom"] == 1
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def test_sms_length_is_counted_in_utf16_units_as_gateways_do() -> None:
+    # a character outside the Basic Multilingual Plane (an emoji, a CJK Extension B
+    # character) is two UTF-16 units, and a UCS-2 SMS holds 70 units (67 per part)
+    emoji, ext_b = "😀", "𠀀"
+    assert segments(emoji * 35) == 1
+    assert segments(ext_b * 36) == 2  # 72 units, not 36 characters
+    assert segments(emoji * 101) == 4  # 202 units
+    one = fit(ext_b * 50, 1)
+    assert one == ext_b * 34 + "…" and utf16_units(one) == 69
+    three = fit("通知" + emoji * 200, 3)
+    assert utf16_units(three) == 201 and segments(three) == 3
+    assert three == "通知" + emoji * 99 + "…"  # 2 + 198 + 1 = 201 units
+    # a pair is never split in two when cutting
+    assert fit("短" + emoji * 40, 1) == "短" + emoji * 34 + "…"
+    # the link is kept whole, the text before it is cut by units
+    link = "http://127.0.0.1:8080/l/abc"
+    fitted = fit(ext_b * 80 + " " + link, 1, link)
+    assert fitted.endswith(link) and utf16_units(fitted) == 70
+    assert fitted == ext_b * 21 + "…" + link  # 42 + 1 + 27 = 70 units

@@ -1,14 +1,23 @@
-"""What HTTP gateways answer, as delivery outcomes: shared by SMS and robots."""
+"""What HTTP gateways answer, as delivery outcomes: shared by SMS and robots.
+
+No clock is read here: the senders pass theirs in (``now``), so that tests and a
+virtual clock give the same answers (Retry-After as an HTTP date).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from reminder.errors import DeliveryError
+
+# the senders' default wall clock: the one place in the channels where it is read
+system_now: Callable[[], dt.datetime] = functools.partial(dt.datetime.now, dt.UTC)
 
 
 def retry_after(response: httpx.Response, now: dt.datetime) -> float | None:
@@ -47,11 +56,14 @@ def transport_error(exc: httpx.HTTPError) -> DeliveryError:
     return DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
 
 
-async def post(client: httpx.AsyncClient, url: str, **request: Any) -> httpx.Response:
-    """POST; an answer that is not a success, or no answer, raises ``DeliveryError``."""
+async def post(
+    client: httpx.AsyncClient, url: str, now: Callable[[], dt.datetime], **request: Any
+) -> httpx.Response:
+    """POST; an answer that is not a success, or no answer, raises ``DeliveryError``.
+    ``now`` is read when the answer is in (a Retry-After date counts from then)."""
     try:
         response = await client.post(url, **request)
     except httpx.HTTPError as exc:
         raise transport_error(exc) from None
-    check_status(response, dt.datetime.now(dt.UTC))
+    check_status(response, now())
     return response

@@ -2,7 +2,8 @@
 
 Building a message with ``EmailMessage`` costs about 1 ms, which alone caps a sender
 near 500 messages a second. ``build_email`` writes the bytes directly: RFC 2047
-base64 encoded-words for non-ASCII headers (folded, each word ≤ 75 characters), a
+base64 encoded-words for non-ASCII headers (folded, each word ≤ 75 characters, each
+header line ≤ 78: an address that would pass it goes on a line of its own), a
 multipart/alternative body with base64 text and HTML parts (76-character lines), CRLF
 line ends. It keeps ``EmailMessage``'s guarantee against header injection: every
 header value is checked for CR and LF, addresses must be plain ``local@domain``, and
@@ -25,6 +26,7 @@ from email.utils import format_datetime
 from reminder.errors import DeliveryError
 
 _WORD_BYTES = 42  # 42 bytes of UTF-8 → 56 base64 characters: "Subject: " + a word ≤ 78
+MAX_LINE = 78  # characters of a header line, CRLF apart (RFC 5322 2.1.1: SHOULD)
 _SAFE_ADDRESS = re.compile(
     r"^[^\s<>@\"(),;:\\\[\]\x00-\x1f\x7f]+@[^\s<>@\"(),;:\\\[\]\x00-\x1f\x7f]+$"
 )
@@ -70,12 +72,19 @@ def encode_words(text: str) -> str:
 
 @functools.lru_cache(maxsize=2048)  # the sender and the units' addresses repeat
 def _mailbox(name: str, address: str, what: str) -> str:
+    """The value of the address header ``what``: a display name (encoded-words if not
+    ASCII) and the address, the address on a folded line of its own when it would take
+    the line past 78 characters (RFC 5322 2.1.1)."""
     _check_address(address, what)
     if not name:
         return f"<{address}>"
     phrase = encode_words(name)
     if phrase == name and _SPECIALS.search(name):  # "a@b, c" would read as two addresses
         phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    head, _, last = phrase.rpartition("\r\n")
+    used = len(last) if head else len(what) + 2 + len(last)  # "To: " on the first line
+    if used + len(address) + 3 > MAX_LINE:
+        return f"{phrase}\r\n <{address}>"
     return f"{phrase} <{address}>"
 
 

@@ -13,6 +13,10 @@ in order. Both ends spend about half the CPU per message (bench/delivery.py).
 
 Failures read as aiosmtplib's would (``SMTPSenderRefused``, ``SMTPRecipientsRefused``,
 ``SMTPDataError``, ``SMTPServerDisconnected``), so the sender classifies them the same.
+
+This relies on aiosmtplib's internals (``SMTP.transport`` is the live transport, the TLS
+one after STARTTLS; ``SMTP.close`` closes it): tests/test_smtp_internals.py checks them,
+and pyproject.toml allows only the versions they were checked on.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import datetime as dt
 import hashlib
 import hmac
 import os
@@ -24,10 +25,10 @@ from typing import Any
 import httpx
 
 from reminder.channels import Outgoing, Report, Result
-from reminder.channels.http import post
+from reminder.channels.http import post, system_now
 from reminder.contacts import Contacts
-from reminder.errors import DeliveryError
-from reminder.settings import RobotSettings
+from reminder.errors import ConfigError, DeliveryError
+from reminder.settings import RobotSettings, plaintext_http
 
 WINDOW_S = 60.0
 RATE_LIMITED = {45009, 130101}  # WeCom: api freq out of limit; DingTalk: send too fast
@@ -59,15 +60,34 @@ def dingtalk_signed(url: str, secret: str, now_ms: int) -> str:
 
 
 class RobotSender:
+    """Posts to the robots; its clocks come in: ``monotonic`` for the rate limit, ``now``
+    for DingTalk's signature and Retry-After dates.
+
+    A webhook in plain ``http://`` to a host that is not loopback is refused when the
+    sender is made (``ConfigError``: the URL holds the robot's key), as a plaintext SMTP
+    server is, unless ``[robots] allow_plaintext``.
+    """
+
     def __init__(
         self,
         settings: RobotSettings,
         contacts: Contacts,
         monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] = system_now,
     ) -> None:
+        if not settings.allow_plaintext:
+            for who in (*contacts.units, *contacts.supervisors):
+                if who.webhook and plaintext_http(who.webhook):
+                    host = urllib.parse.urlsplit(who.webhook).hostname
+                    raise ConfigError(
+                        f"{contacts.path}: {who.name!r}: webhook: plaintext http:// to {host}"
+                        " refused (the URL carries the robot's key): use https://,"
+                        " or [robots] allow_plaintext = true"
+                    )
         self.settings = settings
         self.contacts = contacts
         self._monotonic = monotonic
+        self._now = now
         self._sent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._client = httpx.AsyncClient(timeout=settings.timeout_s)
 
@@ -103,10 +123,10 @@ class RobotSender:
             if item.channel == "dingtalk":
                 payload = dingtalk_payload(item)
                 if secret:
-                    url = dingtalk_signed(url, secret, int(time.time() * 1000))
+                    url = dingtalk_signed(url, secret, int(self._now().timestamp() * 1000))
             else:
                 payload = wecom_payload(item)
-            response = await post(self._client, url, json=payload)
+            response = await post(self._client, url, self._now, json=payload)
             answer = response.json()
         except DeliveryError as error:
             report(Result.failed(item, error))

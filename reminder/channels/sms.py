@@ -4,15 +4,18 @@ The request is a POST of a JSON body rendered from ``[sms] body`` (a Jinja2 temp
 the sandbox, values through ``tojson``), with the token from REMINDER_SMS_TOKEN (or its
 file, or the systemd credential ``sms_token``) in ``[sms] auth_header``. The text is cut to
 ``max_segments`` SMS segments: 70 characters fit one, a longer text travels in parts of
-67. A 2xx answer is sent unless ``ok_json`` names fields it must carry; 4xx is permanent,
-5xx, timeouts and dropped connections are retried, and Retry-After is honoured.
+67, counted as gateways count them, in UTF-16 units (an emoji or a CJK Extension B
+character is 2). A 2xx answer is sent unless ``ok_json`` names fields it must carry;
+4xx is permanent, 5xx, timeouts and dropped connections are retried, and Retry-After is
+honoured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -20,16 +23,22 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from reminder.channels import Outgoing, Report, Result
-from reminder.channels.http import post
+from reminder.channels.http import post, system_now
 from reminder.errors import ConfigError, DeliveryError
 from reminder.settings import SmsSettings
 from reminder.text import segments
 
 
 class SmsSender:
-    def __init__(self, settings: SmsSettings, token: str | None) -> None:
+    def __init__(
+        self,
+        settings: SmsSettings,
+        token: str | None,
+        now: Callable[[], dt.datetime] = system_now,
+    ) -> None:
         self.settings = settings
         self._token = token
+        self._now = now
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         try:
             self._body = env.from_string(settings.body)
@@ -81,6 +90,7 @@ class SmsSender:
             response = await post(
                 self._client,
                 self.settings.url,
+                self._now,
                 content=self.request_body(item),
                 headers=self._headers(),
             )

@@ -127,14 +127,16 @@ def check_command(app: App) -> None:
         click.echo(f"{len(broken)} configuration errors: fix them, then check again")
         sys.exit(ConfigError.exit_code)
     # the templates (Jinja2): for this command only
-    from reminder.check import check as run_check  # noqa: PLC0415
     from reminder.check import (  # noqa: PLC0415
+        channel_problems,
         letter_samples,
         report_problems,
         report_samples,
         template_problems,
     )
+    from reminder.check import check as run_check  # noqa: PLC0415
     from reminder.letters import LetterContext  # noqa: PLC0415
+    from reminder.secrets import loose_secrets  # noqa: PLC0415
 
     settings = app.config.settings
     today = now().astimezone(settings.zone).date()
@@ -161,6 +163,7 @@ def check_command(app: App) -> None:
         samples = report_samples(inputs, app.planning, days)
         templates += report_problems(app.renderer, samples, settings.office)
     problems = run_check(app.contacts, ledger, templates)
+    problems += channel_problems(app.config, app.contacts, os.environ, loose_secrets(os.environ))
     if calendar:
         problems.append(Problem("warning", "calendar", calendar))
     for problem in problems:
