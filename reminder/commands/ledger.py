@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import hashlib
 import json
@@ -14,11 +13,10 @@ import click
 
 from reminder.app import App, now, pass_app
 from reminder.check import check as run_check
-from reminder.check import letter_samples, report_problems, report_samples, template_problems
+from reminder.check import rendering_problems
 from reminder.contacts import Problem
 from reminder.errors import InputError
 from reminder.ledger import read_ledger
-from reminder.letters import LetterContext
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
 from reminder.store.targets import replan_all
@@ -130,21 +128,9 @@ def check_command(app: App) -> None:
         calendar = app.planning.calendar.warning(ledger_years(session), today)
     templates = []
     if inputs is not None:
-        context = LetterContext(
-            day=today,
-            title=inputs.ledger.title,
-            year=inputs.ledger.year,
-            office=settings.office,
-            contacts=app.contacts,
-            calendar=app.planning.calendar,
-            reminded={},
+        templates = rendering_problems(
+            app.renderer, inputs, facts, app.planning, settings.office, today
         )
-        letters = letter_samples(facts, context)
-        templates += template_problems(app.renderer, letters, settings.office)
-        # today, and a day in the ledger's own year when most tasks are still open
-        days = [today, dt.date(inputs.ledger.year, 6, 25)]
-        samples = report_samples(inputs, app.planning, days)
-        templates += report_problems(app.renderer, samples, settings.office)
     problems = run_check(app.contacts, ledger, templates)
     if calendar:
         problems.append(Problem("warning", "calendar", calendar))

@@ -11,7 +11,7 @@ import click
 
 from reminder import logs
 from reminder.app import App, now, parse_moment, pass_app
-from reminder.daemon import lock_for, serve
+from reminder.daemon import lock_for, refuse_broken_templates, serve
 from reminder.delivery import Delivery, DeliveryReport, close_all, make_senders, send_test
 from reminder.errors import DeliveryError, InputError
 from reminder.loop import run_async
@@ -43,6 +43,8 @@ def run_command(app: App, once: bool, at: str | None) -> None:
         sys.exit(code)
     moment = parse_moment(app, at, "--at")
     app.ledger()
+    settings = app.config.settings
+    refuse_broken_templates(app.store, app.planning, app.renderer, settings, moment)
     result = run_tick(app.store, app.planning, app.config.settings, moment)
     local = moment.astimezone(app.config.settings.zone)
     app.out.print(
@@ -58,7 +60,7 @@ async def deliver_due(app: App, due_by: dt.datetime) -> DeliveryReport:
     senders = make_senders(app.config.settings, app.contacts)
     delivery = Delivery(app.store, app.config.settings, app.contacts, app.renderer, senders)
     try:
-        return await delivery.run(due_by)
+        return await delivery.run(due_by, deadline_s=app.config.settings.delivery.run_deadline_s)
     finally:
         delivery.close()
         await close_all(senders)
