@@ -17,10 +17,10 @@ import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from reminder.channels import Claimed, Result
 from reminder.clock import WallClock
 from reminder.logs import get_logger
 from reminder.outbox import gives_up, mark, renew
+from reminder.rows import Claimed, Result
 from reminder.settings import DeliverySettings
 from reminder.store.db import Store
 
