@@ -74,10 +74,10 @@ def stalled_server() -> Iterator[Stalled]:
         started.set()
         async with server:
             await stop.wait()
-        for task in asyncio.all_tasks():  # the sessions that never answer
-            if task is not asyncio.current_task():
-                task.cancel()
-        await asyncio.sleep(0)
+        sessions = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in sessions:  # the sessions that never answer
+            task.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()
