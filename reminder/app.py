@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from reminder.clock import now
 from reminder.contacts import Contacts, load_contacts
 from reminder.errors import InputError
 from reminder.planning import Planning
 from reminder.settings import Config, load_config
 from reminder.store.db import Store, describe, open_store
 from reminder.store.tasks import StoredLedger, load_ledger
+
+__all__ = ["App", "now", "parse_day", "parse_moment", "pass_app"]
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,11 +78,6 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App, ensure=True)
-
-
-def now() -> dt.datetime:
-    """The clock, read here and in the daemon only; everything below takes it as an argument."""
-    return dt.datetime.now(dt.UTC)
 
 
 def parse_moment(app: App, text: str | None, option: str) -> dt.datetime:

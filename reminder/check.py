@@ -292,3 +292,29 @@ def channel_problems(
         for found, mode in loose_secrets
     ]
     return problems
+
+
+def rendering_problems(
+    renderer: Renderer,
+    inputs: DigestInputs,
+    facts: dict[int, TaskFacts],
+    planning: Planning,
+    office: OfficeSettings,
+    today: dt.date,
+) -> list[Problem]:
+    """Every template rendered against the ledger: letters about every task, digests and
+    escalation lists for today and for a day in the ledger's own year, when most tasks
+    are still open. What `check` reports, and what start-up and reloads refuse."""
+    context = LetterContext(
+        day=today,
+        title=inputs.ledger.title,
+        year=inputs.ledger.year,
+        office=office,
+        contacts=planning.contacts,
+        calendar=planning.calendar,
+        reminded={},
+    )
+    problems = template_problems(renderer, letter_samples(facts, context), office)
+    days = [today, dt.date(inputs.ledger.year, 6, 25)]
+    problems += report_problems(renderer, report_samples(inputs, planning, days), office)
+    return problems

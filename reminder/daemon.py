@@ -1,17 +1,24 @@
 """`reminder run`: the daemon. APScheduler triggers; the outbox and the planner decide.
 
-1. Take the single-daemon lock (SQLite), open the store, load config and contacts.
+1. Take the single-daemon lock (SQLite), open the store, load config and contacts, and
+   render every template against the ledger: a template that fails stops the start
+   (exit 78, the file and line named), before anything is queued.
 2. Schedule with APScheduler 3 (AsyncIOScheduler, no job store: the outbox is the
    state): a tick every ``[daemon] tick_s``, the first one at once (the catch-up), and
    a cron trigger in the configured zone for the digest (08:30). Each tick composes
    what is due into letters (the week's agenda in each unit's first letter of a week).
+   Jobs read the clock once and pass ``now`` down.
 3. Catch up on reports: today's digest goes out if its hour has passed on a working day
    and it has not been sent (its key makes a second one impossible).
-4. Tell systemd READY=1; ping WATCHDOG=1 at half the watchdog interval from the event
+4. Delivery runs beside the jobs, one run at a time: a tick or a digest asks for one
+   and goes on. A slow server delays messages, never the ticks, digests and reloads.
+5. Tell systemd READY=1; ping WATCHDOG=1 at half the watchdog interval from the event
    loop itself, and report STATUS= with the last tick and the queue after each tick.
-5. SIGTERM/SIGINT: stop taking work; the job in progress finishes its in-flight sends
-   (at most ``stop_timeout_s``), then exit 0. SIGHUP: reload config, contacts and
-   templates between jobs; a reload that fails keeps the old ones and says why.
+6. SIGTERM/SIGINT: stop taking work; the job and the delivery run in progress finish
+   their in-flight sends within ``stop_timeout_s``; past it, what is still in flight
+   is dropped (its leases run out and a later run sends it), then exit 0. SIGHUP:
+   reload config, contacts and templates between jobs; a reload that fails (templates
+   included) keeps the old ones and says why.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import datetime as dt
 import gc
 import os
 import signal
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,27 +39,47 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
 from reminder.app import App
-from reminder.delivery import (
-    Clock,
-    Delivery,
-    DeliveryReport,
-    close_all,
-    make_senders,
-    real_now,
-)
-from reminder.errors import ReminderError
+from reminder.check import rendering_problems
+from reminder.clock import WallClock, now
+from reminder.delivery import Delivery, DeliveryReport, close_all, make_senders
+from reminder.errors import ConfigError, ReminderError
 from reminder.logs import get_logger
 from reminder.planning import Planning
+from reminder.render import Renderer
 from reminder.reports import enqueue_reports
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.meta import save_last_tick
-from reminder.store.reports import queue_counts
-from reminder.store.tasks import latest_import, ledger_years
+from reminder.store.reports import digest_inputs, queue_counts
+from reminder.store.tasks import latest_import, ledger_facts, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
 RELEASE_AFTER = 500  # messages: after a run this big, give its memory back
+CANCEL_GRACE_S = 1.0  # a stop out of time: how long cancelled work may take to record
+
+
+def refuse_broken_templates(
+    store: Store, planning: Planning, renderer: Renderer, settings: Settings, moment: dt.datetime
+) -> None:
+    """Render every template against the ledger (as `reminder check` does); raise a
+    ``ConfigError`` naming the first that fails. Nothing to check without a ledger, nor
+    without a templates folder: the bundled templates are rendered against ledgers by the
+    test suite, and this costs about a second of every start and `run --once`."""
+    if not settings.messages.templates:
+        return
+    with store.read() as session:
+        inputs = digest_inputs(session)
+    if inputs is None:
+        return
+    today = moment.astimezone(settings.zone).date()
+    facts = ledger_facts(inputs.ledger)
+    problems = rendering_problems(renderer, inputs, facts, planning, settings.office, today)
+    if problems:
+        folder = settings.messages.templates
+        where = f"templates folder {folder}" if folder else "bundled templates"
+        more = f" (and {len(problems) - 1} more; see `reminder check`)" if len(problems) > 1 else ""
+        raise ConfigError(f"{where}: {problems[0].message}{more}")
 
 
 @dataclass(slots=True)
@@ -63,10 +91,13 @@ class Runtime:
     delivery: Delivery
 
     @classmethod
-    def load(cls, store: Store, clock: Clock) -> Runtime:
+    def load(cls, store: Store, clock: WallClock) -> Runtime:
+        """Config, contacts and templates read anew, the templates rendered against the
+        ledger (at the moment ``clock`` says) before anything uses them."""
         app = App()  # a fresh App reads config, contacts and templates anew
         settings = app.config.settings
         planning = app.planning
+        refuse_broken_templates(store, planning, app.renderer, settings, clock())
         senders = make_senders(settings, app.contacts)
         delivery = Delivery(store, settings, app.contacts, app.renderer, senders, clock)
         return cls(settings, planning, delivery)
@@ -94,48 +125,55 @@ def release_memory(delivery: Delivery) -> None:
 
 
 class Daemon:
-    def __init__(self, store: Store, runtime: Runtime, clock: Clock = real_now) -> None:
+    def __init__(self, store: Store, runtime: Runtime, clock: WallClock = now) -> None:
         self.store = store
         self.runtime = runtime
         self.clock = clock
         self.stopping = asyncio.Event()
-        self.busy = asyncio.Lock()  # one job at a time: ticks, reports, reloads
+        self.busy = asyncio.Lock()  # one job at a time: ticks, reports, reloads (short)
+        self.sending: asyncio.Task[None] | None = None  # the delivery run, if one runs
+        self.send_again = False  # a job asked for delivery while a run was going on
+        self.in_use: Runtime | None = None  # the runtime the delivery run works with
+        self.delivered: Counter[str] = Counter()  # the last delivery run's outcomes
         self.log = get_logger()
         self.last_tick: dict[str, Any] = {}
 
-    # --- jobs ------------------------------------------------------------------------
+    # --- jobs: each reads the clock once ---------------------------------------------
 
     async def tick(self) -> None:
         if self.stopping.is_set():
             return
         async with self.busy:
-            runtime, now = self.runtime, self.clock()
-            try:
-                result = run_tick(self.store, runtime.planning, runtime.settings, now)
-                for letter in result.letters:
-                    self.log.info(
-                        "letter_enqueued", key=letter.message.key, items=len(letter.items)
-                    )
-                report = await runtime.delivery.run(stop=self.stopping)
-                self.record_tick(now, result.targets, len(result.letters), report)
-                if report.claimed >= RELEASE_AFTER:
-                    release_memory(runtime.delivery)
-            except Exception as error:  # the next tick tries again
-                self.failed("tick_failed", error)
+            self.tick_at(self.clock())
+
+    def tick_at(self, moment: dt.datetime) -> None:
+        runtime = self.runtime
+        try:
+            result = run_tick(self.store, runtime.planning, runtime.settings, moment)
+            for letter in result.letters:
+                self.log.info("letter_enqueued", key=letter.message.key, items=len(letter.items))
+            self.record_tick(moment, result.targets, len(result.letters))
+        except Exception as error:  # the next tick tries again
+            self.failed("tick_failed", error)
+        self.deliver_soon()  # what is queued goes out, whatever this tick added
 
     async def reports(self) -> None:
         """Today's digests (and escalation lists), if due and not yet sent, then delivery."""
         if self.stopping.is_set():
             return
         async with self.busy:
-            runtime, now = self.runtime, self.clock()
-            try:
-                messages = enqueue_reports(self.store, runtime.planning, runtime.settings, now)
-                self.log.info("reports", messages=len(messages))
-                if messages:
-                    await runtime.delivery.run(stop=self.stopping)
-            except Exception as error:  # the next tick delivers what was enqueued
-                self.failed("reports_failed", error)
+            self.reports_at(self.clock())
+
+    def reports_at(self, moment: dt.datetime) -> None:
+        runtime = self.runtime
+        try:
+            messages = enqueue_reports(self.store, runtime.planning, runtime.settings, moment)
+            self.log.info("reports", messages=len(messages))
+        except Exception as error:  # the next tick delivers what was enqueued
+            self.failed("reports_failed", error)
+            return
+        if messages:
+            self.deliver_soon()
 
     def failed(self, event: str, error: Exception) -> None:
         """A job failed (the database went away, a bug): say so, keep the daemon up.
@@ -150,23 +188,54 @@ class Daemon:
             self.log.exception(event, error=f"{type(error).__name__}: {error}")
         notify(f"STATUS={event}: {type(error).__name__}")
 
-    def record_tick(
-        self, now: dt.datetime, due: int, enqueued: int, report: DeliveryReport
-    ) -> None:
+    # --- delivery, beside the jobs -----------------------------------------------------
+
+    def deliver_soon(self) -> None:
+        """Start a delivery run, or ask the one going on for another when it ends."""
+        self.send_again = True
+        if self.stopping.is_set() or (self.sending is not None and not self.sending.done()):
+            return
+        self.sending = asyncio.get_running_loop().create_task(self.deliver())
+
+    async def deliver(self) -> None:
+        while self.send_again and not self.stopping.is_set():
+            self.send_again = False
+            runtime = self.in_use = self.runtime
+            try:
+                report = await runtime.delivery.run(stop=self.stopping)
+                self.record_delivery(report)
+                if report.claimed >= RELEASE_AFTER:
+                    release_memory(runtime.delivery)
+            except Exception as error:  # leased messages return when their lease ends
+                self.failed("delivery_run_failed", error)
+            self.in_use = None
+            if runtime is not self.runtime:  # reloaded meanwhile: the old one is done
+                await runtime.close()
+
+    def record_delivery(self, report: DeliveryReport) -> None:
+        self.delivered = report.outcomes
+        if report.claimed:
+            outcomes = {f"delivered_{status}": n for status, n in report.outcomes.items()}
+            self.log.info(
+                "delivered", messages=report.claimed, seconds=round(report.seconds, 1), **outcomes
+            )
+
+    # --- what the daemon tells: logs, the store's meta, systemd ----------------------
+
+    def record_tick(self, moment: dt.datetime, due: int, enqueued: int) -> None:
         queue = self.queue()
         with self.store.write() as session:
-            self.last_tick = save_last_tick(session, now, due, enqueued, report.outcomes, queue)
-        outcomes = {f"delivered_{status}": n for status, n in report.outcomes.items()}
+            self.last_tick = save_last_tick(session, moment, due, enqueued, self.delivered, queue)
         queued = {f"queue_{status}": n for status, n in queue.items()}
-        self.log.info("tick", due=due, enqueued=enqueued, **outcomes, **queued)
-        local = now.astimezone(self.runtime.settings.zone)
+        self.log.info("tick", due=due, enqueued=enqueued, **queued)
+        local = moment.astimezone(self.runtime.settings.zone)
         waiting = ", ".join(f"{state} {count}" for state, count in queue.items() if count)
         notify(f"STATUS=last tick {local:%Y-%m-%d %H:%M:%S}; queue: {waiting or 'empty'}")
 
-    def check_calendar(self) -> None:
+    def check_calendar(self, moment: dt.datetime) -> None:
         """Warn about the years ahead and of the ledger whose 调休 is not known yet."""
         calendar = self.runtime.planning.calendar
-        today = self.clock().astimezone(self.runtime.settings.zone).date()
+        today = moment.astimezone(self.runtime.settings.zone).date()
         with self.store.read() as session:
             years = ledger_years(session)
         warning = calendar.warning(years, today)
@@ -191,6 +260,7 @@ class Daemon:
             self.stopping.set()
 
     async def reload(self) -> None:
+        moment = self.clock()
         try:
             fresh = Runtime.load(self.store, self.clock)
         except ReminderError as error:
@@ -199,9 +269,10 @@ class Daemon:
             return
         async with self.busy:
             old, self.runtime = self.runtime, fresh
-        await old.close()
+        if old is not self.in_use:  # else the delivery run closes it when it ends
+            await old.close()
         self.log.info("reloaded")
-        self.check_calendar()
+        self.check_calendar(moment)
 
     async def watchdog(self, interval_s: float) -> None:
         while not self.stopping.is_set():
@@ -211,10 +282,31 @@ class Daemon:
             except TimeoutError:
                 continue
 
+    # --- stopping ----------------------------------------------------------------------
+
+    async def finish(self, timeout_s: float) -> bool:
+        """Step 6: let the job and the delivery run in progress end, for ``timeout_s``;
+        past it, cancel them (what they learnt is recorded) and drop what is in flight.
+        True if everything ended by itself."""
+        loop = asyncio.get_running_loop()
+        waiting: set[asyncio.Task[Any]] = {loop.create_task(self.busy.acquire())}
+        if self.sending is not None and not self.sending.done():
+            waiting.add(self.sending)
+        _done, pending = await asyncio.wait(waiting, timeout=max(0.0, timeout_s))
+        if not pending:
+            return True
+        self.log.warning("stop_timeout", seconds=self.runtime.settings.daemon.stop_timeout_s)
+        for task in pending:
+            task.cancel()
+        for runtime in {id(r): r for r in (self.runtime, self.in_use) if r}.values():
+            runtime.delivery.abort()
+        await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+        return False
+
     # --- the main loop -----------------------------------------------------------------
 
     async def run(self) -> int:
-        """Steps 2 to 5 of the module docstring."""
+        """Steps 2 to 6 of the module docstring."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
@@ -228,13 +320,14 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
         settings = self.runtime.settings
         zone = settings.zone
+        started = self.clock()
         scheduler = AsyncIOScheduler(timezone=zone, event_loop=loop)
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600}
         scheduler.add_job(
             self.tick,
             IntervalTrigger(seconds=settings.daemon.tick_s, timezone=zone),
             id="tick",
-            next_run_time=dt.datetime.now(zone),
+            next_run_time=started.astimezone(zone),
             **common,
         )
         at = settings.digest.at
@@ -245,26 +338,29 @@ class Daemon:
         self.log.info("started", pid=os.getpid(), sqlite=self.store.is_sqlite)
         if not self.has_ledger():
             self.log.warning("no_ledger", hint="reminder import FILE; the daemon picks it up")
-        self.check_calendar()
+        self.check_calendar(started)
         interval = watchdog_interval_s()
         watchdog = loop.create_task(self.watchdog(interval)) if interval else None
         catch_up = loop.create_task(self.reports())
         await self.stopping.wait()
+        deadline = loop.time() + self.runtime.settings.daemon.stop_timeout_s
         scheduler.pause()  # nothing new starts …
-        try:  # … and the job in progress finishes its in-flight sends
-            await asyncio.wait_for(self.busy.acquire(), timeout=settings.daemon.stop_timeout_s)
-        except TimeoutError:
-            self.log.warning("stop_timeout", seconds=settings.daemon.stop_timeout_s)
+        # … and what is in progress finishes its in-flight sends, with time left to close
+        finished = await self.finish(deadline - loop.time() - CANCEL_GRACE_S)
         scheduler.shutdown(wait=False)
         for task in (catch_up, watchdog, *reloads):
             if task is not None:
                 task.cancel()
-        await self.runtime.close()
+        if finished:
+            try:
+                await asyncio.wait_for(self.runtime.close(), max(0.1, deadline - loop.time()))
+            except TimeoutError:
+                self.runtime.delivery.abort()
         self.log.info("stopped")
         return 0
 
 
-async def serve(store: Store, clock: Clock = real_now) -> int:
+async def serve(store: Store, clock: WallClock = now) -> int:
     runtime = Runtime.load(store, clock)
     return await Daemon(store, runtime, clock).run()
 

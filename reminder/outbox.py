@@ -23,8 +23,8 @@ from sqlalchemy import Connection, and_, bindparam, insert, update
 from sqlmodel import Session, col
 from sqlmodel import select as sqlmodel_select
 
-from reminder.channels import Claimed, Result
 from reminder.recipients import Message
+from reminder.rows import Claimed, Result
 from reminder.settings import DeliverySettings
 from reminder.store.db import insert_new
 from reminder.store.models import AttemptRow, OutboxRow
@@ -185,74 +185,84 @@ def mark(
     """
     if not results:
         return
-    table = OutboxRow.__table__  # type: ignore[attr-defined]
     connection = session.connection()
-    sent = [
-        {"row_id": result.id, "result": result.detail[:200]}
-        for result in results
-        if result.status == "sent"
-    ]
-    if sent:  # the common case, written out in SQL like claim(); no attempt row
-        p = _placeholder(connection)
-        stamp = _bind(connection, "sent_at", now)
-        connection.exec_driver_sql(
-            f"UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = {p}, "
-            f"next_attempt_at = {p}, last_error = '', last_result = {p}, lease_until = NULL "
-            f"WHERE id = {p} AND status = 'sending'",
-            [(stamp, stamp, row["result"], row["row_id"]) for row in sent],
-        )
-    updates: list[dict[str, Any]] = []
-    for result in results:
-        if result.status == "sent":
-            continue
-        tried = attempts[result.id] + (result.status != "deferred")
-        values: dict[str, Any] = {
-            "row_id": result.id,
-            "status": result.status,
-            "attempts": tried,
-            "next_attempt_at": now,
-            "last_error": result.detail[:500],
-            "last_result": f"{result.code or ''} {result.detail}".strip()[:200],
-        }
-        if result.status in ("retry", "deferred"):
-            wait = result.retry_after_s or 0.0
-            if result.status == "retry":
-                wait = max(wait, backoff_s(tried, settings))
-            values["status"] = "retry"
-            values["next_attempt_at"] = now + dt.timedelta(seconds=wait)
-            if gives_up(result, attempts[result.id], settings):
-                values["status"] = "dead"
-                values["last_error"] = f"gave up after {tried} attempts: {result.detail}"[:500]
-        updates.append(values)
-    if updates:
-        connection.execute(
-            update(table)
-            .where(table.c.id == bindparam("row_id"), table.c.status == "sending")
-            .values(
-                status=bindparam("status"),
-                attempts=bindparam("attempts"),
-                next_attempt_at=bindparam("next_attempt_at"),
-                last_error=bindparam("last_error"),
-                last_result=bindparam("last_result"),
-                lease_until=None,
-            ),
-            updates,
-        )
+    _mark_sent(connection, [r for r in results if r.status == "sent"], now)
     failed = [r for r in results if r.status != "sent"]
     if failed:
-        connection.execute(
-            insert(AttemptRow.__table__),  # type: ignore[attr-defined]
-            [
-                {
-                    "outbox_id": r.id,
-                    "at": now,
-                    "outcome": r.status,
-                    "code": r.code,
-                    "detail": r.detail[:500],
-                }
-                for r in failed
-            ],
-        )
+        _mark_failed(connection, [_failure(r, attempts[r.id], now, settings) for r in failed])
+        _add_attempts(connection, failed, now)
+
+
+def _mark_sent(connection: Connection, results: Sequence[Result], now: dt.datetime) -> None:
+    """The common case, written out in SQL like claim(); no attempt row."""
+    if not results:
+        return
+    p = _placeholder(connection)
+    stamp = _bind(connection, "sent_at", now)
+    connection.exec_driver_sql(
+        f"UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = {p}, "
+        f"next_attempt_at = {p}, last_error = '', last_result = {p}, lease_until = NULL "
+        f"WHERE id = {p} AND status = 'sending'",
+        [(stamp, stamp, result.detail[:200], result.id) for result in results],
+    )
+
+
+def _failure(
+    result: Result, attempts: int, now: dt.datetime, settings: DeliverySettings
+) -> dict[str, Any]:
+    """A failed or deferred outcome as the row's new values. ``attempts``: before it."""
+    tried = attempts + (result.status != "deferred")
+    values: dict[str, Any] = {
+        "row_id": result.id,
+        "status": result.status,
+        "attempts": tried,
+        "next_attempt_at": now,
+        "last_error": result.detail[:500],
+        "last_result": f"{result.code or ''} {result.detail}".strip()[:200],
+    }
+    if result.status in ("retry", "deferred"):
+        wait = result.retry_after_s or 0.0
+        if result.status == "retry":
+            wait = max(wait, backoff_s(tried, settings))
+        values["status"] = "retry"
+        values["next_attempt_at"] = now + dt.timedelta(seconds=wait)
+        if gives_up(result, attempts, settings):
+            values["status"] = "dead"
+            values["last_error"] = f"gave up after {tried} attempts: {result.detail}"[:500]
+    return values
+
+
+def _mark_failed(connection: Connection, updates: list[dict[str, Any]]) -> None:
+    table = OutboxRow.__table__  # type: ignore[attr-defined]
+    connection.execute(
+        update(table)
+        .where(table.c.id == bindparam("row_id"), table.c.status == "sending")
+        .values(
+            status=bindparam("status"),
+            attempts=bindparam("attempts"),
+            next_attempt_at=bindparam("next_attempt_at"),
+            last_error=bindparam("last_error"),
+            last_result=bindparam("last_result"),
+            lease_until=None,
+        ),
+        updates,
+    )
+
+
+def _add_attempts(connection: Connection, failed: Sequence[Result], now: dt.datetime) -> None:
+    connection.execute(
+        insert(AttemptRow.__table__),  # type: ignore[attr-defined]
+        [
+            {
+                "outbox_id": r.id,
+                "at": now,
+                "outcome": r.status,
+                "code": r.code,
+                "detail": r.detail[:500],
+            }
+            for r in failed
+        ],
+    )
 
 
 def outbox_rows(session: Session, status: str | None, limit: int) -> list[OutboxRow]:

@@ -153,6 +153,9 @@ class DeliverySettings(_Section):
     max_attempts: int = Field(default=8, ge=1)
     backoff_s: float = Field(default=60.0, gt=0)  # first retry; doubles each attempt …
     backoff_cap_s: float = Field(default=3600.0, gt=0)  # … up to this
+    # `run --once` stops sending after this long; what it has not sent keeps its lease
+    # (lease_s) and goes out in a later run
+    run_deadline_s: float = Field(default=600.0, gt=0)
     outbox_dir: str = "var/outbox"  # the file channel
     # processes that render and build messages beside the one that sends them; -1: one
     # per CPU but the first (0 on a single CPU), 0: render in the sending process

@@ -20,8 +20,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Row, bindparam, update
 from sqlmodel import Session, col, select
 
 from reminder.letters import Letter
@@ -107,6 +108,21 @@ def plan_batch(
     context = LedgerContext.load(session)
     if context is None:
         return result
+    due_rows = _due_rows(session, now, limit, lock)
+    result.targets = len(due_rows)
+    if not due_rows:
+        return result
+    targets = _targets_of(session, due_rows, context)
+    planned = plan_targets(targets, planning, now)
+    result.items = planned.items
+    result.superseded = len(planned.superseded)
+    result.enqueued = len(enqueue_items(session, [*planned.items, *planned.superseded], now))
+    _move_on(session, due_rows, planned)
+    return result
+
+
+def _due_rows(session: Session, now: dt.datetime, limit: int | None, lock: bool) -> list[Row[Any]]:
+    """Step 2: the targets whose ``next_at`` has come, of tasks still in the ledger."""
     units = TaskUnitRow.__table__  # type: ignore[attr-defined]
     tasks = TaskRow.__table__  # type: ignore[attr-defined]
     statement = (
@@ -119,26 +135,29 @@ def plan_batch(
         statement = statement.limit(limit)
     if lock:
         statement = statement.with_for_update(skip_locked=True, of=units)
-    connection = session.connection()
-    due_rows = list(connection.execute(statement))
-    result.targets = len(due_rows)
-    if not due_rows:
-        return result
+    return list(session.connection().execute(statement))
+
+
+def _targets_of(
+    session: Session, due_rows: Sequence[Row[Any]], context: LedgerContext
+) -> list[Target]:
+    """The planner's view of each due row, its task loaded once."""
     task_ids = sorted({row.task_id for row in due_rows})
     task_rows = {
         row.id: row for row in session.exec(select(TaskRow).where(col(TaskRow.id).in_(task_ids)))
     }
     listed = units_by_task(session, task_ids, listed_only=True)
     ledger_tasks = {task_id: task_of(task_rows[task_id], listed[task_id]) for task_id in task_ids}
-    targets = [
+    return [
         target_of(row, task_rows[row.task_id], ledger_tasks[row.task_id], context)
         for row in due_rows
     ]
-    planned = plan_targets(targets, planning, now)
-    result.items = planned.items
-    result.superseded = len(planned.superseded)
-    result.enqueued = len(enqueue_items(session, [*planned.items, *planned.superseded], now))
-    connection.execute(
+
+
+def _move_on(session: Session, due_rows: Sequence[Row[Any]], planned: Planned) -> None:
+    """Step 3's end: each target's ``planned_until`` and ``next_at`` moved on."""
+    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
+    session.connection().execute(
         update(units)
         .where(units.c.id == bindparam("row_id"))
         .values(planned_until=bindparam("planned"), next_at=bindparam("next")),
@@ -151,7 +170,6 @@ def plan_batch(
             for row in due_rows
         ],
     )
-    return result
 
 
 def run_tick(store: Store, planning: Planning, settings: Settings, now: dt.datetime) -> TickResult:

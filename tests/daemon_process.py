@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,49 +17,71 @@ SCRIPT = Path(sys.executable).with_name("reminder")
 
 
 class NotifySocket:
-    """What systemd listens on: an AF_UNIX datagram socket; collects what the daemon says."""
+    """What systemd listens on: an AF_UNIX datagram socket; collects what the daemon says.
+
+    A thread reads it all the time, as systemd does: a socket read only while a test
+    waits on it would fill up and drop (or, before notify() stopped blocking, hang)
+    what the daemon says meanwhile."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self.arrived = threading.Condition()
+        self.closing = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while not self.closing.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.arrived:
+                self.messages.append(data.decode())
+                self.arrived.notify_all()
 
     def wait_for(self, line: str, timeout: float = 30.0) -> bool:
         """Wait until a datagram has a line that starts with ``line``."""
-        deadline = time.monotonic() + timeout
-        while not self.seen(line):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.sock.settimeout(left)
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                return False
-        return True
+        with self.arrived:
+            return self.arrived.wait_for(lambda: self._seen(line), timeout=timeout)
 
-    def drain(self) -> None:
-        """Read what has arrived without waiting."""
-        self.sock.setblocking(False)
-        try:
-            while True:
-                self.messages.append(self.sock.recv(4096).decode())
-        except BlockingIOError:
-            pass
-        finally:
-            self.sock.setblocking(True)
-
-    def seen(self, line: str) -> bool:
-        self.drain()
+    def _seen(self, line: str) -> bool:
         return any(x.startswith(line) for m in self.messages for x in m.splitlines())
 
+    def seen(self, line: str) -> bool:
+        with self.arrived:
+            return self._seen(line)
+
     def lines(self, prefix: str) -> list[str]:
-        self.drain()
-        return [x for m in self.messages for x in m.splitlines() if x.startswith(prefix)]
+        with self.arrived:
+            return [x for m in self.messages for x in m.splitlines() if x.startswith(prefix)]
 
     def close(self) -> None:
+        self.closing.set()
+        self.reader.join(5)
         self.sock.close()
+
+
+def full_socket(path: Path) -> socket.socket:
+    """A datagram socket nobody reads, its queue filled: a sender gets EAGAIN (or, if
+    it blocks, waits for ever)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as writer:
+        writer.setblocking(False)
+        writer.connect(str(path))
+        try:
+            for _ in range(100_000):
+                writer.send(b"WATCHDOG=1")
+        except BlockingIOError:
+            return sock
+    raise AssertionError("the socket's queue did not fill")
 
 
 class Daemon:

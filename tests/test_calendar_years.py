@@ -146,7 +146,7 @@ async def test_the_daemon_warns_at_start(isolated_env: Path) -> None:
     try:
         daemon = Daemon(store, Runtime.load(store, lambda: moment), lambda: moment)
         with capture_logs() as logs:
-            daemon.check_calendar()
+            daemon.check_calendar(moment)
         await daemon.runtime.close()
     finally:
         store.dispose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -20,9 +21,10 @@ import pytest
 
 from reminder.channels.mime import message_id
 from tests.conftest import SEED, Cli
-from tests.daemon_process import SCRIPT, Daemon, NotifySocket, daemon_env
+from tests.daemon_process import SCRIPT, Daemon, NotifySocket, daemon_env, full_socket
 from tests.known_ledger import MIDNIGHT, OVERDUE_DAYS, UNREACHABLE, import_known, known_config
 from tests.smtp_server import Handler, Received, smtp_server
+from tests.stalled_smtp import stalled_server
 from tests.test_crash import fill_outbox, unsent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -108,6 +110,7 @@ def test_ready_catch_up_stop_and_a_restart_that_sends_nothing_new(
         assert notify.wait_for("READY=1"), first.log_path.read_text()
         assert first.wait_event("tick"), first.log_path.read_text()
         assert first.wait_event("digest_sent", count=2)
+        assert first.wait_event("reminder_sent", count=3)  # the three letters
         assert notify.wait_for("WATCHDOG=1")
         assert notify.wait_for("STATUS=last tick")
         begun = time.monotonic()
@@ -116,6 +119,7 @@ def test_ready_catch_up_stop_and_a_restart_that_sends_nothing_new(
     events = [e["event"] for e in first.events()]
     assert events[-2:] == ["stopping", "stopped"]
     assert notify.seen("STOPPING=1")
+    assert not (isolated_env / "ledger.db.lock").exists(), "the lock file stayed behind"
 
     db = isolated_env / "ledger.db"
     emails = outbox_rows(db, "channel = 'email'")
@@ -344,3 +348,274 @@ def test_a_bad_config_stops_it_at_once_with_exit_78(
     [line] = result.stderr.strip().splitlines()
     assert "contacts.toml" in line and "Traceback" not in result.stderr
     assert not notify.seen("READY=1")
+
+
+# --- stopping, whatever systemd's socket and the SMTP server do -------------------------
+
+
+def test_a_notify_socket_nobody_reads_does_not_stop_it_stopping(
+    known: Path, isolated_env: Path, smtp: tuple[Handler, int]
+) -> None:
+    """notify() never blocks: with the socket's queue full, the loop still handles SIGTERM."""
+    _handler, port = smtp
+    path = isolated_env / "full.sock"
+    full = full_socket(path)
+    stop_timeout_s = 5
+    env = daemon_env(
+        NOTIFY_SOCKET=str(path),
+        WATCHDOG_USEC="200000",
+        REMINDER_SMTP__HOST="127.0.0.1",
+        REMINDER_SMTP__PORT=str(port),
+        REMINDER_DAEMON__TICK_S="1",
+        REMINDER_DAEMON__STOP_TIMEOUT_S=str(stop_timeout_s),
+        REMINDER_LOG_LEVEL="debug",
+    )
+    try:
+        with Daemon(isolated_env, env) as daemon:
+            assert daemon.wait_event("tick", count=2), daemon.log_path.read_text()
+            assert daemon.wait_event("notify_dropped")
+            # the process exits within the stop timeout (and the interpreter's exit)
+            assert daemon.stop(timeout=stop_timeout_s + 5) == 0
+    finally:
+        full.close()
+    events = [e["event"] for e in daemon.events() if e["event"] != "notify_dropped"]
+    assert events[-2:] == ["stopping", "stopped"]
+
+
+def test_ctrl_c_during_a_catch_up_stops_the_render_workers_quietly(
+    cli: Cli, isolated_env: Path, smtp: tuple[Handler, int], notify: NotifySocket
+) -> None:
+    """SIGINT reaches the whole process group, as Ctrl-C on a terminal does: the render
+    workers ignore it, the daemon stops them, and nothing prints a traceback."""
+    assert cli("import", str(SEED)).code == 0
+    fill_outbox(isolated_env / "ledger.db", 1000)
+    handler, port = smtp
+    handler.behaviour.delay_s = 0.005
+    env = env_for(
+        port,
+        notify,
+        REMINDER_DELIVERY__RENDER_WORKERS="2",
+        REMINDER_DELIVERY__BATCH="200",
+        REMINDER_SMTP__CONNECTIONS="2",
+    )
+    with Daemon(isolated_env, env) as daemon:
+        assert handler.wait_for(250, timeout=60), daemon.log_path.read_text()
+        assert daemon.running()
+        os.killpg(daemon.pid, signal.SIGINT)
+        assert daemon.process is not None
+        assert daemon.process.wait(timeout=30) == 0
+    log = daemon.log_path.read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    events = [e["event"] for e in daemon.events()]
+    assert "render_workers_failed" not in events
+    assert "stopping" in events and events[-1] == "stopped"  # the run in progress ended
+
+
+FILLED = "recipient LIKE 'unit%@example.org'"  # what fill_outbox() queued
+
+
+def leased(db: Path) -> Counter[str]:
+    """The states of what fill_outbox() queued (a digest may be due as well)."""
+    with sqlite3.connect(db) as con:
+        return Counter(s for (s,) in con.execute(f"SELECT status FROM outbox WHERE {FILLED}"))
+
+
+def test_sigterm_with_a_hung_smtp_server_stops_within_stop_timeout(
+    cli: Cli, isolated_env: Path, notify: NotifySocket
+) -> None:
+    """A server that takes DATA and never answers: the daemon exits within stop_timeout_s
+    of SIGTERM, and the messages it held keep their lease (nothing lost, none dead)."""
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    keys = fill_outbox(db, 40)
+    stop_timeout_s = 3
+    with stalled_server() as stalled:
+        env = env_for(
+            stalled.port,
+            notify,
+            REMINDER_SMTP__TIMEOUT_S="60",
+            REMINDER_SMTP__CONNECTIONS="2",
+            REMINDER_DAEMON__STOP_TIMEOUT_S=str(stop_timeout_s),
+        )
+        with Daemon(isolated_env, env) as daemon:
+            assert stalled.wait_for(2), daemon.log_path.read_text()  # both connections hang
+            daemon.signal(signal.SIGTERM)
+            assert daemon.process is not None
+            assert daemon.process.wait(timeout=stop_timeout_s + 5) == 0
+        events = [e["event"] for e in daemon.events()]
+        assert "stop_timeout" in events and events[-1] == "stopped"
+    statuses = leased(db)
+    assert sum(statuses.values()) == len(keys)
+    assert statuses["sending"] == len(keys), statuses  # left to their leases
+    with sqlite3.connect(db) as con:
+        [(soonest,)] = con.execute(f"SELECT min(lease_until) FROM outbox WHERE {FILLED}").fetchall()
+    assert dt.datetime.fromisoformat(soonest).replace(tzinfo=dt.UTC) > dt.datetime.now(dt.UTC)
+
+
+def test_ticks_and_reloads_go_on_while_a_server_is_slow(
+    cli: Cli, isolated_env: Path, notify: NotifySocket
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    fill_outbox(isolated_env / "ledger.db", 20)
+    with stalled_server() as stalled:
+        env = env_for(
+            stalled.port,
+            notify,
+            REMINDER_SMTP__TIMEOUT_S="60",
+            REMINDER_SMTP__CONNECTIONS="1",
+            REMINDER_DAEMON__STOP_TIMEOUT_S="2",
+        )
+        with Daemon(isolated_env, env) as daemon:
+            assert stalled.wait_for(1), daemon.log_path.read_text()
+            ticks = sum(1 for e in daemon.events() if e["event"] == "tick")
+            assert daemon.wait_event("tick", count=ticks + 2, timeout=20)
+            daemon.signal(signal.SIGHUP)
+            assert daemon.wait_event("reloaded", timeout=20)
+            assert stalled.total() == 1  # still on the first message
+            assert daemon.stop(timeout=10) == 0
+
+
+# --- templates checked before anything is queued ----------------------------------------
+
+BROKEN_TEMPLATES = [
+    pytest.param("letter.text.j2", "{{ unit }}\n{% if %}\n", "letter.text.j2:2", id="syntax"),
+    pytest.param(
+        "letter.subject.j2", "督办 {{ no_such_thing }}\n", "letter.subject.j2:1", id="undefined"
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "where"), BROKEN_TEMPLATES)
+def test_run_once_refuses_a_broken_template_before_queueing(
+    cli: Cli,
+    isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    text: str,
+    where: str,
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    folder = isolated_env / "templates"
+    folder.mkdir()
+    (folder / name).write_text(text, encoding="utf-8")
+    monkeypatch.setenv("REMINDER_MESSAGES__TEMPLATES", str(folder))
+    monkeypatch.setenv("REMINDER_DELIVERY__OUTBOX_DIR", str(isolated_env / "out"))
+    result = cli("run", "--once", "--at", "2018-10-08 09:30")
+    assert result.code == 78, result.out + result.err
+    [line] = result.err.strip().splitlines()
+    assert line.startswith("错误/Error: ") and str(folder) in line and where in line, line
+    assert "Traceback" not in result.err
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        assert con.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM item").fetchone()[0] == 0
+    assert not (isolated_env / "out").exists()
+
+
+def test_a_broken_template_stops_the_daemon_at_start_with_exit_78(
+    known: Path, isolated_env: Path, smtp: tuple[Handler, int], notify: NotifySocket
+) -> None:
+    _handler, port = smtp
+    folder = isolated_env / "templates"
+    folder.mkdir()
+    (folder / "letter.text.j2").write_text("{% for %}\n", encoding="utf-8")
+    env = env_for(port, notify, REMINDER_MESSAGES__TEMPLATES=str(folder))
+    result = run_until_exit(isolated_env, env)
+    assert result.returncode == 78, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert str(folder) in line and "letter.text.j2:1" in line and "Traceback" not in result.stderr
+    assert not notify.seen("READY=1")
+    assert outbox_rows(isolated_env / "ledger.db") == []
+
+
+def test_sighup_with_a_broken_template_keeps_sending_with_the_old_ones(
+    cli: Cli, isolated_env: Path, smtp: tuple[Handler, int], notify: NotifySocket
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    with sqlite3.connect(db) as con:  # the daemon's own ticks plan nothing
+        con.execute("UPDATE task SET status = 'done'")
+    folder = isolated_env / "templates"
+    folder.mkdir()
+    handler, port = smtp
+    env = env_for(port, notify, REMINDER_MESSAGES__TEMPLATES=str(folder))
+    with Daemon(isolated_env, env) as daemon:
+        assert daemon.wait_event("tick"), daemon.log_path.read_text()
+        (folder / "letter.subject.j2").write_text("{{ broken(\n", encoding="utf-8")
+        daemon.signal(signal.SIGHUP)
+        assert daemon.wait_event("reload_failed")
+        [failed] = [e for e in daemon.events() if e["event"] == "reload_failed"]
+        assert str(folder) in failed["error"] and "letter.subject.j2:1" in failed["error"]
+        keys = fill_outbox(db, 5)
+        assert handler.wait_for(5), daemon.log_path.read_text()
+        assert daemon.stop() == 0
+    assert set(keys) <= {key for key, *_ in outbox_rows(db, "status = 'sent'")}
+    letters = [r for r in handler.received if r.rcpt_tos[0].startswith("unit")]
+    assert len(letters) == len(keys)
+    assert all("【督办提醒" in str(r.message["Subject"]) for r in letters)
+
+
+# --- a stalled server and `run --once` ---------------------------------------------------
+
+
+def test_run_once_tries_a_message_in_doubt_once_and_retries_it_at_its_backoff(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each message times out after DATA: it is retried at its backoff time in a later
+    run, never again in this one, however long this one lasts."""
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    keys = fill_outbox(db, 4)
+    with stalled_server() as stalled:
+        for name, value in {
+            "REMINDER_SMTP__HOST": "127.0.0.1",
+            "REMINDER_SMTP__PORT": str(stalled.port),
+            "REMINDER_SMTP__TIMEOUT_S": "0.5",
+            "REMINDER_SMTP__CONNECTIONS": "1",
+            "REMINDER_DELIVERY__BATCH": "1",
+            "REMINDER_DELIVERY__BACKOFF_S": "0.1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        result = cli("run", "--once")
+        assert result.code == 0, result.err
+        assert "retry 4" in result.out, result.out
+        assert sorted(stalled.bodies.values()) == [1, 1, 1, 1], stalled.bodies
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT o.status, o.attempts, o.next_attempt_at, a.at FROM outbox o "
+            f"JOIN attempt a ON a.outbox_id = o.id WHERE o.{FILLED}"
+        ).fetchall()
+    assert len(rows) == len(keys)
+    for status, attempts, next_attempt_at, tried_at in rows:
+        assert (status, attempts) == ("retry", 1)
+        wait = dt.datetime.fromisoformat(next_attempt_at) - dt.datetime.fromisoformat(tried_at)
+        assert wait >= dt.timedelta(seconds=0.1)  # its backoff
+
+
+def test_run_once_ends_by_its_deadline_and_leaves_the_rest_leased(
+    cli: Cli, isolated_env: Path
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    keys = fill_outbox(db, 3)
+    with stalled_server() as stalled:
+        env = daemon_env(
+            REMINDER_SMTP__HOST="127.0.0.1",
+            REMINDER_SMTP__PORT=str(stalled.port),
+            REMINDER_SMTP__TIMEOUT_S="60",
+            REMINDER_SMTP__CONNECTIONS="1",
+            REMINDER_DELIVERY__RUN_DEADLINE_S="2",
+        )
+        # the three messages would take 3 × 60 s; the run ends at its deadline
+        result = subprocess.run(
+            [str(SCRIPT), "run", "--once"],
+            cwd=isolated_env,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "deadline reached, 3 left to a later run" in result.stdout, result.stdout
+        assert stalled.total() == 1
+    assert leased(db) == Counter({"sending": len(keys)})

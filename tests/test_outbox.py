@@ -168,7 +168,7 @@ def test_a_render_worker_that_dies_costs_no_message(
     rest of the run: everything is sent, once, and the failure is logged."""
     monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "1")
     monkeypatch.setenv("REMINDER_DELIVERY__OUTBOX_DIR", str(isolated_env / "pool"))
-    monkeypatch.setattr("reminder.delivery.render_chunk", die_in_worker)
+    monkeypatch.setattr("reminder.render_pool.render_chunk", die_in_worker)
     assert cli("import", str(SEED)).code == 0
     fill_outbox(isolated_env / "ledger.db", 1200)
     result = cli("run", "--once")

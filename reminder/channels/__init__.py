@@ -8,64 +8,12 @@ result (sent, retry, dead, deferred) with the server's code and text.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Protocol
 
-from reminder.errors import DeliveryError
+from reminder.rows import Claimed, Outgoing, Result, Status
 
-Status = Literal["sent", "retry", "dead", "deferred"]
-
-
-class Claimed(NamedTuple):
-    """An outbox row taken for sending, with a lease (a tuple: cheap to pickle).
-
-    Defined here, not in ``reminder.outbox``, so that render workers need no database
-    library."""
-
-    id: int
-    key: str
-    kind: str
-    channel: str
-    recipient: str
-    recipient_name: str
-    scheduled_for: dt.datetime
-    payload: dict[str, Any]
-    attempts: int
-
-
-class Outgoing(NamedTuple):
-    """A message ready to go: addressed, rendered, built (a tuple: cheap to pickle)."""
-
-    id: int
-    key: str
-    kind: str
-    channel: str  # email | sms | wecom | dingtalk
-    to: str  # address, mobile number, or whose robot
-    recipient_name: str
-    subject: str = ""
-    body: str = ""  # SMS text, or robot markdown
-    data: bytes = b""  # the e-mail as it goes on the wire (from build_email: no fix needed)
-    scheduled_day: str = ""
-    mention: str = ""  # a mobile number a DingTalk robot post @s
-
-
-class Result(NamedTuple):
-    id: int
-    status: Status
-    code: int | None = None
-    detail: str = ""
-    retry_after_s: float | None = None
-
-    @classmethod
-    def sent(cls, item: Outgoing, code: int | None = None, detail: str = "") -> Result:
-        return cls(item.id, "sent", code, detail)
-
-    @classmethod
-    def failed(cls, item: Outgoing, error: DeliveryError) -> Result:
-        status: Status = "dead" if error.permanent else "retry"
-        return cls(item.id, status, error.code, error.message, error.retry_after_s)
-
+__all__ = ["Claimed", "Outgoing", "Report", "Result", "Sender", "Status"]
 
 Report = Callable[[Result], None]
 

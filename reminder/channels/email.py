@@ -311,7 +311,10 @@ class SmtpSender:
         finally:
             if following is not None and not following[2].done():  # cancelled meanwhile
                 following[2].set_result(None)
-            if connection is not None and connection.is_connected:
+            task = asyncio.current_task()
+            if connection is not None and task is not None and task.cancelling():
+                connection.close()  # abort(): no QUIT to a server that may never answer
+            elif connection is not None and connection.is_connected:
                 try:
                     await connection.quit()
                 except (aiosmtplib.SMTPException, OSError):
@@ -345,3 +348,12 @@ class SmtpSender:
             queue.put_nowait(None)
         await asyncio.gather(*self._sessions, return_exceptions=True)
         self._sessions = []
+
+    def abort(self) -> None:
+        """Stop at once (a run's deadline, a stop out of time): what is queued is not sent,
+        the sessions are cancelled and their connections closed without QUIT. Messages
+        left without an outcome keep their lease; a later run sends them."""
+        self._queue = None
+        sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.cancel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import hashlib
 import json
@@ -127,15 +126,8 @@ def check_command(app: App) -> None:
         click.echo(f"{len(broken)} configuration errors: fix them, then check again")
         sys.exit(ConfigError.exit_code)
     # the templates (Jinja2): for this command only
-    from reminder.check import (  # noqa: PLC0415
-        channel_problems,
-        letter_samples,
-        report_problems,
-        report_samples,
-        template_problems,
-    )
+    from reminder.check import channel_problems, rendering_problems  # noqa: PLC0415
     from reminder.check import check as run_check  # noqa: PLC0415
-    from reminder.letters import LetterContext  # noqa: PLC0415
     from reminder.secrets import loose_secrets  # noqa: PLC0415
 
     settings = app.config.settings
@@ -147,21 +139,9 @@ def check_command(app: App) -> None:
         calendar = app.planning.calendar.warning(ledger_years(session), today)
     templates = []
     if inputs is not None:
-        context = LetterContext(
-            day=today,
-            title=inputs.ledger.title,
-            year=inputs.ledger.year,
-            office=settings.office,
-            contacts=app.contacts,
-            calendar=app.planning.calendar,
-            reminded={},
+        templates = rendering_problems(
+            app.renderer, inputs, facts, app.planning, settings.office, today
         )
-        letters = letter_samples(facts, context)
-        templates += template_problems(app.renderer, letters, settings.office)
-        # today, and a day in the ledger's own year when most tasks are still open
-        days = [today, dt.date(inputs.ledger.year, 6, 25)]
-        samples = report_samples(inputs, app.planning, days)
-        templates += report_problems(app.renderer, samples, settings.office)
     problems = run_check(app.contacts, ledger, templates)
     problems += channel_problems(app.config, app.contacts, os.environ, loose_secrets(os.environ))
     if calendar:

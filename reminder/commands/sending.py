@@ -49,10 +49,13 @@ def run_command(app: App, once: bool, at: str | None) -> None:
             if lock is not None:
                 lock.release()
         sys.exit(code)
+    from reminder.daemon import refuse_broken_templates  # noqa: PLC0415 - see the imports
     from reminder.tick import run_tick  # noqa: PLC0415 - see the imports
 
     moment = parse_moment(app, at, "--at")
     app.ledger()
+    settings = app.config.settings
+    refuse_broken_templates(app.store, app.planning, app.renderer, settings, moment)
     result = run_tick(app.store, app.planning, app.config.settings, moment)
     local = moment.astimezone(app.config.settings.zone)
     app.out.print(
@@ -74,7 +77,7 @@ async def deliver_due(app: App, due_by: dt.datetime) -> DeliveryReport:
     senders = make_senders(app.config.settings, app.contacts)
     delivery = Delivery(app.store, app.config.settings, app.contacts, app.renderer, senders)
     try:
-        return await delivery.run(due_by)
+        return await delivery.run(due_by, deadline_s=app.config.settings.delivery.run_deadline_s)
     finally:
         delivery.close()
         await close_all(senders)

@@ -1,0 +1,110 @@
+"""Rendering claimed messages, in worker processes when a chunk is big enough.
+
+On a machine with more than one CPU, chunks of messages are rendered and built in
+worker processes, so that the process that talks SMTP spends its time on the wire.
+
+- Workers start from a clean process (forkserver), never from one holding database
+  connections or a running event loop.
+- Workers ignore SIGINT: Ctrl-C on a terminal reaches the whole process group, and the
+  daemon, not each worker, decides what stops (it stops them as it exits).
+- A run's first chunk is rendered in the sending process once the batch's other chunks
+  went to the workers: its messages go out while a worker starts or renders.
+- A worker that dies (killed, out of memory) breaks the pool: the chunk it held, and
+  the rest of that run, are rendered in the sending process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import multiprocessing
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from reminder.channels import Claimed, Outgoing, Result
+from reminder.contacts import Contacts
+from reminder.logs import get_logger
+from reminder.prepare import Preparer, render_chunk, start_worker
+from reminder.render import Renderer
+from reminder.settings import Settings
+
+CHUNK = 200  # messages rendered (and handed to a sender) together
+
+
+def start_quiet_worker(settings: Settings, contacts: Contacts, templates: str | None) -> None:
+    """A worker process's initializer: SIGINT ignored (see the module docstring)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    start_worker(settings, contacts, templates)
+
+
+class RenderPool:
+    """Renders chunks of claimed messages, here or in worker processes."""
+
+    def __init__(self, settings: Settings, contacts: Contacts, renderer: Renderer) -> None:
+        self.settings = settings
+        self.contacts = contacts
+        self.preparer = Preparer(settings, contacts, renderer)
+        self._pool: ProcessPoolExecutor | None = None
+        self._failed = False  # for the rest of a run, work in this process
+        self._first_here = False  # the next chunk is rendered in this process
+        self.log = get_logger()
+
+    def begin_run(self) -> None:
+        self._failed = False
+        self._first_here = True
+
+    def _workers(self) -> ProcessPoolExecutor | None:
+        workers = self.settings.delivery.workers
+        if workers == 0 or self._failed:
+            return None
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["reminder.prepare", "reminder.render_pool"])
+            templates = self.settings.messages.templates or None
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                initializer=start_quiet_worker,
+                initargs=(self.settings, self.contacts, templates),
+            )
+        return self._pool
+
+    async def prepare(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
+        """Each row rendered and built (``Outgoing``), or a ``Result`` if it cannot be."""
+        pool = self._workers() if len(rows) >= CHUNK // 2 else None
+        if pool is None:
+            return self.preparer.chunk(rows, now)
+        if self._first_here:
+            self._first_here = False
+            await asyncio.sleep(0)  # the batch's other chunks go to the workers first
+            return self.preparer.chunk(rows, now)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, render_chunk, rows, now)
+        except BrokenProcessPool as exc:
+            # nothing of this chunk was sent yet, so it is rendered here
+            self.log.error("render_workers_failed", error=str(exc))
+            if self._pool is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            self._failed = True
+            return self.preparer.chunk(rows, now)
+
+    def close(self) -> None:
+        """Stop the workers once they finished what they hold."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def kill(self) -> None:
+        """Stop the workers now, whatever they hold (a stop that ran out of time)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # the processes before shutdown() forgets them; Python 3.14 has terminate_workers()
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
