@@ -4,8 +4,8 @@ A deployment's templates are code written by an administrator, not by an attacke
 a mistake in one (a loop inside a loop, a width of 10**9) must not stop the daemon or
 eat the machine's memory. Every render therefore gets, on top of Jinja2's sandbox:
 
-1. a time budget (``Budget.seconds``, 2 s): a watchdog thread raises ``Overrun`` in the
-   rendering thread once the budget is spent. The exception derives from
+1. a time budget (2 s of the rendering thread's CPU time): a watchdog thread raises
+   ``Overrun`` in the rendering thread once the budget is spent. The exception derives from
    ``BaseException``, so neither Jinja2's own ``except Exception`` nor a template (which
    has no try/except) can swallow it; it is delivered between two bytecodes, which
    stops any loop of Python code. What runs inside one C call (a ``str`` method, a
@@ -58,35 +58,48 @@ class Overrun(BaseException):
     """Raised in a rendering thread by the watchdog: the render ran past its time."""
 
 
-class _Watchdog:
-    """One thread that interrupts renders past their deadline.
+def _cpu_clock(thread: int) -> int:
+    """The clock of a thread's CPU time (Linux and most Unixes), or the monotonic one."""
+    try:
+        return time.pthread_getcpuclockid(thread)
+    except (AttributeError, OSError):
+        return time.CLOCK_MONOTONIC
 
-    ``arm``/``disarm`` cost a lock each; the thread sleeps until the nearest deadline
-    and waits on an event while nothing renders. It fires at most once per render (a
-    ticket), and ``disarm`` clears a shot that was fired but not yet delivered, so the
-    exception never reaches code outside the render.
+
+class _Watchdog:
+    """One thread that interrupts renders past their budget.
+
+    The budget is CPU time of the rendering thread: a machine under load or a suspended
+    VM does not fail a template, a loop does. ``arm``/``disarm`` cost a lock each; the
+    thread sleeps until the nearest budget could be spent and waits on an event while
+    nothing renders. It fires at most once per render (a ticket), and ``disarm`` clears
+    a shot that was fired but not yet delivered, so the exception never reaches code
+    outside the render.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._renders: dict[int, tuple[int, float]] = {}  # thread → (ticket, deadline)
+        # thread → (ticket, its CPU clock, the clock's reading at which the budget is spent)
+        self._renders: dict[int, tuple[int, int, float]] = {}
         self._fired: dict[int, int] = {}  # thread → ticket shot at
         self._tickets = 0
         self._wake = threading.Event()
-        self._next = float("inf")  # when the thread wakes next
+        self._next = float("inf")  # when the thread wakes next (monotonic)
         self._thread: threading.Thread | None = None
         self._set_async = ctypes.pythonapi.PyThreadState_SetAsyncExc
 
     def arm(self, seconds: float) -> int:
         thread = threading.get_ident()
-        deadline = time.monotonic() + seconds
+        clock = _cpu_clock(thread)
+        spent_at = time.clock_gettime(clock) + seconds
+        wake_by = time.monotonic() + seconds  # CPU time runs no faster than this
         with self._lock:
             self._tickets += 1
             if self._fired.pop(thread, None) is not None:
                 self._set_async(ctypes.c_ulong(thread), None)  # a stale shot: cleared
-            self._renders[thread] = (self._tickets, deadline)
-            if deadline < self._next:
-                self._next = deadline
+            self._renders[thread] = (self._tickets, clock, spent_at)
+            if wake_by < self._next:
+                self._next = wake_by
                 self._wake.set()
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -98,7 +111,7 @@ class _Watchdog:
     def disarm(self, ticket: int) -> None:
         thread = threading.get_ident()
         with self._lock:
-            if self._renders.get(thread, (0, 0.0))[0] == ticket:
+            if self._renders.get(thread, (0, 0, 0.0))[0] == ticket:
                 del self._renders[thread]
             if self._fired.get(thread) == ticket:
                 del self._fired[thread]
@@ -107,19 +120,23 @@ class _Watchdog:
     def _watch(self) -> None:
         while True:
             with self._lock:
-                now = time.monotonic()
                 waiting = []
-                for thread, (ticket, deadline) in self._renders.items():
+                for thread, (ticket, clock, spent_at) in list(self._renders.items()):
                     if thread in self._fired:
                         continue
-                    if deadline <= now:
+                    try:
+                        left = spent_at - time.clock_gettime(clock)
+                    except OSError:  # the thread is gone
+                        del self._renders[thread]
+                        continue
+                    if left <= 0:
                         self._fired[thread] = ticket
                         self._set_async(ctypes.c_ulong(thread), ctypes.py_object(Overrun))
                     else:
-                        waiting.append(deadline)
-                self._next = min(waiting, default=float("inf"))
+                        waiting.append(left)
+                sleep_s = min(waiting) if waiting else None
+                self._next = time.monotonic() + sleep_s if sleep_s else float("inf")
                 self._wake.clear()
-                sleep_s = None if not waiting else self._next - now
             self._wake.wait(sleep_s)
 
 
