@@ -8,19 +8,22 @@ overrides any file by putting one of the same name in its own folder
 (``[messages] templates``).
 
 Every template runs in Jinja2's sandbox with ``StrictUndefined`` (a misspelt variable
-is an error, not an empty string), autoescaping for the HTML part only, and limits a
-template cannot talk its way around: ``'x' * 10**9`` and ``9 ** 999999999`` are refused
-before they are computed, ``range`` is capped by the sandbox, and a rendered part
-longer than ``MAX_OUTPUT`` characters is an error.
+is an error, not an empty string), autoescaping for the HTML part only, and a budget a
+template cannot talk its way around (``reminder.sandbox``): 2 s of time, 1,000,000
+characters of output, and checks on whatever could build a huge value.
+
+Whatever goes wrong while a template renders (a Jinja2 error, a ``KeyError`` of a
+``str.format``, a ``RecursionError``, the budget) is a ``TemplateProblem`` naming the file
+and the line: the messages that use that template fail, nothing else.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.resources
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +31,41 @@ from jinja2 import (
     ChoiceLoader,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
+    meta,
     select_autoescape,
 )
-from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
 
 from reminder import wording
 from reminder.errors import ConfigError
+from reminder.sandbox import (
+    MAX_OUTPUT,
+    MAX_POWER_BITS,
+    MAX_SECONDS,
+    MAX_SEQUENCE,
+    WATCHDOG,
+    CountingSandbox,
+    LimitedSandbox,
+    Overrun,
+    start_budget,
+)
 from reminder.text import shorten
+
+__all__ = [
+    "BUNDLED",
+    "MAX_OUTPUT",
+    "MAX_POWER_BITS",
+    "MAX_SECONDS",
+    "MAX_SEQUENCE",
+    "PARTS",
+    "LimitedSandbox",
+    "Rendered",
+    "Renderer",
+    "TemplateProblem",
+]
 
 
 def _bundled() -> Path:
@@ -51,42 +77,10 @@ def _bundled() -> Path:
 
 BUNDLED = _bundled()
 PARTS = ("subject", "text", "html", "sms", "md")
-MAX_SEQUENCE = 100_000  # characters or items a `*` may produce
-MAX_POWER_BITS = 4_096  # bits a `**` may produce
-MAX_OUTPUT = 1_000_000  # characters of one rendered part
 
 
 class TemplateProblem(ConfigError):
     """A template that cannot be rendered: names the template, the line and why."""
-
-
-class LimitedSandbox(SandboxedEnvironment):
-    """The sandbox with ``*`` and ``**`` checked before they run, and ``t.no`` read from
-    a snapshot's dict at once."""
-
-    intercepted_binops = frozenset(["*", "**"])
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # A message is rendered from a snapshot of plain dicts: ``t.no`` is ``t["no"]``.
-        # Jinja tries the attribute first and the key after an AttributeError (a third
-        # of a letter's rendering); a key of a plain dict is data, safe to hand out.
-        if type(obj) is dict and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-    def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
-        if op == "*":
-            for seq, times in ((left, right), (right, left)):
-                sized = isinstance(seq, str | bytes | list | tuple) and isinstance(times, int)
-                if sized and len(seq) * times > MAX_SEQUENCE:
-                    raise SecurityError(f"a repetition longer than {MAX_SEQUENCE}")
-            return operator.mul(left, right)
-        if op == "**":
-            whole = isinstance(left, int) and isinstance(right, int) and right > 0
-            if whole and max(left.bit_length(), 1) * right > MAX_POWER_BITS:
-                raise SecurityError(f"a power larger than {MAX_POWER_BITS} bits")
-            return operator.pow(left, right)
-        return super().call_binop(context, op, left, right)
 
 
 def _as_date(day: dt.date | str | None) -> dt.date | None:
@@ -131,30 +125,59 @@ class Rendered:
 class Renderer:
     """Compiles each template once and renders its parts."""
 
-    def __init__(self, override: Path | None = None) -> None:
+    def __init__(self, override: Path | None = None, seconds: float = MAX_SECONDS) -> None:
+        self.seconds = seconds  # the time budget of one part
         if override is not None and not override.is_dir():
             raise ConfigError(f"templates folder {override}: no such folder")
-        loaders = [FileSystemLoader(str(override))] if override else []
-        loaders.append(FileSystemLoader(str(BUNDLED)))
-        self.env = LimitedSandbox(
-            loader=ChoiceLoader(loaders),
-            autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-            auto_reload=False,  # templates are read once per process; no stat() per render
-        )
-        filters: dict[str, Callable[..., Any]] = {
-            "cn_date": cn_date,
-            "md_date": md_date,
-            "md_time": md_time,
-            "weekday": weekday,
-            "cn_numeral": wording.cn_numeral,
-            "shorten": shorten,
-        }
-        self.env.filters.update(filters)
+        self.override = FileSystemLoader(str(override)) if override else None
+        # the bundled templates alone, and (with an override folder) the deployment's
+        # first: its templates, and the bundled ones that import one of them, render
+        # in the counting sandbox; the bundled ones are ours, reviewed and tested, and
+        # keep their speed (bench/render.py: the counting costs about a quarter)
+        self.bundled = _environment(LimitedSandbox, [FileSystemLoader(str(BUNDLED))])
+        self.env = self.bundled
+        if self.override is not None:
+            loaders = [self.override, FileSystemLoader(str(BUNDLED))]
+            self.env = _environment(CountingSandbox, loaders)
         self._globals = dict(self.env.globals)  # range (the sandbox's), dict, namespace, …
+        self._envs: dict[str, LimitedSandbox] = {}
+        # a template that ran out of time once is not run again by this process: a
+        # batch of a thousand messages would otherwise take a thousand budgets
+        self._overran: dict[str, str] = {}
+
+    def _env_for(self, file: str) -> LimitedSandbox:
+        """The counting sandbox for a file of the override folder, or a file that
+        imports, includes or extends one; the bundled environment otherwise."""
+        found = self._envs.get(file)
+        if found is None:
+            found = self.env if self._uses_override(file) else self.bundled
+            self._envs[file] = found
+        return found
+
+    def _uses_override(self, file: str) -> bool:
+        if self.override is None:
+            return False
+        seen: set[str] = set()
+        todo = [file]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                self.override.get_source(self.env, name)
+                return True
+            except TemplateNotFound:
+                pass
+            try:
+                source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+                references = list(meta.find_referenced_templates(self.env.parse(source)))
+            except TemplateError:
+                return True  # reported by the counting sandbox, as any other error
+            if None in references:  # a name computed at render time
+                return True
+            todo += [ref for ref in references if ref is not None]
+        return False
 
     def names(self) -> list[str]:
         """Every template name with at least one part, bundled or overridden."""
@@ -176,40 +199,115 @@ class Renderer:
         return Rendered(**texts)
 
     def _part(self, name: str, part: str, values: dict[str, Any]) -> str:
-        """One part, rendered from ``values`` (the globals and the message's context).
-
-        What ``Template.render`` does, without building the context twice per part (a
-        copy of the variables, then of them merged with the globals): the templates
-        share ``values`` and cannot change it, as a template's own variables are kept
-        in its context. A third of the rendering time for a three-part e-mail.
-        """
+        """One part, rendered from ``values`` (the globals and the message's context)
+        within the budget; any error is a ``TemplateProblem`` with the file and line."""
         file = f"{name}.{part}.j2"
+        if file in self._overran:
+            raise TemplateProblem(self._overran[file])
         try:
-            template = self.env.get_template(file)
-            try:
-                context = template.new_context(values, shared=True)
-                text = self.env.concat(template.root_render_func(context))
-            except Exception:
-                self.env.handle_exception()  # re-raised with the template's own lines
+            template = self._env_for(file).get_template(file)
         except TemplateNotFound:
             raise TemplateProblem(f"template {file}: not found") from None
         except TemplateSyntaxError as exc:
             raise TemplateProblem(
                 f"template {exc.filename or file}:{exc.lineno}: {exc.message}"
             ) from None
-        except (TemplateError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
-            raise TemplateProblem(f"template {file}:{_line(exc, file)}: {exc}") from None
-        if len(text) > MAX_OUTPUT:
-            raise TemplateProblem(f"template {file}: renders to more than {MAX_OUTPUT} characters")
+        except Exception as exc:  # a template that cannot be read or compiled
+            raise TemplateProblem(f"template {file}: {_reason(exc)}") from None
+        try:
+            ticket = WATCHDOG.arm(self.seconds)
+            try:
+                start_budget()
+                text = _generate(template, values, template.environment is not self.bundled)
+            finally:
+                WATCHDOG.disarm(ticket)
+        except Overrun as exc:
+            where = _where(exc, template)
+            message = f"template {where}: took longer than {self.seconds:g} s to render"
+            self._overran[file] = message
+            raise TemplateProblem(message) from None
+        except Exception as exc:
+            raise TemplateProblem(f"template {_where(exc, template)}: {_reason(exc)}") from None
         return text
 
 
-def _line(exc: BaseException, file: str) -> str:
-    """The template line an error was raised on, from the traceback Jinja rewrites."""
+def _generate(template: Template, values: dict[str, Any], stream: bool) -> str:
+    """The part's text as Jinja2 generates it, stopped past MAX_OUTPUT characters as it is
+    generated (``stream``: a template of the override folder) or refused once made.
+
+    ``Template.generate`` without building the context twice per part (a copy of the
+    variables, then of them merged with the globals): the templates share ``values``
+    and cannot change it, as a template's own variables are kept in its context. A
+    third of the rendering time for a three-part e-mail (bench/render.py);
+    tests/test_render.py pins the Jinja2 internals this relies on.
+    """
+    generated = template.root_render_func(template.new_context(values, shared=True))
+    if not stream:  # a bundled template: measured once it is made
+        text = "".join(generated)
+        if len(text) > MAX_OUTPUT:
+            raise _TooLong
+        return text
+    parts: list[str] = []
+    size = 0
+    while block := list(islice(generated, 256)):  # measured 256 chunks at a time, in C
+        size += sum(map(len, block))
+        if size > MAX_OUTPUT:
+            raise _TooLong
+        parts += block
+    return "".join(parts)
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, said as Jinja2 says it, or with the error's type for the others
+    (a bare ``KeyError`` says only ``'unit'``)."""
+    if isinstance(exc, _TooLong):
+        return f"renders to more than {MAX_OUTPUT} characters (the render budget)"
+    if isinstance(exc, TemplateError):
+        return str(exc.message if exc.message is not None else exc)
+    if isinstance(exc, RecursionError):
+        return "too deep a recursion (a macro calling itself?)"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _environment(kind: type[LimitedSandbox], loaders: list[FileSystemLoader]) -> LimitedSandbox:
+    env = kind(
+        loader=ChoiceLoader(loaders),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        auto_reload=False,  # templates are read once per process; no stat() per render
+    )
+    filters: dict[str, Callable[..., Any]] = {
+        "cn_date": cn_date,
+        "md_date": md_date,
+        "md_time": md_time,
+        "weekday": weekday,
+        "cn_numeral": wording.cn_numeral,
+        "shorten": shorten,
+    }
+    env.filters.update(filters)
+    if isinstance(env, CountingSandbox):
+        env.guard_filters()
+    return env
+
+
+def _where(exc: BaseException, template: Template) -> str:
+    """file:line of the template line an error was raised on (the last frame of the
+    template's code in the traceback, mapped to the template's line), or the file."""
     tb = exc.__traceback__
-    line = "?"
+    line = None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith(file):
-            line = str(tb.tb_lineno)
+        if tb.tb_frame.f_code.co_filename == template.filename:
+            line = template.get_corresponding_lineno(tb.tb_lineno)
         tb = tb.tb_next
-    return line
+    name = template.name or "?"
+    return name if line is None else f"{name}:{line}"

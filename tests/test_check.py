@@ -110,3 +110,42 @@ def test_invalid_address_is_kept_out_of_delivery() -> None:
     assert [p.severity for p in contacts.problems] == ["error"]
     none_valid = parse_contacts('[[unit]]\nname = "乙局"\nemail = "bad"\n', "contacts.toml")
     assert not none_valid.has_contact("乙局")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("file", "source", "line"),
+    [
+        ("letter.md.j2", "{{ '{unit}'.format() }}", "template letter.md.j2:1: KeyError: 'unit'"),
+        ("escalation.text.j2", "\n{{ [].pop() }}", "template escalation.text.j2:2: IndexError"),
+        (
+            "letter.sms.j2",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "template letter.sms.j2:1: took longer than 2 s to render",
+        ),
+        (
+            "digest.subject.j2",
+            "{{ 'x'.center(10**9) }}",
+            "template digest.subject.j2:1: center: a width or size above 100000",
+        ),
+    ],
+)
+def test_a_template_error_of_any_kind_is_one_line(
+    cli: Cli,
+    isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    file: str,
+    source: str,
+    line: str,
+) -> None:
+    assert cli("import", str(SEED)).code == 0
+    folder = isolated_env / "templates"
+    folder.mkdir()
+    (folder / file).write_text(source, encoding="utf-8")
+    monkeypatch.setenv("REMINDER_MESSAGES__TEMPLATES", str(folder))
+    result = cli("check")
+    assert result.code == 1, result.err
+    assert "Traceback" not in result.out + result.err
+    found = [text for text in result.out.splitlines() if text.startswith("error")]
+    assert len(found) == 1, found
+    assert found[0].startswith(f"error   templates: {line}")
