@@ -8,6 +8,7 @@ it, and then says nothing more on that connection, as a server whose queue hangs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ class Stalled:
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         self.port = 0
+        self.released: asyncio.Event | None = None  # set when the server stops
 
     def wait_for(self, count: int, timeout: float = 30.0) -> bool:
         with self.arrived:
@@ -46,7 +48,9 @@ class Stalled:
                     with self.arrived:
                         self.bodies[str(message_from_bytes(body)["Message-ID"])] += 1
                         self.arrived.notify_all()
-                    await asyncio.Event().wait()  # never answers
+                    assert self.released is not None
+                    await self.released.wait()  # never answers, until the server stops
+                    break
                 elif verb == b"QUIT":
                     writer.write(b"221 bye\r\n")
                     break
@@ -57,6 +61,9 @@ class Stalled:
             pass
         finally:
             writer.close()
+            # the transport let go before the loop closes (no ResourceWarning)
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
 
 
 @contextmanager
@@ -69,15 +76,17 @@ def stalled_server() -> Iterator[Stalled]:
     async def serve() -> None:
         nonlocal stop
         stop = asyncio.Event()
+        stalled.released = asyncio.Event()
         server = await asyncio.start_server(stalled.session, "127.0.0.1", 0)
         stalled.port = server.sockets[0].getsockname()[1]
         started.set()
         async with server:
             await stop.wait()
+        # the sessions that never answered end now, each closing its connection (a task
+        # cancelled before it ran would never close its own)
+        stalled.released.set()
         sessions = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in sessions:  # the sessions that never answer
-            task.cancel()
-        await asyncio.gather(*sessions, return_exceptions=True)
+        await asyncio.wait_for(asyncio.gather(*sessions, return_exceptions=True), 10)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()
