@@ -21,7 +21,6 @@ from reminder.ledger import read_ledger
 from reminder.letters import LetterContext
 from reminder.store.importer import import_ledger
 from reminder.store.reports import digest_inputs
-from reminder.store.targets import replan_all
 from reminder.store.tasks import (
     StoredLedger,
     StoredTask,
@@ -55,8 +54,9 @@ def import_command(
     ledger = read_ledger(file, app.contacts.directory, settings.ledger.season, year)
     sha = hashlib.sha256(file.read_bytes()).hexdigest()
     with app.store.write() as session:
-        report = import_ledger(session, ledger, sha, now(), actor or getpass.getuser())
-        replan_all(session, app.planning)
+        report = import_ledger(
+            session, ledger, sha, now(), actor or getpass.getuser(), app.planning
+        )
         if dry_run:
             session.rollback()
     seconds = time.perf_counter() - started

@@ -22,7 +22,9 @@ from reminder.errors import LedgerError
 _PAGE_NUMBER = re.compile(r"\s*[—–-]\s*\d{1,4}\s*[—–-]\s*$")
 _BOOKMARK = re.compile(r"\[bookmark:[^\]]*\]")
 _SECTION_START = re.compile(r"^[一二三四五六七八九十]+(?:[、.．\s]|$)")
-_TASK_NUMBER = re.compile(r"^\d{1,4}[.、]?$")
+# a task number: up to 6 digits (a province's ledger runs past 9,999 tasks); a page
+# number glued to it (`7— 47 —`) is cut off by _PAGE_NUMBER before it is read
+TASK_NUMBER = re.compile(r"^(\d{1,6})[.、]?$")
 _OLD_FORMATS = {".doc": ".docx", ".xls": ".xlsx", ".wps": ".docx", ".et": ".xlsx"}
 
 
@@ -53,7 +55,7 @@ def clean_cell(text: str) -> str:
 
 def is_row_start(text: str) -> bool:
     """A cell that starts a row: a task number (12) or a section numeral (一, 二、…)."""
-    return bool(_TASK_NUMBER.match(text) or _SECTION_START.match(text))
+    return bool(TASK_NUMBER.match(text) or _SECTION_START.match(text))
 
 
 # --- plain text: the seed's layout -----------------------------------------------------
@@ -118,7 +120,7 @@ def read_text(data: bytes, source: str) -> RawTable:
     while i < len(cells):
         cell = cells[i]
         section = _SECTION_START.match(cell.text)
-        if section and not _TASK_NUMBER.match(cell.text):
+        if section and not TASK_NUMBER.match(cell.text):
             glued_title = cell.text[section.end() :].strip()
             if glued_title or i + 1 >= len(cells) or is_row_start(cells[i + 1].text):
                 rows.append(RawRow((cell.text,), cell.line))
@@ -131,7 +133,7 @@ def read_text(data: bytes, source: str) -> RawTable:
                 )
                 i += 2
             continue
-        if not _TASK_NUMBER.match(cell.text):
+        if not TASK_NUMBER.match(cell.text):
             raise LedgerError(
                 f"expected a task number or a section numeral, found {cell.text[:30]!r}",
                 source=source,
@@ -145,7 +147,7 @@ def read_text(data: bytes, source: str) -> RawTable:
                 line=cell.line,
             )
         last = row[-1] if len(row) == width else None
-        if last is not None and _TASK_NUMBER.match(last.text):
+        if last is not None and TASK_NUMBER.match(last.text):
             after = cells[i + width] if i + width < len(cells) else None
             if after is not None and not is_row_start(after.text):
                 row = row[:-1]  # the empty 备注 cell is missing; `last` starts the next row
