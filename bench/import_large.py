@@ -72,10 +72,11 @@ def ledger_text(tasks: int, *, revised: bool = False) -> str:
             entries.append((index, [str(no), text, units, deadline, remarks]))
     if revised:
         changed: list[tuple[int, list[str]]] = []
-        for index, cells in entries:
-            number = int(cells[0])
+        for index, row in entries:
+            number = int(row[0])
+            cells = row
             if number % 100 == 0:  # removed, and a new task under its number
-                cells = [cells[0], f"新增任务{number}。", "环境保护局", "6月30日", ""]
+                cells = [row[0], f"新增任务{number}。", "环境保护局", "6月30日", ""]
             if number % 50 == 25:
                 cells[1] = cells[1].replace("（第", "（修订，第")
             if number % 70 == 0:

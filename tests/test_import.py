@@ -252,8 +252,12 @@ def revise_more(seed: Path, target: Path) -> Path:
         text.replace("\t2\n\t加快推进现有", "\tX\n\t加快推进现有")
         .replace("\t3\n\t开展工业余热", "\t2\n\t开展工业余热")
         .replace("\tX\n\t加快推进现有", "\t3\n\t加快推进现有")
-        .replace("济源供电公司，各镇人民政府、街道办事处\n", "济源供电公司，克井镇、街道办事处\n", 1)
-        .replace("\t发展和改革委员会、国土资源局\n", "\t发展和改革委员会、国土资源局、各镇人民政府\n", 1)
+        .replace(
+            "济源供电公司，各镇人民政府、街道办事处\n", "济源供电公司，克井镇、街道办事处\n", 1
+        )
+        .replace(
+            "\t发展和改革委员会、国土资源局\n", "\t发展和改革委员会、国土资源局、各镇人民政府\n", 1
+        )
     )
     target.write_text(text, encoding="utf-8")
     return target

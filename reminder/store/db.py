@@ -230,3 +230,16 @@ def fetch_all(connection: Connection, statement: Any) -> list[Any]:
             values[index] = seen[value]
         rows.append(Row._make(values))
     return rows
+
+
+def sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names an SQLite file that does not exist yet (opening the store
+    would create it, and its -wal and -shm files)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return False
+    return not Path(database).expanduser().exists()

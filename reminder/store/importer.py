@@ -318,10 +318,32 @@ def plan_import(session: Session, ledger: Ledger, sha256: str) -> tuple[ImportRe
     """What importing ``ledger`` would change (no writes): the report, and the plan that
     ``apply_import`` carries out."""
     session.flush()
-    connection = session.connection()
-    old, units = _stored(connection)
-    report = ImportReport(ledger=ledger, first=not old, sha256=sha256, stored=len(old))
+    old, units = _stored(session.connection())
     pairs, removed, added = _match(old, list(ledger.tasks))
+    return _report(ledger, sha256, old, units, pairs, removed, added), _Plan(
+        pairs, removed, added, units
+    )
+
+
+def compare(
+    ledger: Ledger, sha256: str, old: list[Any], units: dict[int, list[PlannedUnit]]
+) -> ImportReport:
+    """The report of importing ``ledger`` over the stored tasks ``old`` (with their
+    ``units``): what a dry run prints."""
+    pairs, removed, added = _match(old, list(ledger.tasks))
+    return _report(ledger, sha256, old, units, pairs, removed, added)
+
+
+def _report(
+    ledger: Ledger,
+    sha256: str,
+    old: list[Any],
+    units: dict[int, list[PlannedUnit]],
+    pairs: list[Pair],
+    removed: list[Any],
+    added: list[Task],
+) -> ImportReport:
+    report = ImportReport(ledger=ledger, first=not old, sha256=sha256, stored=len(old))
     for row, task in sorted(pairs, key=lambda pair: pair[1].no):
         what = _differences(row, [u for u in units[row.id] if u.via is None], task)
         if what:
@@ -329,7 +351,7 @@ def plan_import(session: Session, ledger: Ledger, sha256: str) -> tuple[ImportRe
     report.removed = [(row.no, row.text) for row in removed]
     report.added = list(added)
     report.kept_done = sum(1 for row, _task in pairs if row.status == "done")
-    return report, _Plan(pairs, removed, added, units)
+    return report
 
 
 @dataclass(slots=True)
