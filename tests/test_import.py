@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from sqlmodel import Session, create_engine, select
 
+from reminder.contacts import load_contacts
+from reminder.ledger import read_ledger
+from reminder.planning import Planning
+from reminder.settings import load_config
+from reminder.store.db import open_store
+from reminder.store.importer import import_ledger
 from reminder.store.models import SectionRow, TaskRow, TaskUnitRow
+from reminder.store.targets import replan_all
 from tests.conftest import SEED, Cli
 
 SUMMARY = [
@@ -324,3 +331,27 @@ def test_rows_after_a_revision_on_postgresql(
     monkeypatch.setenv("REMINDER_DB", pg_url)
     import_and_revise(cli, isolated_env)
     assert rows_digest(pg_url) == ROWS_AFTER_REVISION
+
+
+def test_import_without_planning_then_replan_all_leaves_the_same_rows(
+    cli: Cli, isolated_env: Path
+) -> None:
+    """The library path (tests, benches): ``import_ledger`` without planning, then
+    ``replan_all``, as the command did before it replanned in the same pass."""
+    import_and_revise(cli, isolated_env)
+    expected = rows_digest(f"sqlite:///{isolated_env / 'ledger.db'}")
+    (isolated_env / "ledger.db").unlink()
+    config = load_config()
+    contacts = load_contacts(config.contacts_path)
+    planning = Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+    store = open_store(config.settings.db)
+    now = dt.datetime(2018, 3, 1, 2, 0, tzinfo=dt.UTC)
+    for path in (SEED, isolated_env / "revised.txt"):
+        with store.write() as session:
+            import_ledger(session, read_ledger(path, contacts.directory), "", now, "test")
+            replan_all(session, planning)
+        if path == SEED:
+            for args in (["1"], ["99"], ["2", "--unit", "国土资源局"], ["12", "--unit", "克井镇"]):
+                assert cli("done", *args).code == 0
+    store.dispose()
+    assert rows_digest(f"sqlite:///{isolated_env / 'ledger.db'}") == expected
