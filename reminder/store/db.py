@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlmodel import Session
@@ -196,8 +196,8 @@ def execute_many(connection: Connection, statement: Any, rows: Sequence[dict[str
 
 
 def fetch_all(connection: Connection, statement: Any) -> list[Any]:
-    """The rows of a SELECT without parameters, as named tuples, each date or time
-    column's value converted once per distinct value.
+    """The rows of a SELECT without parameters, as named tuples, each column's value
+    converted once per distinct value (JSON excepted).
 
     SQLAlchemy converts every value of every row; a replanning reads ~150,000 task_unit
     rows of five time columns each, whose values are mostly NULL or a few moments.
@@ -212,11 +212,9 @@ def fetch_all(connection: Connection, statement: Any) -> list[Any]:
         processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
         if processor is None:
             continue
-        try:
-            timely = column.type.python_type in (dt.datetime, dt.date)
-        except NotImplementedError:
-            timely = False
-        converters.append((index, processor, {} if timely else None))
+        # a JSON value converts to a list or dict that rows must not share
+        shared = not isinstance(column.type, JSON)
+        converters.append((index, processor, {} if shared else None))
     rows: list[Any] = []
     for raw in connection.exec_driver_sql(str(compiled)).fetchall():
         values = list(raw)
@@ -225,9 +223,10 @@ def fetch_all(connection: Connection, statement: Any) -> list[Any]:
             if seen is None:
                 values[index] = processor(value)
                 continue
-            if value not in seen:
-                seen[value] = processor(value)
-            values[index] = seen[value]
+            found = seen.get(value, seen)
+            if found is seen:
+                found = seen[value] = processor(value)
+            values[index] = found
         rows.append(Row._make(values))
     return rows
 
