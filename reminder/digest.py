@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from reminder.contacts import Supervisor, invalid_addresses
@@ -35,6 +34,13 @@ from reminder.ledger.model import Role, Task, names_section
 from reminder.messages import ROLE_LABELS
 from reminder.planning import Planning
 from reminder.settings import OfficeSettings
+
+# the records the store reads for a digest, defined there (the store imports nothing
+# above it) and exported from here as before
+from reminder.store.reports import DigestInputs as DigestInputs  # noqa: PLC0414
+from reminder.store.reports import Progress as Progress  # noqa: PLC0414
+from reminder.store.reports import Reminded as Reminded  # noqa: PLC0414
+from reminder.store.reports import Undelivered as Undelivered  # noqa: PLC0414
 from reminder.store.tasks import StoredLedger, StoredTask, StoredUnit
 from reminder.wording import Lateness, deadline_text, delivery_problem, lateness
 
@@ -43,43 +49,7 @@ LIGHTS = ("red", "yellow", "green", "done")
 _CHANNEL_WORDS = {"email": "邮箱", "sms": "手机"}
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
-    unit: str
-    note: str
-    at: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Undelivered:
-    status: str  # dead | retry
-    kind: str
-    task_no: int | None
-    recipient: str
-    channel: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reminded:
-    """What letters told one unit of one task: how often overdue (催办次数), and when last."""
-
-    overdue: int = 0
-    last: dt.datetime | None = None
-
-
 NOT_REMINDED = Reminded()
-
-
-@dataclass(frozen=True, slots=True)
-class DigestInputs:
-    """What the store knows that a digest or agenda needs."""
-
-    ledger: StoredLedger
-    reminded: Mapping[tuple[int, str], Reminded] = field(default_factory=dict)  # (task id, unit)
-    progress: dict[int, Progress] = field(default_factory=dict)  # task id → last progress note
-    undelivered: tuple[Undelivered, ...] = ()  # the newest, for the list
-    undelivered_counts: Mapping[str, int] = field(default_factory=dict)  # status → all of them
 
 
 def counts_down(stored: StoredTask, ledger: StoredLedger, planning: Planning) -> bool:

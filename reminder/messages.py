@@ -10,26 +10,15 @@ see ``reminder.letters`` and ``reminder.digest``), plus ``kind``, ``recipient``,
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 
 from reminder.ledger.model import Role
+
+# defined in the ledger's model (the store builds it) and exported from here as before
+from reminder.ledger.model import TaskFacts as TaskFacts  # noqa: PLC0414
 from reminder.settings import OfficeSettings
 
 ROLE_LABELS = {Role.LEAD.value: "牵头", Role.COOPERATING.value: "配合"}
-
-
-@dataclass(frozen=True, slots=True)
-class TaskFacts:
-    no: int
-    text: str
-    section: str
-    deadline: str
-    due: dt.date | None
-    start: dt.date | None
-    action: str | None
-    kind: str
-    units: tuple[tuple[str, str], ...]  # (name, role) as the ledger lists them
 
 
 def _date(value: object) -> dt.date | None:

@@ -78,6 +78,9 @@ def import_lines(report: ImportReport, summary: LedgerSummary, seconds: float) -
         f"  {ledger.title} — year {ledger.year}",
         *summary_lines(summary),
     ]
+    unowned = [str(task.no) for task in ledger.tasks if not task.units]
+    if unowned:  # imported, but nobody is ever reminded of them (`check` says so too)
+        lines.append(f"  tasks without a responsible unit: {', '.join(unowned)} (never reminded)")
     if report.first:
         lines.append(f"  changes: first import, {len(report.added)} tasks added")
         return lines

@@ -19,7 +19,7 @@ SPLIT_HEADER = ("序号", "工作任务", "牵头单位", "配合单位", "完�
 
 def seed_rows(seed: Path) -> tuple[str, list[tuple[str, ...]]]:
     """The seed's title and its rows (header first), as the text reader sees them."""
-    table = read_table(seed)
+    table = read_table(seed.read_bytes(), str(seed))
     title = next(line for line in table.preamble if "台账" in line)
     return title, [row.cells for row in table.rows]
 

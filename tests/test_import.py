@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import Session, create_engine, select
 
-from reminder.store.models import TaskRow, TaskUnitRow
+from reminder.contacts import load_contacts
+from reminder.ledger import read_ledger
+from reminder.planning import Planning
+from reminder.settings import load_config
+from reminder.store.db import open_store
+from reminder.store.importer import import_ledger
+from reminder.store.models import SectionRow, TaskRow, TaskUnitRow
+from reminder.store.targets import replan_all
 from tests.conftest import SEED, Cli
 
 SUMMARY = [
@@ -230,3 +240,118 @@ def dump(db: Path) -> list[str]:
         return list(con.iterdump())
     finally:
         con.close()
+
+
+# --- the store's rows after an import, whatever the backend and however it is written ---
+
+# When the import was made set-based, the rows it leaves had to stay exactly those of the
+# row-by-row version: this is the digest of `store_rows` after `import_and_revise`, taken
+# with that version (commit e654e8e), on SQLite and on PostgreSQL alike.
+ROWS_AFTER_REVISION = "7745436b4aefece07bf42968eebd436029fb36e6e6336acf6a27fcd8edef90f9"
+
+
+def revise_more(seed: Path, target: Path) -> Path:
+    """``revise``, with tasks 2 and 3 swapping numbers, task 12 listing a town of a
+    group it no longer lists, and task 2 a group it did not list."""
+    revise(seed, target)
+    text = target.read_text(encoding="utf-8")
+    text = (
+        text.replace("\t2\n\t加快推进现有", "\tX\n\t加快推进现有")
+        .replace("\t3\n\t开展工业余热", "\t2\n\t开展工业余热")
+        .replace("\tX\n\t加快推进现有", "\t3\n\t加快推进现有")
+        .replace(
+            "济源供电公司，各镇人民政府、街道办事处\n", "济源供电公司，克井镇、街道办事处\n", 1
+        )
+        .replace(
+            "\t发展和改革委员会、国土资源局\n", "\t发展和改革委员会、国土资源局、各镇人民政府\n", 1
+        )
+    )
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def import_and_revise(cli: Cli, folder: Path) -> None:
+    """The seed, some parts done, then a revised ledger over it."""
+    assert cli("import", str(SEED)).code == 0
+    for args in (["1"], ["99"], ["2", "--unit", "国土资源局"], ["12", "--unit", "克井镇"]):
+        result = cli("done", *args)
+        assert result.code == 0, result.err
+    result = cli("import", str(revise_more(SEED, folder / "revised.txt")))
+    assert result.code == 0, result.err
+    assert "changes: 2 added, 2 removed, 3 changed, 1 done tasks kept done" in result.out
+
+
+# columns whose value is the moment of a command: compared as set or not
+MOMENTS = {"created_at", "updated_at", "removed_at", "done_at", "at"}
+
+
+def store_rows(url: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Every row of the ledger's tables, by id, values as JSON would write them."""
+    engine = create_engine(url)
+    tables = [TaskRow.__table__, TaskUnitRow.__table__, SectionRow.__table__]  # type: ignore[attr-defined]
+    found: list[tuple[str, list[dict[str, Any]]]] = []
+    with engine.connect() as connection:
+        for table in tables:
+            rows = connection.execute(table.select().order_by(*table.primary_key.columns))
+            found.append(
+                (table.name, [{k: _plain(k, v) for k, v in row._mapping.items()} for row in rows])
+            )
+    engine.dispose()
+    return found
+
+
+def _plain(name: str, value: Any) -> Any:
+    if name in MOMENTS:
+        return value is not None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def rows_digest(url: str) -> str:
+    text = json.dumps(store_rows(url), ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_rows_after_a_revision_on_sqlite(cli: Cli, isolated_env: Path) -> None:
+    import_and_revise(cli, isolated_env)
+    url = f"sqlite:///{isolated_env / 'ledger.db'}"
+    tables = dict(store_rows(url))
+    town = [r for r in tables["task_unit"] if r["unit"] == "克井镇人民政府" and r["task_id"] == 12]
+    assert [(r["via"], r["position"], r["done_at"]) for r in town] == [(None, 6, True)]
+    assert rows_digest(url) == ROWS_AFTER_REVISION
+
+
+@pytest.mark.postgres
+def test_rows_after_a_revision_on_postgresql(
+    cli: Cli, isolated_env: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REMINDER_DB", pg_url)
+    import_and_revise(cli, isolated_env)
+    assert rows_digest(pg_url) == ROWS_AFTER_REVISION
+
+
+def test_import_without_planning_then_replan_all_leaves_the_same_rows(
+    cli: Cli, isolated_env: Path
+) -> None:
+    """The library path (tests, benches): ``import_ledger`` without planning, then
+    ``replan_all``, as the command did before it replanned in the same pass."""
+    import_and_revise(cli, isolated_env)
+    expected = rows_digest(f"sqlite:///{isolated_env / 'ledger.db'}")
+    (isolated_env / "ledger.db").unlink()
+    config = load_config()
+    contacts = load_contacts(config.contacts_path)
+    planning = Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+    store = open_store(config.settings.db)
+    now = dt.datetime(2018, 3, 1, 2, 0, tzinfo=dt.UTC)
+    for path in (SEED, isolated_env / "revised.txt"):
+        with store.write() as session:
+            import_ledger(session, read_ledger(path, contacts.directory), "", now, "test")
+            replan_all(session, planning)
+        if path == SEED:
+            for args in (["1"], ["99"], ["2", "--unit", "国土资源局"], ["12", "--unit", "克井镇"]):
+                assert cli("done", *args).code == 0
+    store.dispose()
+    assert rows_digest(f"sqlite:///{isolated_env / 'ledger.db'}") == expected

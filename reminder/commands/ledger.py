@@ -14,12 +14,12 @@ import click
 
 from reminder.app import App, now, pass_app
 from reminder.contacts import Problem, load_contacts
-from reminder.errors import ConfigError, InputError
-from reminder.ledger import read_ledger
+from reminder.errors import ConfigError, InputError, LedgerError
+from reminder.ledger import parse_ledger
 from reminder.settings import config_folder
-from reminder.store.importer import import_ledger
+from reminder.store.db import sqlite_file_missing
+from reminder.store.importer import ImportReport, apply_import, compare, plan_import
 from reminder.store.reports import digest_inputs
-from reminder.store.targets import replan_all
 from reminder.store.tasks import (
     StoredLedger,
     StoredTask,
@@ -35,6 +35,34 @@ from reminder.views import (
     task_table,
 )
 
+# more of the stored tasks than this share gone: most likely another ledger, not a revision
+REPLACE_SHARE = 0.5
+
+
+def read_file(path: Path) -> bytes:
+    """A ledger file's bytes; what keeps it from being read, in one line."""
+    source = str(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise LedgerError("no such file", source=source) from None
+    except IsADirectoryError:
+        raise LedgerError("is a folder, not a ledger file", source=source) from None
+    except OSError as exc:
+        raise LedgerError(f"cannot read: {exc.strerror}", source=source) from None
+
+
+def refuse_replacement(report: ImportReport) -> None:
+    """A ledger that would remove more than half of the stored tasks is imported only
+    with ``--replace``: a re-import is a revision, not another ledger."""
+    removed = len(report.removed)
+    if report.stored and removed > REPLACE_SHARE * report.stored:
+        raise InputError(
+            f"{report.ledger.source}: would remove {removed} of the {report.stored} stored "
+            f"tasks (more than half; title {report.ledger.title!r}); if this ledger is "
+            "meant to replace the stored one, import it with --replace"
+        )
+
 
 @click.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
@@ -42,21 +70,36 @@ from reminder.views import (
     "--year", type=click.IntRange(1990, 2100), help="The ledger's year (default: from its title)."
 )
 @click.option("--dry-run", is_flag=True, help="Read and compare, change nothing.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Accept a ledger that removes more than half of the stored tasks.",
+)
 @click.option("--by", "actor", default=None, help="Who imports (default: the login name).")
 @pass_app
 def import_command(
-    app: App, file: Path, year: int | None, dry_run: bool, actor: str | None
+    app: App, file: Path, year: int | None, dry_run: bool, replace: bool, actor: str | None
 ) -> None:
     """Read a ledger (.txt, .docx, .xlsx, .csv) into the store, in one transaction."""
     started = time.perf_counter()
     settings = app.config.settings
-    ledger = read_ledger(file, app.contacts.directory, settings.ledger.season, year)
-    sha = hashlib.sha256(file.read_bytes()).hexdigest()
-    with app.store.write() as session:
-        report = import_ledger(session, ledger, sha, now(), actor or getpass.getuser())
-        replan_all(session, app.planning)
-        if dry_run:
-            session.rollback()
+    data = read_file(file)
+    ledger = parse_ledger(data, str(file), app.contacts.directory, settings.ledger.season, year)
+    sha = hashlib.sha256(data).hexdigest()
+    if dry_run and sqlite_file_missing(settings.db):
+        # nothing stored yet: compared with an empty store, which is not created
+        report = compare(ledger, sha, [], {})
+    elif dry_run:
+        with app.store.read() as session:
+            report, _plan = plan_import(session, ledger, sha)
+    else:
+        with app.store.write() as session:
+            report, plan = plan_import(session, ledger, sha)
+            if not replace:
+                refuse_replacement(report)
+            apply_import(session, report, plan, now(), actor or getpass.getuser(), app.planning)
+    if dry_run and not replace:
+        refuse_replacement(report)
     seconds = time.perf_counter() - started
     summary = summarise(ledger.tasks, len(ledger.sections), app.contacts)
     print_lines(app.out, import_lines(report, summary, seconds))

@@ -1,8 +1,9 @@
 """Ledger files → ``RawTable``: the rows of cells as written, whatever the format.
 
 One function per format, and ``read_table`` to detect the format by extension and
-content. Nothing here interprets cells beyond what the layout needs (where a row
-starts and ends); ``table.py`` turns rows into tasks.
+content. Everything here takes the file's bytes and its name (for the extension and
+for messages): reading the file is the caller's. Nothing here interprets cells beyond
+what the layout needs (where a row starts and ends); ``table.py`` turns rows into tasks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 
 from reminder.errors import LedgerError
 
@@ -22,7 +23,9 @@ from reminder.errors import LedgerError
 _PAGE_NUMBER = re.compile(r"\s*[—–-]\s*\d{1,4}\s*[—–-]\s*$")
 _BOOKMARK = re.compile(r"\[bookmark:[^\]]*\]")
 _SECTION_START = re.compile(r"^[一二三四五六七八九十]+(?:[、.．\s]|$)")
-_TASK_NUMBER = re.compile(r"^\d{1,4}[.、]?$")
+# a task number: up to 6 digits (a province's ledger runs past 9,999 tasks); a page
+# number glued to it (`7— 47 —`) is cut off by _PAGE_NUMBER before it is read
+TASK_NUMBER = re.compile(r"^(\d{1,6})[.、]?$")
 _OLD_FORMATS = {".doc": ".docx", ".xls": ".xlsx", ".wps": ".docx", ".et": ".xlsx"}
 
 
@@ -53,7 +56,7 @@ def clean_cell(text: str) -> str:
 
 def is_row_start(text: str) -> bool:
     """A cell that starts a row: a task number (12) or a section numeral (一, 二、…)."""
-    return bool(_TASK_NUMBER.match(text) or _SECTION_START.match(text))
+    return bool(TASK_NUMBER.match(text) or _SECTION_START.match(text))
 
 
 # --- plain text: the seed's layout -----------------------------------------------------
@@ -118,7 +121,7 @@ def read_text(data: bytes, source: str) -> RawTable:
     while i < len(cells):
         cell = cells[i]
         section = _SECTION_START.match(cell.text)
-        if section and not _TASK_NUMBER.match(cell.text):
+        if section and not TASK_NUMBER.match(cell.text):
             glued_title = cell.text[section.end() :].strip()
             if glued_title or i + 1 >= len(cells) or is_row_start(cells[i + 1].text):
                 rows.append(RawRow((cell.text,), cell.line))
@@ -131,7 +134,7 @@ def read_text(data: bytes, source: str) -> RawTable:
                 )
                 i += 2
             continue
-        if not _TASK_NUMBER.match(cell.text):
+        if not TASK_NUMBER.match(cell.text):
             raise LedgerError(
                 f"expected a task number or a section numeral, found {cell.text[:30]!r}",
                 source=source,
@@ -145,7 +148,7 @@ def read_text(data: bytes, source: str) -> RawTable:
                 line=cell.line,
             )
         last = row[-1] if len(row) == width else None
-        if last is not None and _TASK_NUMBER.match(last.text):
+        if last is not None and TASK_NUMBER.match(last.text):
             after = cells[i + width] if i + width < len(cells) else None
             if after is not None and not is_row_start(after.text):
                 row = row[:-1]  # the empty 备注 cell is missing; `last` starts the next row
@@ -157,13 +160,13 @@ def read_text(data: bytes, source: str) -> RawTable:
 # --- .docx ----------------------------------------------------------------------------
 
 
-def read_docx(path: Path, source: str) -> RawTable:
+def read_docx(data: bytes, source: str) -> RawTable:
     """Every table of the document in order; merged cells count once."""
     import docx  # noqa: PLC0415 - python-docx is slow to import and needed only here
     from docx.opc.exceptions import PackageNotFoundError  # noqa: PLC0415
 
     try:
-        document = docx.Document(str(path))
+        document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise LedgerError(f"not a readable Word document: {exc}", source=source) from None
     preamble = [clean_cell(p.text) for p in document.paragraphs if p.text.strip()]
@@ -198,13 +201,13 @@ def _spreadsheet_text(value: object) -> str:
     return clean_cell(str(value))
 
 
-def read_xlsx(path: Path, source: str) -> RawTable:
+def read_xlsx(data: bytes, source: str) -> RawTable:
     """The first sheet; a title row above the header, section rows, task rows."""
     import openpyxl  # noqa: PLC0415 - slow to import and needed only here
     from openpyxl.utils.exceptions import InvalidFileException  # noqa: PLC0415
 
     try:
-        workbook = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
+        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
         raise LedgerError(f"not a readable Excel workbook: {exc}", source=source) from None
     try:
@@ -241,9 +244,9 @@ def read_csv(data: bytes, source: str) -> RawTable:
 # --- detection ------------------------------------------------------------------------
 
 
-def _zip_kind(path: Path, source: str) -> str:
+def _zip_kind(data: bytes, source: str) -> str:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())
     except zipfile.BadZipFile as exc:
         raise LedgerError(f"damaged ZIP container: {exc}", source=source) from None
@@ -254,46 +257,37 @@ def _zip_kind(path: Path, source: str) -> str:
     raise LedgerError("a ZIP file that is neither .docx nor .xlsx", source=source)
 
 
-def detect_format(path: Path, head: bytes) -> str:
-    """txt, docx, xlsx or csv, from the extension checked against the content."""
-    source = str(path)
-    suffix = path.suffix.lower()
+def detect_format(source: str, data: bytes) -> str:
+    """txt, docx, xlsx or csv, from the extension of ``source`` checked against ``data``."""
+    suffix = PurePath(source).suffix.lower()
     if suffix in _OLD_FORMATS:
         raise LedgerError(
             f"old binary {suffix} format; save the ledger as {_OLD_FORMATS[suffix]}", source=source
         )
-    is_zip = head.startswith(b"PK\x03\x04")
+    is_zip = data.startswith(b"PK\x03\x04")
     if suffix in (".docx", ".xlsx", ".xlsm"):
         if not is_zip:
             raise LedgerError(f"not a {suffix} file (no ZIP signature)", source=source)
-        return _zip_kind(path, source)
+        return _zip_kind(data, source)
     if is_zip:
-        return _zip_kind(path, source)
+        return _zip_kind(data, source)
     if suffix in (".csv", ".tsv"):
         return "csv"
     if suffix in (".txt", ".text"):
         return "txt"
-    text = head.decode("utf-8", errors="ignore")
+    text = data[:4096].decode("utf-8", errors="ignore")
     return "txt" if re.search(r"(?m)^\t", text) else "csv"
 
 
-def read_table(path: Path) -> RawTable:
-    source = str(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise LedgerError("no such file", source=source) from None
-    except IsADirectoryError:
-        raise LedgerError("is a folder, not a ledger file", source=source) from None
-    except OSError as exc:
-        raise LedgerError(f"cannot read: {exc.strerror}", source=source) from None
+def read_table(data: bytes, source: str) -> RawTable:
+    """The rows of a ledger file's content; ``source`` names it (extension, messages)."""
     if not data.strip():
         raise LedgerError("the file is empty", source=source)
-    kind = detect_format(path, data[:4096])
+    kind = detect_format(source, data)
     if kind == "docx":
-        return read_docx(path, source)
+        return read_docx(data, source)
     if kind == "xlsx":
-        return read_xlsx(path, source)
+        return read_xlsx(data, source)
     if kind == "csv":
         return read_csv(data, source)
     return read_text(data, source)

@@ -101,3 +101,18 @@ class Ledger:
             if section.no == no:
                 return section
         raise KeyError(no)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFacts:
+    """What messages say about a task (the store reads it, the templates show it)."""
+
+    no: int
+    text: str
+    section: str
+    deadline: str
+    due: dt.date | None
+    start: dt.date | None
+    action: str | None
+    kind: str
+    units: tuple[tuple[str, str], ...]  # (name, role) as the ledger lists them

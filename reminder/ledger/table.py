@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from reminder.errors import LedgerError
 from reminder.ledger.deadline import DeadlineError, SeasonRule, parse_deadline
-from reminder.ledger.formats import RawRow, RawTable, distinct
-from reminder.ledger.model import Ledger, Role, Section, Task
+from reminder.ledger.formats import TASK_NUMBER, RawRow, RawTable, distinct
+from reminder.ledger.model import Deadline, Ledger, Role, Section, Task, UnitRef
 from reminder.ledger.units import Directory, merge_roles, parse_units
 
 # header names seen in real ledgers, by the column they stand for
@@ -25,7 +25,6 @@ _HEADER_NAMES = {
     "remarks": ("备注",),
 }
 _SECTION = re.compile(r"^(?P<numeral>[一二三四五六七八九十]+)(?:[、.．\s]+(?P<title>.*))?$", re.S)
-_TASK_NUMBER = re.compile(r"^(\d{1,4})[.、]?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +63,12 @@ def _columns(row: RawRow) -> _Columns | None:
         cooperating=found["cooperating"],
         remarks=found["remarks"],
     )
+
+
+def _is_header(row: RawRow) -> bool:
+    # a header names its number column (序号, 编号): rows without 号 are no header, and
+    # most rows of a long ledger are read without comparing every cell to every name
+    return any("号" in cell for cell in row.cells) and _columns(row) is not None
 
 
 def _title(candidates: list[str]) -> str:
@@ -114,6 +119,21 @@ class _Builder:
         self.tasks: list[Task] = []
         self.warnings: list[str] = []
         self.numbers: dict[int, int] = {}  # task number → line, for duplicates
+        # cells repeat across a long ledger (the same units, the same 完成时限): read once
+        self._deadlines: dict[str, Deadline] = {}
+        self._units: dict[tuple[str, Role | None], tuple[UnitRef, ...]] = {}
+
+    def deadline(self, raw: str) -> Deadline:
+        found = self._deadlines.get(raw)
+        if found is None:
+            found = self._deadlines[raw] = parse_deadline(raw, self.year, self.season)
+        return found
+
+    def units(self, cell: str, role: Role | None = None) -> tuple[UnitRef, ...]:
+        found = self._units.get((cell, role))
+        if found is None:
+            found = self._units[cell, role] = parse_units(cell, self.directory, role)
+        return found
 
     def error(self, message: str, row: RawRow) -> LedgerError:
         return LedgerError(message, source=self.table.source, line=row.line)
@@ -146,7 +166,7 @@ class _Builder:
             raise self.error(f"task {number} has no text (工作任务)", row)
         raw_deadline = _cell(row, columns.deadline)
         try:
-            deadline = parse_deadline(raw_deadline, self.year, self.season)
+            deadline = self.deadline(raw_deadline)
         except DeadlineError as exc:
             raise LedgerError(
                 f"task {number}: {exc} in 完成时限 {raw_deadline!r}",
@@ -154,12 +174,10 @@ class _Builder:
                 line=row.line_of(columns.deadline),
             ) from None
         if columns.units is not None and _cell(row, columns.units):
-            units = parse_units(_cell(row, columns.units), self.directory)
+            units = self.units(_cell(row, columns.units))
         else:
-            lead = parse_units(_cell(row, columns.lead), self.directory, Role.LEAD)
-            cooperating = parse_units(
-                _cell(row, columns.cooperating), self.directory, Role.COOPERATING
-            )
+            lead = self.units(_cell(row, columns.lead), Role.LEAD)
+            cooperating = self.units(_cell(row, columns.cooperating), Role.COOPERATING)
             units = merge_roles(lead, cooperating)
         if not units:
             self.warnings.append(f"line {row.line}: task {number} has no responsible unit")
@@ -179,10 +197,10 @@ class _Builder:
 
     def row(self, row: RawRow) -> None:
         cells = distinct([cell.strip() for cell in row.cells])
-        if not cells or _columns(row) is not None:  # blank, or the header repeated on a page
+        if not cells or _is_header(row):  # blank, or the header repeated on a page
             return
         number_cell = _cell(row, self.columns.no)
-        number = _TASK_NUMBER.match(number_cell)
+        number = TASK_NUMBER.match(number_cell)
         if number is not None:
             self.task(row, int(number.group(1)))
         elif not self.section(row, cells):

@@ -9,6 +9,8 @@ up front, so two writers queue on the busy timeout instead of failing halfway
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
 import json
 import re
 import sqlite3
@@ -17,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
@@ -167,3 +169,93 @@ def insert_new(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -
         unique.setdefault(row["key"], row)
     result = connection.execute(statement.returning(table.c.key), list(unique.values()))
     return [row.key for row in result]
+
+
+def execute_many(connection: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Run an INSERT or UPDATE whose values are ``bindparam``s once per row, through the
+    driver's own ``executemany``.
+
+    SQLAlchemy builds and type-processes each row's parameters in Python, which costs
+    more than SQLite's insert itself (an import writes ~150,000 task_unit rows); here the
+    statement is compiled once, each column's bind processor looked up once, and the
+    rows handed to the driver as they are. ``statement`` names every parameter (no
+    defaults are filled in), each key of the rows being a column of the table or a
+    ``b_``-prefixed key (a WHERE clause's value, not processed).
+    """
+    if not rows:
+        return
+    dialect = connection.dialect
+    compiled = statement.compile(dialect=dialect)
+    columns = statement.table.c
+    names = list(compiled.positiontup or []) if compiled.positional else list(rows[0])
+    # (index, processor, its results so far: the same moments recur)
+    processors: list[tuple[int, Any, dict[Any, Any]]] = []
+    for index, name in enumerate(names):
+        if name in columns:
+            processor = columns[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                processors.append((index, processor, {}))
+    params: list[Any] = []
+    for row in rows:
+        values = [row[name] for name in names]
+        for index, processor, seen in processors:
+            value = values[index]
+            if value is None or isinstance(value, dt.date):  # hashable, and repeated
+                if value not in seen:
+                    seen[value] = processor(value)
+                values[index] = seen[value]
+            else:
+                values[index] = processor(value)
+        params.append(
+            tuple(values) if compiled.positional else dict(zip(names, values, strict=True))
+        )
+    connection.exec_driver_sql(str(compiled), params)
+
+
+def fetch_all(connection: Connection, statement: Any) -> list[Any]:
+    """The rows of a SELECT without parameters, as named tuples, each column's value
+    converted once per distinct value (JSON excepted).
+
+    SQLAlchemy converts every value of every row; a replanning reads ~150,000 task_unit
+    rows of five time columns each, whose values are mostly NULL or a few moments.
+    """
+    dialect = connection.dialect
+    compiled = statement.compile(dialect=dialect)
+    assert not compiled.params, "fetch_all runs statements without parameters"
+    columns = list(statement.selected_columns)
+    Row = collections.namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
+    converters: list[tuple[int, Any, dict[Any, Any] | None]] = []
+    for index, column in enumerate(columns):
+        processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        if processor is None:
+            continue
+        # a JSON value converts to a list or dict that rows must not share
+        shared = not isinstance(column.type, JSON)
+        converters.append((index, processor, {} if shared else None))
+    rows: list[Any] = []
+    for raw in connection.exec_driver_sql(str(compiled)).fetchall():
+        values = list(raw)
+        for index, processor, seen in converters:
+            value = values[index]
+            if seen is None:
+                values[index] = processor(value)
+                continue
+            found = seen.get(value, seen)
+            if found is seen:
+                found = seen[value] = processor(value)
+            values[index] = found
+        rows.append(Row._make(values))
+    return rows
+
+
+def sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names an SQLite file that does not exist yet (opening the store
+    would create it, and its -wal and -shm files)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return False
+    return not Path(database).expanduser().exists()

@@ -10,21 +10,42 @@ Re-importing a revised ledger matches each new task to a stored one:
 A matched task keeps its status, completion and each remaining unit's completion;
 its text, section, deadline and units are updated and the differences reported.
 Removed tasks are kept with ``removed_at`` so that their history stays readable.
+
+All of it is set-based (a province's ledger has 10,000 tasks and 150,000 task × unit
+rows): the stored tasks are read with two statements, matched by keys in memory,
+replanned in memory with ``targets.replan_tasks``, and written with one executemany
+statement per kind of change. ``plan_import`` finds what changes without writing (a dry
+run), ``apply_import`` writes it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlmodel import Session, delete
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlmodel import Session
 
 from reminder.ledger.model import Ledger, Task
+from reminder.planning import Planning
+from reminder.store.db import execute_many, fetch_all
 from reminder.store.models import EventRow, ImportRun, SectionRow, TaskRow, TaskUnitRow
-from reminder.store.tasks import active_task_rows, deadline_of, units_by_task
+from reminder.store.targets import (
+    LedgerContext,
+    PlannedUnit,
+    UnitChanges,
+    remember_planning,
+    replan_tasks,
+)
+from reminder.store.tasks import deadline_of
 
 SIMILAR_TEXT = 0.5
+_TASKS = TaskRow.__table__  # type: ignore[attr-defined]
+_UNITS = TaskUnitRow.__table__  # type: ignore[attr-defined]
+_CHUNK = 5000  # ids in one IN list (SQLite allows 32,766 variables)
 
 
 @dataclass(slots=True)
@@ -42,69 +63,77 @@ class ImportReport:
     changed: list[Change] = field(default_factory=list)
     kept_done: int = 0  # tasks whose done status survived the re-import
     sha256: str = ""
+    stored: int = 0  # active tasks in the store before
 
 
-def _match(
-    old: list[TaskRow], new: list[Task]
-) -> tuple[list[tuple[TaskRow, Task]], list[TaskRow], list[Task]]:
-    """Steps 1–3 of the module docstring; returns pairs, unmatched old, unmatched new."""
-    pairs: list[tuple[TaskRow, Task]] = []
-    old_left = list(old)
-    new_left = list(new)
+Pair = tuple[Any, Task]  # a stored task row (Core) and the ledger's task it became
 
-    def take(matches: bool | None, row: TaskRow, task: Task) -> bool:
-        if matches:
+
+def _match(old: list[Any], new: list[Task]) -> tuple[list[Pair], list[Any], list[Task]]:
+    """Steps 1–3 of the module docstring; returns pairs, unmatched old, unmatched new.
+
+    Each step looks a new task up by key (numbers are unique among active tasks, and a
+    text is taken by the first stored task that has it, in number order)."""
+    pairs: list[Pair] = []
+    taken: set[int] = set()  # ids of stored rows matched
+    by_no = {row.no: row for row in old}
+    new_left: list[Task] = []
+    for task in new:
+        row = by_no.get(task.no)
+        if row is not None and row.id not in taken and row.text == task.text:
             pairs.append((row, task))
-            old_left.remove(row)
-            new_left.remove(task)
-            return True
-        return False
-
-    for task in list(new_left):
-        for row in old_left:
-            if take(row.no == task.no and row.text == task.text, row, task):
-                break
-    for task in list(new_left):
-        for row in old_left:
-            if take(row.text == task.text, row, task):
-                break
-    for task in list(new_left):
-        for row in old_left:
-            similar = difflib.SequenceMatcher(None, row.text, task.text).ratio() >= SIMILAR_TEXT
-            if take(row.no == task.no and similar, row, task):
-                break
-    return pairs, old_left, new_left
-
-
-def _apply(row: TaskRow, task: Task) -> None:
-    """Copy what the ledger says about a task onto its row (status is left alone)."""
-    row.no = task.no
-    row.section_no = task.section_no
-    row.text = task.text
-    row.deadline_raw = task.deadline.raw
-    row.deadline_kind = task.deadline.kind.value
-    row.deadline_start = task.deadline.start
-    row.deadline_due = task.deadline.due
-    row.milestones = [day.isoformat() for day in task.deadline.milestones]
-    row.recurrence = task.deadline.recurrence
-    row.action = task.deadline.action
-    row.remarks = task.remarks
-    row.source_line = task.line
+            taken.add(row.id)
+        else:
+            new_left.append(task)
+    by_text: dict[str, list[Any]] = {}
+    for row in old:
+        if row.id not in taken:
+            by_text.setdefault(row.text, []).append(row)
+    rest: list[Task] = []
+    for task in new_left:
+        same = by_text.get(task.text)
+        while same and same[0].id in taken:
+            same.pop(0)
+        if same:
+            row = same.pop(0)
+            pairs.append((row, task))
+            taken.add(row.id)
+        else:
+            rest.append(task)
+    added: list[Task] = []
+    for task in rest:
+        row = by_no.get(task.no)
+        if (
+            row is not None
+            and row.id not in taken
+            and difflib.SequenceMatcher(None, row.text, task.text).ratio() >= SIMILAR_TEXT
+        ):
+            pairs.append((row, task))
+            taken.add(row.id)
+        else:
+            added.append(task)
+    return pairs, [row for row in old if row.id not in taken], added
 
 
-def _unit_row(task_id: int, position: int, task: Task) -> TaskUnitRow:
-    unit = task.units[position]
-    return TaskUnitRow(
-        task_id=task_id,
-        unit=unit.name,
-        role=unit.role.value,
-        kind=unit.kind.value,
-        raw=unit.raw,
-        position=position,
-    )
+def _task_values(task: Task) -> dict[str, Any]:
+    """What the ledger says about a task, as its row's columns (status is left alone)."""
+    return {
+        "no": task.no,
+        "section_no": task.section_no,
+        "text": task.text,
+        "deadline_raw": task.deadline.raw,
+        "deadline_kind": task.deadline.kind.value,
+        "deadline_start": task.deadline.start,
+        "deadline_due": task.deadline.due,
+        "milestones": [day.isoformat() for day in task.deadline.milestones],
+        "recurrence": task.deadline.recurrence,
+        "action": task.deadline.action,
+        "remarks": task.remarks,
+        "source_line": task.line,
+    }
 
 
-def _differences(row: TaskRow, units: list[TaskUnitRow], task: Task) -> list[str]:
+def _differences(row: Any, units: list[Any], task: Task) -> list[str]:
     what: list[str] = []
     if row.no != task.no:
         what.append(f"renumbered from {row.no}")
@@ -128,110 +157,290 @@ def _differences(row: TaskRow, units: list[TaskUnitRow], task: Task) -> list[str
     return what
 
 
-def _update_units(session: Session, task_id: int, rows: list[TaskUnitRow], task: Task) -> None:
-    """Listed units as the ledger now says; member rows are left to ``sync_members``.
+def _match_units(
+    task_id: int, rows: list[PlannedUnit], task: Task, changes: UnitChanges
+) -> list[PlannedUnit]:
+    """Listed units as the ledger now says; member rows are left to ``replan_tasks``.
 
-    A unit that was a group's member and is now listed itself keeps its row (and so its
-    completion and planning state).
+    A unit that was a group's member and is now listed itself keeps its row (and so
+    its completion and planning state). Returns the task's rows, as a flush would leave
+    them: the kept ones by id, then the new ones.
     """
     listed = {row.unit: row for row in rows if row.via is None}
     members = {row.unit: row for row in rows if row.via is not None}
     wanted = {ref.name for ref in task.units}
-    for name, row in listed.items():
-        if name not in wanted:
-            session.delete(row)
+    gone = {row.id for name, row in listed.items() if name not in wanted}
+    changes.listed_deletes += [row_id for row_id in gone if row_id is not None]
+    kept = [row for row in rows if row.id not in gone]
     for position, ref in enumerate(task.units):
-        kept = listed.get(ref.name) or members.get(ref.name)
-        if kept is None:
-            session.add(_unit_row(task_id, position, task))
+        row = listed.get(ref.name) or members.get(ref.name)
+        if row is None:
+            new = _new_unit(task_id, position, task)
+            changes.listed_inserts.append(new)
+            kept.append(new)
             continue
-        kept.role, kept.kind, kept.raw = ref.role.value, ref.kind.value, ref.raw
-        kept.position, kept.via = position, None
-        session.add(kept)
+        row.role, row.kind, row.raw = ref.role.value, ref.kind.value, ref.raw
+        row.position, row.via = position, None
+    return kept
 
 
-def import_ledger(
-    session: Session, ledger: Ledger, sha256: str, now: dt.datetime, actor: str
-) -> ImportReport:
-    """Apply ``ledger`` (whose file hashes to ``sha256``) inside the caller's transaction."""
-    old = active_task_rows(session)
-    report = ImportReport(ledger=ledger, first=not old, sha256=sha256)
+def _new_unit(task_id: int, position: int, task: Task) -> PlannedUnit:
+    unit = task.units[position]
+    return PlannedUnit(
+        None, task_id, unit.name, unit.role.value, unit.kind.value, unit.raw, position
+    )
+
+
+def _stored(connection: Connection) -> tuple[list[Any], dict[int, list[PlannedUnit]]]:
+    """The active tasks by number and their unit rows by id."""
+    active = _TASKS.c.removed_at.is_(None)
+    old = fetch_all(connection, select(_TASKS).where(active).order_by(_TASKS.c.no))
+    units: dict[int, list[PlannedUnit]] = {row.id: [] for row in old}
+    statement = (
+        select(_UNITS)
+        .join(_TASKS, _TASKS.c.id == _UNITS.c.task_id)
+        .where(active)
+        .order_by(_UNITS.c.task_id, _UNITS.c.id)
+    )
+    for unit in fetch_all(connection, statement):
+        units[unit.task_id].append(PlannedUnit.of(unit))
+    return old, units
+
+
+def _retire(
+    connection: Connection,
+    pairs: Sequence[Pair],
+    removed: Sequence[Any],
+    units: dict[int, list[PlannedUnit]],
+    now: dt.datetime,
+) -> None:
+    """Park matched rows on temporary numbers (numbers stay unique among active tasks
+    while they move) and mark removed tasks, with no reminder left for their units."""
+    by_id = update(_TASKS).where(_TASKS.c.id == bindparam("b_id"))
+    parked = [{"b_id": row.id, "no": -row.id} for row, _ in pairs]
+    execute_many(connection, by_id.values(no=bindparam("no")), parked)
+    execute_many(
+        connection,
+        by_id.values(removed_at=bindparam("removed_at")),
+        [{"b_id": row.id, "removed_at": now} for row in removed],
+    )
+    execute_many(
+        connection,
+        update(_UNITS).where(_UNITS.c.id == bindparam("b_id")).values(next_at=bindparam("next_at")),
+        [
+            {"b_id": unit.id, "next_at": None}
+            for row in removed
+            for unit in units[row.id]
+            if unit.next_at is not None
+        ],
+    )
+
+
+_TASK_COLUMNS = (
+    "no", "section_no", "text", "deadline_raw", "deadline_kind", "deadline_start",
+    "deadline_due", "milestones", "recurrence", "action", "remarks", "source_line",
+)  # fmt: skip
+
+
+def _update_matched(connection: Connection, pairs: Sequence[Pair], now: dt.datetime) -> None:
+    names = [*_TASK_COLUMNS, "updated_at"]
+    execute_many(
+        connection,
+        update(_TASKS)
+        .where(_TASKS.c.id == bindparam("b_id"))
+        .values({name: bindparam(name) for name in names}),
+        [_task_values(task) | {"updated_at": now, "b_id": row.id} for row, task in pairs],
+    )
+
+
+def _insert_added(connection: Connection, added: Sequence[Task], now: dt.datetime) -> list[int]:
+    """Insert the new tasks; returns their ids, in order (found by number: numbers are
+    unique among active tasks; RETURNING in a defined order would insert row by row)."""
+    if not added:
+        return []
+    names = [*_TASK_COLUMNS, "status", "created_at", "updated_at"]
+    rows = [
+        _task_values(task) | {"status": "open", "created_at": now, "updated_at": now}
+        for task in added
+    ]
+    statement = insert(_TASKS).values({name: bindparam(name) for name in names})
+    execute_many(connection, statement, rows)
+    active = select(_TASKS.c.no, _TASKS.c.id).where(_TASKS.c.removed_at.is_(None))
+    ids = {int(no): int(task_id) for no, task_id in connection.execute(active)}
+    return [ids[task.no] for task in added]
+
+
+def _record_run(connection: Connection, report: ImportReport, now: dt.datetime, actor: str) -> None:
+    """The ledger's sections, the import run and its journal entry."""
+    ledger = report.ledger
+    connection.execute(delete(SectionRow.__table__))  # type: ignore[attr-defined]
+    connection.execute(
+        insert(SectionRow.__table__),  # type: ignore[attr-defined]
+        [{"no": s.no, "numeral": s.numeral, "title": s.title} for s in ledger.sections],
+    )
+    counts = {
+        "tasks": len(ledger.tasks),
+        "added": len(report.added),
+        "removed": len(report.removed),
+        "changed": len(report.changed),
+    }
+    connection.execute(
+        insert(ImportRun.__table__),  # type: ignore[attr-defined]
+        [
+            {
+                "at": now,
+                "source": ledger.source,
+                "format": ledger.format,
+                "sha256": report.sha256,
+                "title": ledger.title,
+                "year": ledger.year,
+            }
+            | counts
+        ],
+    )
+    note = (
+        f"{ledger.source}: {counts['tasks']} tasks, {counts['added']} added, "
+        f"{counts['removed']} removed, {counts['changed']} changed"
+    )
+    connection.execute(
+        insert(EventRow.__table__),  # type: ignore[attr-defined]
+        [
+            {
+                "at": now,
+                "kind": "import",
+                "note": note,
+                "actor": actor,
+                "origin": "cli",
+                "unit": None,
+                "task_id": None,
+                "attachment": "",
+                "due": None,
+            }
+        ],
+    )
+
+
+def plan_import(session: Session, ledger: Ledger, sha256: str) -> tuple[ImportReport, _Plan]:
+    """What importing ``ledger`` would change (no writes): the report, and the plan that
+    ``apply_import`` carries out."""
+    session.flush()
+    old, units = _stored(session.connection())
     pairs, removed, added = _match(old, list(ledger.tasks))
-    units = units_by_task(session, [row.id for row in old if row.id is not None])
+    return _report(ledger, sha256, old, units, pairs, removed, added), _Plan(
+        pairs, removed, added, units
+    )
 
+
+def compare(
+    ledger: Ledger, sha256: str, old: list[Any], units: dict[int, list[PlannedUnit]]
+) -> ImportReport:
+    """The report of importing ``ledger`` over the stored tasks ``old`` (with their
+    ``units``): what a dry run prints."""
+    pairs, removed, added = _match(old, list(ledger.tasks))
+    return _report(ledger, sha256, old, units, pairs, removed, added)
+
+
+def _report(
+    ledger: Ledger,
+    sha256: str,
+    old: list[Any],
+    units: dict[int, list[PlannedUnit]],
+    pairs: list[Pair],
+    removed: list[Any],
+    added: list[Task],
+) -> ImportReport:
+    report = ImportReport(ledger=ledger, first=not old, sha256=sha256, stored=len(old))
     for row, task in sorted(pairs, key=lambda pair: pair[1].no):
-        assert row.id is not None
         what = _differences(row, [u for u in units[row.id] if u.via is None], task)
         if what:
             report.changed.append(Change(task.no, what))
-    # numbers must stay unique among active tasks: park matched rows on temporary ones
-    for row, _task in pairs:
-        assert row.id is not None
-        row.no = -row.id
-        session.add(row)
-    for row in removed:
-        assert row.id is not None
-        row.removed_at = now
-        session.add(row)
-        report.removed.append((row.no, row.text))
-        for unit in units[row.id]:
-            unit.next_at = None
-            session.add(unit)
-    session.flush()
+    report.removed = [(row.no, row.text) for row in removed]
+    report.added = list(added)
+    report.kept_done = sum(1 for row, _task in pairs if row.status == "done")
+    return report
 
-    for row, task in pairs:
-        assert row.id is not None
-        _apply(row, task)
-        row.updated_at = now
-        session.add(row)
-        _update_units(session, row.id, units[row.id], task)
-        if row.status == "done":
-            report.kept_done += 1
-    for task in added:
-        row = TaskRow(
-            no=task.no,
-            section_no=task.section_no,
-            text=task.text,
-            deadline_raw=task.deadline.raw,
-            deadline_kind=task.deadline.kind.value,
-            created_at=now,
-            updated_at=now,
-        )
-        _apply(row, task)
-        session.add(row)
-        session.flush()
-        assert row.id is not None
-        for position in range(len(task.units)):
-            session.add(_unit_row(row.id, position, task))
-        report.added.append(task)
 
-    session.exec(delete(SectionRow))
-    for section in ledger.sections:
-        session.add(SectionRow(no=section.no, numeral=section.numeral, title=section.title))
-    session.add(
-        ImportRun(
-            at=now,
-            source=ledger.source,
-            format=ledger.format,
-            sha256=report.sha256,
-            title=ledger.title,
-            year=ledger.year,
-            tasks=len(ledger.tasks),
-            added=len(report.added),
-            removed=len(report.removed),
-            changed=len(report.changed),
-        )
-    )
-    session.add(
-        EventRow(
-            at=now,
-            kind="import",
-            note=(
-                f"{ledger.source}: {len(ledger.tasks)} tasks, {len(report.added)} added, "
-                f"{len(report.removed)} removed, {len(report.changed)} changed"
-            ),
-            actor=actor,
-            origin="cli",
-        )
-    )
+@dataclass(slots=True)
+class _Plan:
+    pairs: list[Pair]
+    removed: list[Any]
+    added: list[Task]
+    units: dict[int, list[PlannedUnit]]
+
+
+@dataclass(slots=True)
+class _TaskState:
+    """A task as ``replan_tasks`` reads it, with what the ledger now says."""
+
+    id: int
+    status: str
+    no: int
+    section_no: int
+    text: str
+    deadline_raw: str
+    deadline_kind: str
+    deadline_start: dt.date | None
+    deadline_due: dt.date | None
+    milestones: list[str]
+    recurrence: str | None
+    action: str | None
+    remarks: str
+    source_line: int
+    removed_at: dt.datetime | None = None
+    task: Task | None = None  # the ledger's task: what ``task_of`` would read back
+
+
+def apply_import(
+    session: Session,
+    report: ImportReport,
+    plan: _Plan,
+    now: dt.datetime,
+    actor: str,
+    planning: Planning | None = None,
+) -> None:
+    """Write what ``plan_import`` found, in the caller's transaction; with ``planning``,
+    replan every task in the same pass (what ``replan_all`` does after an import)."""
+    connection = session.connection()
+    _retire(connection, plan.pairs, plan.removed, plan.units, now)
+    _update_matched(connection, plan.pairs, now)
+    changes = UnitChanges()
+    tasks: list[_TaskState] = []
+    units: dict[int, list[PlannedUnit]] = {}
+    for row, task in plan.pairs:
+        units[row.id] = _match_units(row.id, plan.units[row.id], task, changes)
+        tasks.append(_TaskState(row.id, row.status, **_task_values(task), task=task))
+    for task_id, task in zip(_insert_added(connection, plan.added, now), plan.added, strict=True):
+        units[task_id] = [_new_unit(task_id, i, task) for i in range(len(task.units))]
+        changes.listed_inserts += units[task_id]
+        tasks.append(_TaskState(task_id, "open", **_task_values(task), task=task))
+    if planning is not None:
+        ledger = report.ledger
+        context = LedgerContext(ledger.year, {s.no: s for s in ledger.sections})
+        tasks.sort(key=lambda state: state.no)
+        replan_tasks(planning, context, tasks, units, changes)
+    else:  # the caller replans (``replan_all``); the listed units' changes are written
+        for rows in units.values():
+            changes.collect(rows)
+    changes.write(connection)
+    _record_run(connection, report, now, actor)
+    if planning is not None:
+        remember_planning(session, planning)
+    session.expire_all()  # ORM rows loaded before would be stale
+
+
+def import_ledger(
+    session: Session,
+    ledger: Ledger,
+    sha256: str,
+    now: dt.datetime,
+    actor: str,
+    planning: Planning | None = None,
+) -> ImportReport:
+    """Apply ``ledger`` (whose file hashes to ``sha256``) inside the caller's transaction;
+    with ``planning``, replanned too (else the caller runs ``replan_all``).
+
+    Set-based: the stored tasks are read with two statements, matched and replanned in
+    memory, and written with one executemany statement per kind of change."""
+    report, plan = plan_import(session, ledger, sha256)
+    apply_import(session, report, plan, now, actor, planning)
     return report

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, bindparam, delete, insert, update
+from sqlmodel import Session, select
 
 from reminder.contacts import Contacts
 from reminder.ledger.model import Role, Section, Task, UnitKind
 from reminder.planner import Target, next_at
 from reminder.planning import Planning
+from reminder.store.db import execute_many, fetch_all
 from reminder.store.models import MetaRow, SectionRow, TaskRow, TaskUnitRow
-from reminder.store.tasks import latest_import, task_of, units_by_task
+from reminder.store.tasks import latest_import, task_of
 
 MEMBER_POSITION = 1000  # member rows sort after the units the ledger lists
 FINGERPRINT = "schedule_fingerprint"
@@ -39,7 +41,7 @@ def sync_members(
     wanted: dict[str, TaskUnitRow] = {}  # member name → the group row it comes through
     for row in listed:
         members: tuple[str, ...] = ()
-        if row.kind == UnitKind.GROUP.value:
+        if row.kind == _GROUP:
             entry = contacts.directory.resolve(row.unit)
             members = entry.members if entry else ()
         row.is_target = not members
@@ -177,23 +179,297 @@ def reschedule(
 def refresh_tasks(
     session: Session, planning: Planning, task_ids: Iterable[int] | None = None
 ) -> int:
-    """Expand groups and recompute ``next_at`` for some tasks (all active ones if None)."""
+    """Expand groups and recompute ``next_at`` for some tasks (all active ones if None).
+
+    Set-based, for a whole ledger at once (an import of 10,000 tasks replans ~150,000
+    rows): the rows are read with two Core statements, ``sync_members`` and
+    ``reschedule`` are applied in memory (``replan_tasks``), and only what changed is
+    written back with one executemany statement per kind (``UnitChanges``).
+    """
     context = LedgerContext.load(session)
     if context is None:
         return 0
-    statement = select(TaskRow).where(col(TaskRow.removed_at).is_(None))
-    if task_ids is not None:
-        statement = select(TaskRow).where(col(TaskRow.id).in_(list(task_ids)))
-    task_rows = list(session.exec(statement))
-    units = units_by_task(session, [row.id for row in task_rows if row.id is not None])
-    for task_row in task_rows:
-        assert task_row.id is not None
-        rows = units[task_row.id]
-        if task_row.removed_at is None:
-            rows = sync_members(session, task_row.id, rows, planning.contacts)
-        reschedule(session, planning, context, task_row, rows)
     session.flush()
+    connection = session.connection()
+    task_rows, units = _load_state(connection, task_ids)
+    changes = UnitChanges()
+    replan_tasks(planning, context, task_rows, units, changes)
+    changes.write(connection)
+    session.expire_all()  # ORM rows loaded before would be stale
     return len(task_rows)
+
+
+def replan_tasks(
+    planning: Planning,
+    context: LedgerContext,
+    task_rows: Sequence[Any],
+    units: dict[int, list[PlannedUnit]],
+    changes: UnitChanges,
+) -> None:
+    """``sync_members`` and ``reschedule`` for each task, in memory, in the given order
+    (new member rows are inserted in it: tasks by number, as the per-task version did,
+    so that they get the same ids)."""
+    for task_row in task_rows:
+        rows = units.get(task_row.id, [])
+        if task_row.removed_at is None:
+            rows = _sync_members_in_memory(task_row.id, rows, planning.contacts, changes)
+        _reschedule_in_memory(planning, context, task_row, rows)
+        changes.collect(rows)
+
+
+_UNITS = TaskUnitRow.__table__  # type: ignore[attr-defined]
+_TASKS = TaskRow.__table__  # type: ignore[attr-defined]
+_CHUNK = 5000  # ids in one IN list (SQLite allows 32,766 variables)
+_WRITTEN = ("is_target", "via", "role", "kind", "raw", "position", "next_at")
+
+
+@dataclass(slots=True)
+class PlannedUnit:
+    """A task_unit row being changed in memory (a ``UnitState`` for ``target_of``);
+    ``id`` None: not inserted yet."""
+
+    id: int | None
+    task_id: int
+    unit: str
+    role: str
+    kind: str
+    raw: str
+    position: int
+    via: str | None = None
+    is_target: bool = True
+    done_at: dt.datetime | None = None
+    planned_until: dt.datetime | None = None
+    last_progress_at: dt.datetime | None = None
+    reported_at: dt.datetime | None = None
+    due: dt.date | None = None
+    next_at: dt.datetime | None = None
+    stored: tuple[object, ...] = ()  # ``written()`` as read
+
+    def written(self) -> tuple[object, ...]:
+        return (
+            self.is_target,
+            self.via,
+            self.role,
+            self.kind,
+            self.raw,
+            self.position,
+            self.next_at,
+        )
+
+    @classmethod
+    def of(cls, row: Any) -> PlannedUnit:
+        """From a Core row of task_unit."""
+        unit = cls(
+            row.id,
+            row.task_id,
+            row.unit,
+            row.role,
+            row.kind,
+            row.raw,
+            row.position,
+            row.via,
+            bool(row.is_target),
+            row.done_at,
+            row.planned_until,
+            row.last_progress_at,
+            row.reported_at,
+            _as_date(row.due),
+            row.next_at,
+        )
+        unit.stored = unit.written()
+        return unit
+
+
+def _load_state(
+    connection: Connection, task_ids: Iterable[int] | None
+) -> tuple[list[Any], dict[int, list[PlannedUnit]]]:
+    """The tasks (by number, as SQLite's index on active numbers returns them; by id when
+    ``task_ids`` are given) and their unit rows (by id)."""
+    if task_ids is None:
+        tasks = fetch_all(
+            connection, select(_TASKS).where(_TASKS.c.removed_at.is_(None)).order_by(_TASKS.c.no)
+        )
+        statement = (
+            select(_UNITS)
+            .join(_TASKS, _TASKS.c.id == _UNITS.c.task_id)
+            .where(_TASKS.c.removed_at.is_(None))
+            .order_by(_UNITS.c.task_id, _UNITS.c.id)
+        )
+        unit_rows = fetch_all(connection, statement)
+    else:
+        ids = sorted(set(task_ids))
+        tasks, unit_rows = [], []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            tasks += connection.execute(
+                select(_TASKS).where(_TASKS.c.id.in_(chunk)).order_by(_TASKS.c.id)
+            )
+            unit_rows += connection.execute(
+                select(_UNITS)
+                .where(_UNITS.c.task_id.in_(chunk))
+                .order_by(_UNITS.c.task_id, _UNITS.c.id)
+            )
+    units: dict[int, list[PlannedUnit]] = {}
+    for row in unit_rows:
+        units.setdefault(row.task_id, []).append(PlannedUnit.of(row))
+    return tasks, units
+
+
+@dataclass(slots=True)
+class UnitChanges:
+    """What a set-based import or refresh writes to task_unit, in the order the
+    row-by-row version's flushes did (so that new rows get the same ids): the units a
+    ledger lists (inserted, then deleted), then group members, then updates, then the
+    members no longer wanted."""
+
+    listed_inserts: list[PlannedUnit] = field(default_factory=list)
+    listed_deletes: list[int] = field(default_factory=list)
+    member_inserts: list[PlannedUnit] = field(default_factory=list)
+    updates: list[PlannedUnit] = field(default_factory=list)
+    member_deletes: list[int] = field(default_factory=list)
+
+    def collect(self, rows: Sequence[PlannedUnit]) -> None:
+        for row in rows:
+            if row.id is None:
+                if row.via is not None:  # a listed one is in listed_inserts already
+                    self.member_inserts.append(row)
+            elif row.written() != row.stored:
+                self.updates.append(row)
+
+    def write(self, connection: Connection) -> None:
+        new = insert(_UNITS).values({name: bindparam(name) for name in _NEW})
+        execute_many(connection, new, [_new_values(row) for row in self.listed_inserts])
+        _delete_units(connection, self.listed_deletes)
+        execute_many(connection, new, [_new_values(row) for row in self.member_inserts])
+        execute_many(
+            connection,
+            update(_UNITS)
+            .where(_UNITS.c.id == bindparam("b_id"))
+            .values({name: bindparam(name) for name in _WRITTEN}),
+            [
+                dict(zip(_WRITTEN, row.written(), strict=True)) | {"b_id": row.id}
+                for row in self.updates
+            ],
+        )
+        _delete_units(connection, self.member_deletes)
+
+
+def _delete_units(connection: Connection, ids: Sequence[int]) -> None:
+    for start in range(0, len(ids), _CHUNK):
+        connection.execute(delete(_UNITS).where(_UNITS.c.id.in_(ids[start : start + _CHUNK])))
+
+
+_NEW = (
+    "task_id", "unit", "role", "kind", "raw", "position", "via", "is_target",
+    "done_note", "reminded", "returned_note", "next_at",
+)  # fmt: skip
+
+
+def _new_values(row: PlannedUnit) -> dict[str, Any]:
+    return {
+        "task_id": row.task_id,
+        "unit": row.unit,
+        "role": row.role,
+        "kind": row.kind,
+        "raw": row.raw,
+        "position": row.position,
+        "via": row.via,
+        "is_target": row.is_target,
+        "done_note": "",
+        "reminded": 0,
+        "returned_note": "",
+        "next_at": row.next_at,
+    }
+
+
+_GROUP, _UNIT = UnitKind.GROUP.value, UnitKind.UNIT.value
+
+
+def _sync_members_in_memory(
+    task_id: int, rows: list[PlannedUnit], contacts: Contacts, changes: UnitChanges
+) -> list[PlannedUnit]:
+    """``sync_members`` on in-memory rows: deleted rows go to ``changes``."""
+    listed = sorted((row for row in rows if row.via is None), key=lambda r: r.position)
+    listed_names = {row.unit for row in listed}
+    wanted: dict[str, PlannedUnit] = {}  # member name → the group row it comes through
+    for row in listed:
+        members: tuple[str, ...] = ()
+        if row.kind == _GROUP:
+            entry = contacts.directory.resolve(row.unit)
+            members = entry.members if entry else ()
+        row.is_target = not members
+        for member in members:
+            if member not in listed_names and member not in wanted:
+                wanted[member] = row
+    kept: list[PlannedUnit] = list(listed)
+    for row in rows:
+        if row.via is None:
+            continue
+        group = wanted.pop(row.unit, None)
+        if group is None:
+            assert row.id is not None
+            changes.member_deletes.append(row.id)
+            continue
+        row.via, row.role, row.is_target = group.unit, group.role, True
+        kept.append(row)
+    for index, (member, group) in enumerate(wanted.items()):
+        kept.append(
+            PlannedUnit(
+                None,
+                task_id,
+                member,
+                group.role,
+                _UNIT,
+                member,
+                MEMBER_POSITION + index,
+                group.unit,
+            )
+        )
+    return kept
+
+
+def _reschedule_in_memory(
+    planning: Planning, context: LedgerContext, task_row: Any, rows: Sequence[PlannedUnit]
+) -> None:
+    """``reschedule`` on in-memory rows. ``next_at`` depends on the target only through
+    the task, the unit's own due date and its state, so units alike are planned once."""
+    # the task as the ledger says it, when the caller has it (an import), or as stored
+    task = getattr(task_row, "task", None)
+    if task is None:
+        listed = sorted((row for row in rows if row.via is None), key=lambda r: r.position)
+        task = task_of(task_row, listed)  # type: ignore[arg-type]
+    planned: dict[tuple[object, ...], dt.datetime | None] = {}
+    for row in rows:
+        if not row.is_target or task_row.removed_at is not None:
+            row.next_at = None
+            continue
+        done = task_row.status == "done" or row.done_at is not None or row.reported_at is not None
+        key = (row.due, done, row.planned_until, row.last_progress_at)
+        if key not in planned:
+            target = target_of(_Placeholder(row), task_row, task, context)
+            planned[key] = next_at(
+                target,
+                planning.policy_for(target),
+                planning.calendar,
+                planning.zone,
+                row.planned_until,
+            )
+        row.next_at = planned[key]
+
+
+class _Placeholder:
+    """A row not inserted yet, as ``target_of`` reads it (its id plays no part in
+    ``next_at``)."""
+
+    def __init__(self, row: PlannedUnit) -> None:
+        self.id: int | None = row.id if row.id is not None else 0
+        self.unit, self.role, self.via = row.unit, row.role, row.via
+        self.done_at, self.planned_until = row.done_at, row.planned_until
+        self.last_progress_at, self.reported_at, self.due = (
+            row.last_progress_at,
+            row.reported_at,
+            row.due,
+        )
 
 
 def update_task_status(
@@ -220,6 +496,11 @@ def update_task_status(
 def replan_all(session: Session, planning: Planning) -> None:
     """Step 1 for every task, and remember what it was planned with."""
     refresh_tasks(session, planning)
+    remember_planning(session, planning)
+
+
+def remember_planning(session: Session, planning: Planning) -> None:
+    """Record that the store is planned with ``planning`` (see ``ensure_planned``)."""
     row = session.get(MetaRow, FINGERPRINT)
     value = planning.fingerprint()
     if row is None:

@@ -17,10 +17,10 @@ from reminder.ledger.model import (
     Role,
     Section,
     Task,
+    TaskFacts,
     UnitKind,
     UnitRef,
 )
-from reminder.messages import TaskFacts
 from reminder.store.models import ImportRun, SectionRow, TaskRow, TaskUnitRow
 
 
