@@ -105,3 +105,19 @@ def write_text(path: Path, title: str, rows: Sequence[tuple[str, ...]]) -> Path:
 
 def raw_rows(rows: Sequence[RawRow]) -> list[tuple[str, ...]]:
     return [row.cells for row in rows]
+
+
+SEED_PATH = Path(__file__).resolve().parent.parent / "data" / "jiyuan-2018-ledger.txt"
+
+
+def other_ledger(folder: Path) -> Path:
+    """Another ledger under the seed's title: its header, one section, two new tasks."""
+    lines = SEED_PATH.read_text(encoding="utf-8").splitlines(keepends=True)
+    head = "".join(lines[:11])  # the title, the header and section 一
+    tasks = "".join(
+        f"\t{no}\n\t{text}\n\t环境保护局\n\t6月30日\n\t\n\n"
+        for no, text in ((1, "开展秸秆禁烧巡查。"), (2, "建立重污染天气应急减排清单。"))
+    )
+    path = folder / "other.txt"
+    path.write_text(head + "\n" + tasks, encoding="utf-8")
+    return path

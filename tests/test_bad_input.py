@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CONFIG, SEED, Cli
+from tests.ledger_files import other_ledger
 from tests.test_import import dump
 
 
@@ -238,6 +239,7 @@ class Bad:
     fragments: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     seeded: bool = True
+    make: Callable[[Path], object] | None = None  # writes the input into the test's folder
 
 
 BAD_INPUTS = {
@@ -300,6 +302,26 @@ BAD_INPUTS = {
         ("36889 days", "at most 1096 days (3 years)"),
         seeded=False,
     ),
+    # the SMS token would travel in clear to a remote gateway
+    "sms-plaintext-remote": Bad(
+        ("status",),
+        78,
+        ("sms: plaintext HTTP to sms.example.com refused", "allow_plaintext"),
+        (("REMINDER_SMS__URL", "http://sms.example.com/send"),),
+    ),
+    # a ledger that would remove more than half of the stored tasks (dry run or not)
+    "import-replaces-most": Bad(
+        ("import", "other.txt"),
+        2,
+        ("other.txt: would remove 99 of the 99 stored tasks", "--replace"),
+        make=other_ledger,
+    ),
+    "import-replaces-most-dry-run": Bad(
+        ("import", "--dry-run", "other.txt"),
+        2,
+        ("other.txt: would remove 99 of the 99 stored tasks", "--replace"),
+        make=other_ledger,
+    ),
     "simulate-backwards": Bad(
         ("simulate", "--from", "2018-02-01", "--to", "2018-01-01"),
         2,
@@ -325,6 +347,8 @@ def test_bad_input_is_refused_on_one_line_and_changes_nothing(
 ) -> None:
     if bad.seeded:
         assert cli("import", str(SEED)).code == 0
+    if bad.make is not None:
+        bad.make(isolated_env)
     before = files_of(isolated_env)
     assert ("ledger.db" in before) == bad.seeded
     for name, value in bad.env:

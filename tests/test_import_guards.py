@@ -4,14 +4,11 @@ long ledgers, and a dry run that leaves no store behind."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import SEED, Cli
-from tests.test_bad_input import assert_one_line_error
-from tests.test_import import dump, tasks_json
+from tests.ledger_files import other_ledger
+from tests.test_import import tasks_json
 
 TASK_12_UNITS = (
     "\t发展和改革委员会、财政局、环境保护局、住房和城乡建设局、质量技术监督局、"
@@ -36,17 +33,6 @@ def unowned(folder: Path) -> Path:
     return write(folder, "unowned.txt", text.replace(TASK_12_UNITS, "\t\n", 1))
 
 
-def other_ledger(folder: Path) -> Path:
-    """Another ledger under the seed's title: its header, one section, two new tasks."""
-    lines = seed_text().splitlines(keepends=True)
-    head = "".join(lines[:11])  # the title, the header and section 一
-    tasks = "".join(
-        f"\t{no}\n\t{text}\n\t环境保护局\n\t6月30日\n\t\n\n"
-        for no, text in ((1, "开展秸秆禁烧巡查。"), (2, "建立重污染天气应急减排清单。"))
-    )
-    return write(folder, "other.txt", head + "\n" + tasks)
-
-
 def renumbered(folder: Path, offset: int = 9999) -> Path:
     """The seed with every task number raised by ``offset`` (10000 … 10098), the page
     numbers glued to some of them (`7— 47 —`) kept as they are."""
@@ -62,44 +48,6 @@ def renumbered(folder: Path, offset: int = 9999) -> Path:
 # Refusals, for the table-driven test of every bad input (tests/test_bad_input.py):
 # (id, the arguments after `reminder` given the test's folder, exit code, what the one
 # line says). Each runs over a store holding the seed; the store must stay as it was.
-IMPORT_BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
-    (
-        "another ledger under the same title",
-        lambda folder: ["import", str(other_ledger(folder))],
-        2,
-        ["other.txt: would remove 99 of the 99 stored tasks", "--replace"],
-    ),
-    (
-        "another ledger under the same title, dry run",
-        lambda folder: ["import", "--dry-run", str(other_ledger(folder))],
-        2,
-        ["other.txt: would remove 99 of the 99 stored tasks", "--replace"],
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("args", "code", "fragments"),
-    [
-        pytest.param(args, code, fragments, id=name)
-        for name, args, code, fragments in IMPORT_BAD_INPUTS
-    ],
-)
-def test_import_refusals_leave_the_store_as_it_was(
-    cli: Cli,
-    isolated_env: Path,
-    args: Callable[[Path], list[str]],
-    code: int,
-    fragments: list[str],
-) -> None:
-    assert cli("import", str(SEED)).code == 0
-    before = dump(isolated_env / "ledger.db")
-    result = cli(*args(isolated_env))
-    assert result.code == code
-    assert_one_line_error(result.err, *fragments)
-    assert dump(isolated_env / "ledger.db") == before
-
-
 def test_another_ledger_replaces_the_stored_one_with_replace(cli: Cli, isolated_env: Path) -> None:
     assert cli("import", str(SEED)).code == 0
     result = cli("import", "--replace", str(other_ledger(isolated_env)))
