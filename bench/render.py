@@ -52,9 +52,9 @@ def main() -> None:
 def measure(rounds: int, compare: Path | None) -> None:
     from reminder.app import App  # noqa: PLC0415 - after REMINDER_* are set
     from reminder.check import letter_samples, report_samples  # noqa: PLC0415
+    from reminder.context import report_context  # noqa: PLC0415
     from reminder.letters import LetterContext  # noqa: PLC0415
-    from reminder.messages import report_context  # noqa: PLC0415
-    from reminder.store.reports import digest_inputs  # noqa: PLC0415
+    from reminder.store.overview import digest_inputs  # noqa: PLC0415
     from reminder.store.tasks import ledger_facts  # noqa: PLC0415
 
     app = App()

@@ -22,8 +22,8 @@ from sqlalchemy import Connection, insert
 
 from reminder.calendar import WorkCalendar
 from reminder.contacts import load_contacts
-from reminder.planning import Planning
 from reminder.policy import Policy
+from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store, open_store
 from reminder.store.models import ImportRun, MetaRow, SectionRow, TaskRow, TaskUnitRow
@@ -63,7 +63,7 @@ def insert_ledger(connection: Connection, tasks: int, sections: Sequence[str]) -
     )
 
 
-def fill(store: Store, rows: int, planning: Planning) -> None:
+def fill(store: Store, rows: int, planning: Rules) -> None:
     tasks = rows // UNITS_PER_TASK
     later = NOW + dt.timedelta(days=30)
     with store.write() as session:
@@ -112,7 +112,7 @@ def fill(store: Store, rows: int, planning: Planning) -> None:
         session.add(MetaRow(key=FINGERPRINT, value=planning.fingerprint()))
 
 
-def time_ticks(url: str, rows: int, runs: int, planning: Planning) -> float:
+def time_ticks(url: str, rows: int, runs: int, planning: Rules) -> float:
     store = open_store(url)
     try:
         fill(store, rows, planning)
@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--db", help="an empty database URL (default: a temporary SQLite file)")
     args = parser.parse_args()
     contacts = load_contacts(ROOT / "config" / "contacts.toml")
-    planning = Planning(Policy(), WorkCalendar(), ZoneInfo("Asia/Shanghai"), contacts)
+    planning = Rules(Policy(), WorkCalendar(), ZoneInfo("Asia/Shanghai"), contacts)
     sizes = (args.rows,) if args.db else (1_000, args.rows)  # a given database is used once
     for rows in sizes:
         with tempfile.TemporaryDirectory() as folder:

@@ -46,7 +46,7 @@ from sqlalchemy import insert, select
 
 from bench.tick_idle import NOW, insert_ledger  # NOW: the tick's moment, nothing due
 from reminder.contacts import load_contacts
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.settings import Config, load_config
 from reminder.store.db import Store, open_store
 from reminder.store.models import MetaRow, TaskRow, TaskUnitRow
@@ -77,11 +77,11 @@ def _config() -> Config:
     return load_config()
 
 
-def _planning(config: Config) -> Planning:
+def _planning(config: Config) -> Rules:
     """As `reminder` builds it (reminder.app.App.planning)."""
     settings = config.settings
     contacts = load_contacts(config.contacts_path)
-    return Planning(settings.policy, config.calendar(), settings.zone, contacts)
+    return Rules(settings.policy, config.calendar(), settings.zone, contacts)
 
 
 def _text(rng: random.Random, no: int) -> str:
@@ -89,7 +89,7 @@ def _text(rng: random.Random, no: int) -> str:
     return f"第{no}项：" + "，".join(parts) + "。"
 
 
-def fill(store: Store, rows: int, planning: Planning, today: dt.date, seed: int = 1) -> int:
+def fill(store: Store, rows: int, planning: Rules, today: dt.date, seed: int = 1) -> int:
     """A ledger of rows / 20 tasks × 20 units each; returns the number of tasks.
 
     The web's lights are computed against ``today`` (the web's clock): a 2018 due date

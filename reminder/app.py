@@ -12,10 +12,11 @@ import click
 from reminder.clock import now
 from reminder.contacts import Contacts, load_contacts
 from reminder.errors import InputError
-from reminder.planning import Planning
+from reminder.records import StoredLedger
+from reminder.rules import Rules
 from reminder.settings import Config, load_config
 from reminder.store.db import Store, describe, open_store
-from reminder.store.tasks import StoredLedger, load_ledger
+from reminder.store.tasks import load_ledger
 
 __all__ = ["App", "now", "parse_day", "parse_moment", "pass_app"]
 
@@ -55,9 +56,9 @@ class App:
         return store
 
     @cached_property
-    def planning(self) -> Planning:
+    def planning(self) -> Rules:
         settings = self.config.settings
-        return Planning(settings.policy, self.config.calendar(), settings.zone, self.contacts)
+        return Rules(settings.policy, self.config.calendar(), settings.zone, self.contacts)
 
     @cached_property
     def renderer(self) -> Renderer:

@@ -15,17 +15,16 @@ from typing import Any
 
 from reminder.calendar import adjustment_warning
 from reminder.contacts import Contacts, Problem
-from reminder.digest import DigestInputs, build_digest
+from reminder.context import TaskFacts, report_context
+from reminder.digest import ESCALATION_FIELDS, build_digest
 from reminder.ledger.model import DeadlineKind, Role, Task, UnitKind
 from reminder.letters import LetterContext, LetterItem, build_letter
-from reminder.messages import TaskFacts, report_context
-from reminder.planning import Planning
 from reminder.policy import Kind
+from reminder.records import DigestInputs, StoredLedger
 from reminder.render import PARTS, Renderer, TemplateProblem
-from reminder.reports import ESCALATION_FIELDS
+from reminder.rules import Rules
 from reminder.secrets import SecretFile
 from reminder.settings import ENV_PREFIX, Config, OfficeSettings, plaintext_http
-from reminder.store.tasks import StoredLedger
 
 
 def unit_problems(tasks: list[Task], contacts: Contacts) -> list[Problem]:
@@ -181,7 +180,7 @@ def template_problems(
 
 
 def report_samples(
-    inputs: DigestInputs, planning: Planning, days: list[dt.date]
+    inputs: DigestInputs, planning: Rules, days: list[dt.date]
 ) -> list[tuple[str, dict[str, Any]]]:
     """Digests and escalation lists for every supervisor (and the whole ledger) on each
     day, with a notice line so that the templates' notice branch is rendered too."""
@@ -298,7 +297,7 @@ def rendering_problems(
     renderer: Renderer,
     inputs: DigestInputs,
     facts: dict[int, TaskFacts],
-    planning: Planning,
+    planning: Rules,
     office: OfficeSettings,
     today: dt.date,
 ) -> list[Problem]:

@@ -42,15 +42,15 @@ from reminder.app import App
 from reminder.check import rendering_problems
 from reminder.clock import WallClock, now
 from reminder.delivery import Delivery, DeliveryReport, close_all, make_senders
+from reminder.digest_round import enqueue_reports
 from reminder.errors import ConfigError, ReminderError
 from reminder.logs import get_logger
-from reminder.planning import Planning
 from reminder.render import Renderer
-from reminder.reports import enqueue_reports
+from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.meta import save_last_tick
-from reminder.store.reports import digest_inputs, queue_counts
+from reminder.store.overview import digest_inputs, queue_counts
 from reminder.store.tasks import latest_import, ledger_facts, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
@@ -60,7 +60,7 @@ CANCEL_GRACE_S = 1.0  # a stop out of time: how long cancelled work may take to 
 
 
 def refuse_broken_templates(
-    store: Store, planning: Planning, renderer: Renderer, settings: Settings, moment: dt.datetime
+    store: Store, planning: Rules, renderer: Renderer, settings: Settings, moment: dt.datetime
 ) -> None:
     """Render every template against the ledger (as `reminder check` does); raise a
     ``ConfigError`` naming the first that fails. Nothing to check without a ledger, nor
@@ -87,7 +87,7 @@ class Runtime:
     """Everything a reload replaces."""
 
     settings: Settings
-    planning: Planning
+    planning: Rules
     delivery: Delivery
 
     @classmethod

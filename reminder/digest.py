@@ -30,21 +30,19 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from reminder.contacts import Supervisor, invalid_addresses
+from reminder.context import ROLE_LABELS
 from reminder.ledger.model import Role, Task, names_section
-from reminder.messages import ROLE_LABELS
-from reminder.planning import Planning
-from reminder.settings import OfficeSettings
 
 # the records the store reads for a digest, defined there (the store imports nothing
 # above it) and exported from here as before
-from reminder.store.reports import DigestInputs as DigestInputs  # noqa: PLC0414
-from reminder.store.reports import Progress as Progress  # noqa: PLC0414
-from reminder.store.reports import Reminded as Reminded  # noqa: PLC0414
-from reminder.store.reports import Undelivered as Undelivered  # noqa: PLC0414
-from reminder.store.tasks import StoredLedger, StoredTask, StoredUnit
+from reminder.records import DigestInputs, Reminded, StoredLedger, StoredTask, StoredUnit
+from reminder.rules import Rules
+from reminder.settings import OfficeSettings
 from reminder.wording import Lateness, deadline_text, delivery_problem, lateness
 
 HORIZON_DAYS = 7
+# what an escalation list (逾期督办清单) takes from its digest
+ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after")
 LIGHTS = ("red", "yellow", "green", "done")
 _CHANNEL_WORDS = {"email": "邮箱", "sms": "手机"}
 
@@ -52,12 +50,12 @@ _CHANNEL_WORDS = {"email": "邮箱", "sms": "手机"}
 NOT_REMINDED = Reminded()
 
 
-def counts_down(stored: StoredTask, ledger: StoredLedger, planning: Planning) -> bool:
+def counts_down(stored: StoredTask, ledger: StoredLedger, planning: Rules) -> bool:
     """Whether the task's due date makes it yellow and red (not 全年, not undated)."""
     return planning.counts_down(stored.task, ledger.section(stored.task.section_no))
 
 
-def light(stored: StoredTask, day: dt.date, ledger: StoredLedger, planning: Planning) -> str:
+def light(stored: StoredTask, day: dt.date, ledger: StoredLedger, planning: Rules) -> str:
     """done, red (past its due date), yellow (due within 7 days), green (on track)."""
     if stored.status == "done":
         return "done"
@@ -129,7 +127,7 @@ class _Digest:
         self,
         inputs: DigestInputs,
         supervisor: Supervisor | None,
-        planning: Planning,
+        planning: Rules,
         day: dt.date,
         since: dt.datetime,
     ) -> None:
@@ -376,7 +374,7 @@ class _Digest:
 def build_digest(
     inputs: DigestInputs,
     supervisor: Supervisor | None,
-    planning: Planning,
+    planning: Rules,
     day: dt.date,
     since: dt.datetime,
     notices: Sequence[str] = (),
@@ -391,7 +389,7 @@ def build_digest(
 def build_agendas(
     ledger: StoredLedger,
     day: dt.date,
-    planning: Planning,
+    planning: Rules,
     office: OfficeSettings,
     *,
     lean: bool = False,

@@ -22,7 +22,7 @@ The counts in the subject are the items in the body: both come from ``groups``.
 channel and address; the first of a day is letter 1, a later one (a late import, an
 override's other send hour) 2, … and says 补充提醒. An agenda alone goes out only in a
 week with a date for the unit. The daemon composes from the store
-(``reminder.store.letters``), a simulation from memory: the same code decides.
+(``reminder.letter_round``), a simulation from memory: the same code decides.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from typing import Any
 
 from reminder.calendar import WorkCalendar
 from reminder.contacts import Contacts, valid_mobiles
-from reminder.messages import ROLE_LABELS, TaskFacts
+from reminder.context import ROLE_LABELS, TaskFacts
 from reminder.planner import local_moment
-from reminder.planning import Planning
 from reminder.policy import Kind
-from reminder.recipients import Item, Message, unit_routes
+from reminder.recipients import Item, unit_routes
+from reminder.rows import Message
+from reminder.rules import Rules
 from reminder.settings import OfficeSettings, Settings
 from reminder.wording import deadline_text, lateness
 
@@ -340,7 +341,7 @@ def told(letters: Sequence[Letter]) -> dict[tuple[int, str], int]:
     return found
 
 
-def agenda_week(planning: Planning, settings: Settings, now: dt.datetime) -> dt.date | None:
+def agenda_week(planning: Rules, settings: Settings, now: dt.datetime) -> dt.date | None:
     """The first working day of this week, once its send hour has come (a daemon that was
     down then catches up later in the week); None if agendas are off or it has not come."""
     if not settings.digest.agenda:
@@ -353,7 +354,7 @@ def agenda_week(planning: Planning, settings: Settings, now: dt.datetime) -> dt.
     return first
 
 
-def agenda_items(units: Iterable[str], planning: Planning, first: dt.date) -> list[Item]:
+def agenda_items(units: Iterable[str], planning: Rules, first: dt.date) -> list[Item]:
     """The agenda items of a week whose first working day is ``first``: one per route of
     each unit with open tasks. Pure."""
     moment = local_moment(first, planning.policy.send_at, planning.zone)

@@ -23,8 +23,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, update
 from sqlmodel import Session, col
 from sqlmodel import select as sqlmodel_select
 
-from reminder.recipients import Message
-from reminder.rows import Claimed, Result
+from reminder.rows import Claimed, Message, Result
 from reminder.settings import DeliverySettings
 from reminder.store.db import insert_new
 from reminder.store.models import AttemptRow, OutboxRow

@@ -137,7 +137,7 @@ def sending_opens(
 
 
 @dataclass(frozen=True, slots=True)
-class Clock:
+class SendHour:
     """Turns a local day into the aware UTC moment reminders go out."""
 
     zone: ZoneInfo
@@ -150,14 +150,14 @@ class Clock:
         return moment.astimezone(self.zone).date()
 
 
-class _Rules:
+class _Occasions:
     """Occasions of one target under one policy; see the module docstring."""
 
     def __init__(self, target: Target, policy: Policy, calendar: WorkCalendar, zone: ZoneInfo):
         self.target = target
         self.policy = policy
         self.calendar = calendar
-        self.clock = Clock(zone, policy.send_at)
+        self.clock = SendHour(zone, policy.send_at)
 
     def occasion(
         self,
@@ -348,7 +348,7 @@ def occasions(
 
     With ``since``, the open-ended series may leave out what lies well before it.
     """
-    return _Rules(target, policy, calendar, zone).all(until, since)
+    return _Occasions(target, policy, calendar, zone).all(until, since)
 
 
 def due(

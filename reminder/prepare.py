@@ -12,12 +12,12 @@ import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
-from reminder.channels import Claimed, Outgoing, Result
 from reminder.channels.mime import build_email
 from reminder.contacts import Contacts
+from reminder.context import report_context
 from reminder.errors import DeliveryError
-from reminder.messages import report_context
 from reminder.render import Renderer, TemplateProblem
+from reminder.rows import Claimed, Outgoing, Result
 from reminder.settings import Settings
 from reminder.text import fit
 

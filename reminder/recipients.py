@@ -4,7 +4,7 @@ A unit's reminder becomes one *item* per channel the unit's contacts.toml entry 
 for that kind, else those of ``[policy.channels]``. If none of them reaches the unit,
 any channel that does is used; if nothing reaches it, one unreachable item records the
 fact so that `check`, `status` and the supervisors' digest show it. Items of one unit,
-channel and moment go out together as one letter (``reminder.store.letters``).
+channel and moment go out together as one letter (``reminder.letter_round``).
 
 An item's key is unique: kind, task, unit, channel and address, the planner's day.
 Planning it twice is a no-op, which is what makes every reminder planned exactly once.
@@ -52,20 +52,6 @@ class Item:
     payload: dict[str, Any] = field(default_factory=dict)
     status: str = "pending"  # pending | superseded | unreachable
     superseded_by: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message of the outbox: a letter, a digest, an escalation list."""
-
-    key: str
-    kind: Kind
-    channel: str
-    to: str
-    recipient_name: str
-    scheduled_for: dt.datetime
-    unit: str | None = None  # a letter's unit; None for a supervisor's digest or list
-    payload: dict[str, Any] = field(default_factory=dict)
 
 
 def _addresses(who: UnitContact | Supervisor, channel: Channel) -> list[tuple[str, str]]:

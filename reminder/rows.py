@@ -1,5 +1,5 @@
-"""What the outbox hands out and takes back: a claimed row, the message prepared from
-it, and the outcome of sending it.
+"""What the outbox takes and hands out: a message to enqueue, a claimed row, the message
+prepared from it, and the outcome of sending it.
 
 Plain tuples (cheap to pickle to and from render workers) at the bottom of the
 imports, so that the outbox (the store layer) needs nothing from the channels above it;
@@ -9,11 +9,29 @@ imports, so that the outbox (the store layer) needs nothing from the channels ab
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from reminder.errors import DeliveryError
 
+if TYPE_CHECKING:  # the policy (pydantic) is not needed by render workers
+    from reminder.policy import Kind
+
 Status = Literal["sent", "retry", "dead", "deferred"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of the outbox: a letter, a digest, an escalation list."""
+
+    key: str
+    kind: Kind
+    channel: str
+    to: str
+    recipient_name: str
+    scheduled_for: dt.datetime
+    unit: str | None = None  # a letter's unit; None for a supervisor's digest or list
+    payload: dict[str, Any] = field(default_factory=dict)
 
 
 class Claimed(NamedTuple):

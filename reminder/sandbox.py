@@ -302,78 +302,94 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
     return generate_lorem_ipsum(n, html, min, max)
 
 
+# the checks made before a filter runs, for the filters whose result can be far larger
+# than their input; arguments as the filter gets them (``join``, ``replace`` and
+# ``tojson`` take the evaluation context first; ``wordwrap`` and ``sum`` the environment)
+
+
+def _before_center(value: Any, width: Any = 80) -> None:
+    _width(width, "center")
+
+
+def _before_indent(s: Any, width: Any = 4, first: bool = False, blank: bool = False) -> None:
+    lines = str(s).count("\n") + 1
+    size = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+    _width(size, "indent")
+    _refuse_over(len(str(s)) + lines * size, "indent")
+
+
+def _before_format(value: Any, *args: Any, **kwargs: Any) -> None:
+    check_percent(str(value), kwargs or args)
+
+
+def _before_join(_: Any, value: Any, d: Any = "", attribute: Any = None) -> None:
+    _refuse_over(weight(value) + len(str(d)) * len(value), "join")
+
+
+def _before_replace(_: Any, s: Any, old: Any, new: Any, count: Any = None) -> None:
+    _replaced(str(s), str(old), str(new), -1 if count is None else count)
+
+
+def _before_wordwrap(_: Any, s: Any, width: Any = 79, *args: Any, **kwargs: Any) -> None:
+    wrap = kwargs.get("wrapstring", args[1] if len(args) > 1 else None) or "\n"
+    lines = len(str(s)) // max(width if isinstance(width, int) else 1, 1) + 1
+    _refuse_over(len(str(s)) + lines * len(str(wrap)), "wordwrap")
+
+
+def _before_urlize(_: Any, value: Any, *args: Any, **kwargs: Any) -> None:
+    extra = sum(len(str(v)) for v in (*args, *kwargs.values()) if isinstance(v, str))
+    _refuse_over(3 * len(str(value)) + (len(str(value)) // 3 + 1) * (extra + 40), "urlize")
+
+
+def _before_batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
+    _width(linecount, "batch")
+
+
+def _before_slice(value: Any, slices: Any, fill_with: Any = None) -> None:
+    _width(slices, "slice")
+
+
+def _before_sum(_: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> None:
+    if not isinstance(start, int | float):
+        _refuse_over(weight(iterable) + weight(start), "sum")
+
+
+def _before_string(value: Any) -> None:
+    if not isinstance(value, str):
+        _refuse_over(weight(value), "string")
+
+
+def _before_pprint(value: Any) -> None:
+    _refuse_over(weight(value) * 2, "pprint")
+
+
+def _before_tojson(_: Any, value: Any, indent: Any = None) -> None:
+    if isinstance(indent, int | str) and not isinstance(indent, bool):
+        size = len(indent) if isinstance(indent, str) else indent
+        if size > MAX_INDENT:
+            raise SecurityError(f"tojson: an indent above {MAX_INDENT}")
+
+
+_FILTER_CHECKS: dict[str, Callable[..., None]] = {
+    "center": _before_center,
+    "indent": _before_indent,
+    "format": _before_format,
+    "join": _before_join,
+    "replace": _before_replace,
+    "wordwrap": _before_wordwrap,
+    "urlize": _before_urlize,
+    "batch": _before_batch,
+    "slice": _before_slice,
+    "sum": _before_sum,
+    "tojson": _before_tojson,
+    "string": _before_string,
+    "pprint": _before_pprint,
+}
+
+
 def _filter_check(name: str) -> Callable[..., None] | None:
-    """The check made before a filter runs, for the filters whose result can be far
-    larger than their input. Arguments as the filter gets them (``join``, ``replace``
-    and ``tojson`` take the evaluation context first; ``wordwrap`` and ``sum`` the
-    environment)."""
-
-    def center(value: Any, width: Any = 80) -> None:
-        _width(width, "center")
-
-    def indent(s: Any, width: Any = 4, first: bool = False, blank: bool = False) -> None:
-        lines = str(s).count("\n") + 1
-        size = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
-        _width(size, "indent")
-        _refuse_over(len(str(s)) + lines * size, "indent")
-
-    def format_(value: Any, *args: Any, **kwargs: Any) -> None:
-        check_percent(str(value), kwargs or args)
-
-    def join(_: Any, value: Any, d: Any = "", attribute: Any = None) -> None:
-        _refuse_over(weight(value) + len(str(d)) * len(value), "join")
-
-    def replace(_: Any, s: Any, old: Any, new: Any, count: Any = None) -> None:
-        _replaced(str(s), str(old), str(new), -1 if count is None else count)
-
-    def wordwrap(_: Any, s: Any, width: Any = 79, *args: Any, **kwargs: Any) -> None:
-        wrap = kwargs.get("wrapstring", args[1] if len(args) > 1 else None) or "\n"
-        lines = len(str(s)) // max(width if isinstance(width, int) else 1, 1) + 1
-        _refuse_over(len(str(s)) + lines * len(str(wrap)), "wordwrap")
-
-    def urlize(_: Any, value: Any, *args: Any, **kwargs: Any) -> None:
-        extra = sum(len(str(v)) for v in (*args, *kwargs.values()) if isinstance(v, str))
-        _refuse_over(3 * len(str(value)) + (len(str(value)) // 3 + 1) * (extra + 40), "urlize")
-
-    def batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
-        _width(linecount, "batch")
-
-    def slice_(value: Any, slices: Any, fill_with: Any = None) -> None:
-        _width(slices, "slice")
-
-    def sum_(_: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> None:
-        if not isinstance(start, int | float):
-            _refuse_over(weight(iterable) + weight(start), "sum")
-
-    def string(value: Any) -> None:
-        if not isinstance(value, str):
-            _refuse_over(weight(value), "string")
-
-    def pprint(value: Any) -> None:
-        _refuse_over(weight(value) * 2, "pprint")
-
-    def tojson(_: Any, value: Any, indent: Any = None) -> None:
-        if isinstance(indent, int | str) and not isinstance(indent, bool):
-            size = len(indent) if isinstance(indent, str) else indent
-            if size > MAX_INDENT:
-                raise SecurityError(f"tojson: an indent above {MAX_INDENT}")
-
-    checks: dict[str, Callable[..., None]] = {
-        "center": center,
-        "indent": indent,
-        "format": format_,
-        "join": join,
-        "replace": replace,
-        "wordwrap": wordwrap,
-        "urlize": urlize,
-        "batch": batch,
-        "slice": slice_,
-        "sum": sum_,
-        "tojson": tojson,
-        "string": string,
-        "pprint": pprint,
-    }
-    return checks.get(name)
+    """The check made before a filter runs, if its result can be far larger than its input."""
+    return _FILTER_CHECKS.get(name)
 
 
 GUARDED_FILTERS = frozenset(

@@ -36,10 +36,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from reminder.digest import DigestInputs, Reminded, build_agendas
+from reminder.context import TaskFacts
+from reminder.digest import build_agendas
+from reminder.digest_round import notices, report_messages
 from reminder.errors import InputError
 from reminder.letters import LetterContext, Waiting, agenda_items, agenda_week, compose, told
-from reminder.messages import TaskFacts
 from reminder.planner import (
     Occasion,
     Plan,
@@ -49,14 +50,15 @@ from reminder.planner import (
     local_moment,
     occasions,
 )
-from reminder.planning import Planning
 from reminder.policy import Kind
-from reminder.recipients import Item, Message
-from reminder.reports import notices, report_messages
+from reminder.recipients import Item
+from reminder.records import DigestInputs, Reminded
+from reminder.rows import Message
+from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.models import TaskUnitRow
-from reminder.store.reports import digest_inputs
+from reminder.store.overview import digest_inputs
 from reminder.store.targets import LedgerContext, ensure_planned, target_of
 from reminder.store.tasks import ledger_facts, ledger_years
 from reminder.tick import planned_from
@@ -141,7 +143,7 @@ class _Ledger:
     years: set[int]
 
 
-def _load(store: Store, planning: Planning) -> _Ledger | None:
+def _load(store: Store, planning: Rules) -> _Ledger | None:
     with store.write() as session:
         ensure_planned(session, planning)  # rolled back below: the store is only read
         context = LedgerContext.load(session)
@@ -184,7 +186,7 @@ def check_period(start: dt.date, end: dt.date) -> None:
 
 def simulate(
     source: Store,
-    planning: Planning,
+    planning: Rules,
     settings: Settings,
     start: dt.date,
     end: dt.date,
@@ -218,7 +220,7 @@ class _Year:
     def __init__(
         self,
         ledger: _Ledger,
-        planning: Planning,
+        planning: Rules,
         settings: Settings,
         start: dt.date,
         end: dt.date,
@@ -374,7 +376,7 @@ class _Year:
         return [letter.message for letter in result.letters]
 
 
-def _write(sent: list[Message], report: Simulation, planning: Planning, out: Path | None) -> None:
+def _write(sent: list[Message], report: Simulation, planning: Rules, out: Path | None) -> None:
     """Step 4."""
     handle = None
     if out is not None:

@@ -12,7 +12,7 @@
    each target's ``planned_until`` and ``next_at`` on, in the same transaction.
 4. Repeat until a batch comes back short.
 5. Plan the week's agenda items when their day has come, and compose the pending items
-   into letters (``reminder.store.letters``): one per recipient, channel and moment.
+   into letters (``reminder.letter_round``): one per recipient, channel and moment.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from typing import Any
 from sqlalchemy import Row, bindparam, update
 from sqlmodel import Session, col, select
 
+from reminder.letter_round import compose_letters, enqueue_items, plan_agendas
 from reminder.letters import Letter
 from reminder.planner import Plan, Target, due
-from reminder.planning import Planning
 from reminder.policy import Kind
 from reminder.recipients import Item, address, superseded
+from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store
-from reminder.store.letters import compose_letters, enqueue_items, plan_agendas
 from reminder.store.models import TaskRow, TaskUnitRow
 from reminder.store.targets import LedgerContext, ensure_planned, target_of
 from reminder.store.tasks import task_of, units_by_task
@@ -66,7 +66,7 @@ class Planned:
     next_at: dict[int, dt.datetime | None]  # target id → its next occasion
 
 
-def plan_targets(targets: Sequence[Target], planning: Planning, now: dt.datetime) -> Planned:
+def plan_targets(targets: Sequence[Target], planning: Rules, now: dt.datetime) -> Planned:
     """The planner's decisions at ``now`` for targets that are due, as items, and each
     target's new planning state: planned up to ``now``, unless sending is closed (a day
     off, before the send hour), when what is owed waits, planned as it was."""
@@ -75,7 +75,7 @@ def plan_targets(targets: Sequence[Target], planning: Planning, now: dt.datetime
 
 
 def planned_from(
-    plan: Plan, targets: Sequence[Target], planning: Planning, now: dt.datetime
+    plan: Plan, targets: Sequence[Target], planning: Rules, now: dt.datetime
 ) -> Planned:
     """``plan_targets`` from the planner's plan."""
     items: list[Item] = []
@@ -97,7 +97,7 @@ def _planned_until(target: Target, held: set[int], now: dt.datetime) -> dt.datet
 
 
 def plan_batch(
-    session: Session, planning: Planning, now: dt.datetime, limit: int | None, lock: bool
+    session: Session, planning: Rules, now: dt.datetime, limit: int | None, lock: bool
 ) -> TickResult:
     """Steps 2 and 3 for at most ``limit`` targets, inside the caller's transaction.
 
@@ -172,7 +172,7 @@ def _move_on(session: Session, due_rows: Sequence[Row[Any]], planned: Planned) -
     )
 
 
-def run_tick(store: Store, planning: Planning, settings: Settings, now: dt.datetime) -> TickResult:
+def run_tick(store: Store, planning: Rules, settings: Settings, now: dt.datetime) -> TickResult:
     """Plan everything due at ``now`` and compose it into letters, in short transactions."""
     total = TickResult()
     with store.write() as session:
@@ -199,7 +199,7 @@ class Preview:
     letters: dict[str, str]  # item key → letter key
 
 
-def preview(store: Store, planning: Planning, settings: Settings, now: dt.datetime) -> Preview:
+def preview(store: Store, planning: Rules, settings: Settings, now: dt.datetime) -> Preview:
     """What a tick at ``now`` would send, computed in a transaction that is rolled back."""
     with store.write() as session:
         ensure_planned(session, planning)

@@ -15,9 +15,9 @@ from rich.table import Table
 from reminder.contacts import Contacts
 from reminder.ledger.model import Deadline, DeadlineKind, Role, Task
 from reminder.recipients import Item
+from reminder.records import StoredLedger, StoredTask, StoredUnit
 from reminder.store.importer import ImportReport
 from reminder.store.models import OutboxRow
-from reminder.store.tasks import StoredLedger, StoredTask, StoredUnit
 from reminder.text import shorten
 from reminder.tick import Preview
 

@@ -14,13 +14,13 @@ from sqlalchemy.exc import OperationalError
 
 from reminder.cli import main
 from reminder.contacts import Contacts, load_contacts
-from reminder.digest import DigestInputs
 from reminder.ledger import read_ledger
 from reminder.ledger.model import Ledger
-from reminder.planning import Planning
+from reminder.records import DigestInputs
+from reminder.rules import Rules
 from reminder.settings import load_config
 from reminder.store.db import open_store
-from reminder.store.reports import digest_inputs
+from reminder.store.overview import digest_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "data" / "jiyuan-2018-ledger.txt"
@@ -78,14 +78,14 @@ class Cli:
         return Result(code, captured.out, captured.err)
 
 
-def seed_inputs(cli: Cli) -> tuple[DigestInputs, Planning]:
+def seed_inputs(cli: Cli) -> tuple[DigestInputs, Rules]:
     """The bundled ledger imported into the test's store, as digests and agendas read it,
     and the shipped config's planning (its contacts: ``planning.contacts``)."""
     assert cli("import", str(SEED)).code == 0
     config = load_config()
     settings = config.settings
     contacts = load_contacts(config.contacts_path)
-    planning = Planning(settings.policy, config.calendar(), settings.zone, contacts)
+    planning = Rules(settings.policy, config.calendar(), settings.zone, contacts)
     store = open_store(settings.db)
     with store.read() as session:
         inputs = digest_inputs(session)

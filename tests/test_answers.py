@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from reminder.contacts import load_contacts
 from reminder.errors import InputError
 from reminder.planner import local_moment
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.settings import load_config
 from reminder.store import answers
 from reminder.store.db import Store, open_store
@@ -37,11 +37,11 @@ def at(day: str, hour: int = 10) -> dt.datetime:
     return local_moment(dt.date.fromisoformat(day), dt.time(hour), ZONE)
 
 
-def setup(cli: Cli) -> tuple[Store, Planning]:
+def setup(cli: Cli) -> tuple[Store, Rules]:
     assert cli("import", str(SEED)).code == 0
     config = load_config()
     contacts = load_contacts(config.contacts_path)
-    planning = Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+    planning = Rules(config.settings.policy, config.calendar(), config.settings.zone, contacts)
     return open_store(config.settings.db), planning
 
 

@@ -58,3 +58,76 @@ def test_the_readme_map_names_every_module() -> None:
         if path.name != "__init__.py" and str(path.relative_to(ROOT)) not in named
     ]
     assert missing == []
+
+
+# the flow: ledger → store → planner → items → letters → outbox → channels. Pure modules
+# take data and return data; the store layer keeps the ledger and the next reminder of
+# each part (with the planner's rules), and imports nothing that reads from it
+PURE = {
+    "reminder.planner",
+    "reminder.recipients",
+    "reminder.letters",
+    "reminder.digest",
+    "reminder.context",
+    "reminder.render",
+    "reminder.sandbox",
+    "reminder.prepare",
+    "reminder.wording",
+    "reminder.text",
+    "reminder.rows",
+    "reminder.records",
+    "reminder.check",
+    "reminder.policy",
+    "reminder.rules",
+}
+IO_AND_WIRING = (
+    "reminder.store",
+    "reminder.outbox",
+    "reminder.delivery",
+    "reminder.recorder",
+    "reminder.render_pool",
+    "reminder.tick",
+    "reminder.letter_round",
+    "reminder.digest_round",
+    "reminder.simulate",
+    "reminder.daemon",
+    "reminder.commands",
+    "reminder.cli",
+    "reminder.app",
+    "reminder.web",
+    "reminder.views",
+)
+BELOW_THE_STORE = (
+    "reminder.store",
+    "reminder.records",
+    "reminder.errors",
+    "reminder.ledger",
+    "reminder.policy",
+    "reminder.calendar",
+    "reminder.contacts",
+    "reminder.planner",
+    "reminder.rules",
+)
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def test_pure_modules_import_no_store_and_no_wiring() -> None:
+    pure = [path for path in modules() if dotted(path) in PURE or "ledger" in path.parts]
+    assert len(pure) >= len(PURE)
+    against = {
+        dotted(path): sorted(name for name in imports_of(path) if within(name, IO_AND_WIRING))
+        for path in pure
+    }
+    assert {module: names for module, names in against.items() if names} == {}
+
+
+def test_the_store_imports_nothing_above_it() -> None:
+    store = [path for path in modules() if path.parent.name == "store"]
+    above = {
+        dotted(path): sorted(name for name in imports_of(path) if not within(name, BELOW_THE_STORE))
+        for path in store
+    }
+    assert {module: names for module, names in above.items() if names} == {}

@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 
 from reminder.contacts import Contacts, Supervisor, load_contacts
-from reminder.digest import DigestInputs, Undelivered, build_agendas, build_digest, light
-from reminder.messages import report_context
-from reminder.planning import Planning
+from reminder.context import report_context
+from reminder.digest import ESCALATION_FIELDS, build_agendas, build_digest, light
+from reminder.digest_round import enqueue_reports
+from reminder.records import DigestInputs, Undelivered
 from reminder.render import PARTS, Renderer
-from reminder.reports import ESCALATION_FIELDS, enqueue_reports
+from reminder.rules import Rules
 from reminder.settings import OfficeSettings, load_config
 from reminder.store.db import open_store
-from reminder.store.reports import digest_inputs
+from reminder.store.overview import digest_inputs
 from tests.conftest import Cli, seed_inputs
 from tests.known_ledger import (
     OVERDUE_DAYS,
@@ -57,14 +58,14 @@ def known_contacts(known: Path) -> Contacts:
 
 
 @pytest.fixture
-def planning(known: Path, known_contacts: Contacts) -> Planning:
+def planning(known: Path, known_contacts: Contacts) -> Rules:
     settings = load_config().settings
-    return Planning(settings.policy, load_config().calendar(), settings.zone, known_contacts)
+    return Rules(settings.policy, load_config().calendar(), settings.zone, known_contacts)
 
 
 def digest(
     inputs: DigestInputs,
-    planning: Planning,
+    planning: Rules,
     supervisor: Supervisor | None = None,
     day: dt.date | None = None,
     since: dt.datetime | None = None,
@@ -85,7 +86,7 @@ def task(inputs: DigestInputs, no: int) -> Any:
     return next(t for t in inputs.ledger.tasks if t.task.no == no)
 
 
-def test_lights_at_their_boundaries(inputs: DigestInputs, planning: Planning) -> None:
+def test_lights_at_their_boundaries(inputs: DigestInputs, planning: Rules) -> None:
     stored = task(inputs, 2)
     ledger = inputs.ledger
     due = stored.task.deadline.due
@@ -115,7 +116,7 @@ def test_a_standing_duty_is_never_red(isolated_env: Path, cli: Cli) -> None:
     assert on_12_26 == {"green": 36}
 
 
-def test_the_board_overdue_upcoming_and_done(inputs: DigestInputs, planning: Planning) -> None:
+def test_the_board_overdue_upcoming_and_done(inputs: DigestInputs, planning: Rules) -> None:
     data = digest(inputs, planning)
     assert data["totals"] == {
         "red": 1,
@@ -145,7 +146,7 @@ def test_the_board_overdue_upcoming_and_done(inputs: DigestInputs, planning: Pla
     assert digest(inputs, planning, since=later)["done"] == []
 
 
-def test_newly_overdue_and_escalated_units(inputs: DigestInputs, planning: Planning) -> None:
+def test_newly_overdue_and_escalated_units(inputs: DigestInputs, planning: Rules) -> None:
     # task 2 fell due 3 days from today: four days later it is new, eleven days later old
     later = local_today() + dt.timedelta(days=4)
     data = digest(
@@ -170,7 +171,7 @@ def test_newly_overdue_and_escalated_units(inputs: DigestInputs, planning: Plann
 
 
 def test_units_ranked_by_overdue_led_and_cooperated_separately(
-    inputs: DigestInputs, planning: Planning
+    inputs: DigestInputs, planning: Rules
 ) -> None:
     # a week later tasks 2 and 5 are overdue too
     ranking = digest(inputs, planning, day=local_today() + dt.timedelta(days=6))["ranking"]
@@ -192,7 +193,7 @@ def test_group_members_are_ranked_one_by_one(isolated_env: Path, cli: Cli) -> No
     assert "镇人民政府" not in names  # the group itself is not a unit
 
 
-def test_a_scoped_supervisor_gets_its_part_only(inputs: DigestInputs, planning: Planning) -> None:
+def test_a_scoped_supervisor_gets_its_part_only(inputs: DigestInputs, planning: Rules) -> None:
     by_section = next(s for s in planning.contacts.supervisors if s.sections)
     data = digest(inputs, planning, by_section)
     assert data["scope"] == "二、油品与监测"
@@ -207,7 +208,7 @@ def test_a_scoped_supervisor_gets_its_part_only(inputs: DigestInputs, planning: 
     assert data["no_contact"] == []  # task 5 (the unreachable enterprise) is out of scope
 
 
-def test_the_text_and_html_say_it_all(inputs: DigestInputs, planning: Planning) -> None:
+def test_the_text_and_html_say_it_all(inputs: DigestInputs, planning: Rules) -> None:
     data = digest(inputs, planning)
     text = render("digest", "text", data)
     assert "共5项任务：逾期1项，7日内到期2项，正常推进1项，已办结1项。" in text
@@ -231,7 +232,7 @@ def test_the_text_and_html_say_it_all(inputs: DigestInputs, planning: Planning) 
     assert "逾期1项" in subject and "\n" not in subject
 
 
-def test_nothing_to_report_is_said_plainly(inputs: DigestInputs, planning: Planning) -> None:
+def test_nothing_to_report_is_said_plainly(inputs: DigestInputs, planning: Rules) -> None:
     first = Supervisor(name="一组", email="y@test.example.org", sections=[1])
     day = local_today() - dt.timedelta(days=60)  # long before any deadline
     data = digest(inputs, planning, first, day=day)
@@ -244,7 +245,7 @@ def test_nothing_to_report_is_said_plainly(inputs: DigestInputs, planning: Plann
 
 
 def test_dead_and_retrying_messages_are_counted_in_full_and_said_in_chinese(
-    inputs: DigestInputs, planning: Planning
+    inputs: DigestInputs, planning: Rules
 ) -> None:
     troubled = replace(
         inputs,
@@ -264,7 +265,7 @@ def test_dead_and_retrying_messages_are_counted_in_full_and_said_in_chinese(
 
 
 def test_the_agenda_lists_a_units_open_tasks_with_its_role(
-    inputs: DigestInputs, planning: Planning
+    inputs: DigestInputs, planning: Rules
 ) -> None:
     day = local_today()
     agendas = build_agendas(inputs.ledger, day, planning, OfficeSettings())
@@ -283,7 +284,7 @@ def test_the_agenda_lists_a_units_open_tasks_with_its_role(
 
 
 def test_every_part_of_the_digest_and_escalation_list_renders(
-    inputs: DigestInputs, planning: Planning
+    inputs: DigestInputs, planning: Rules
 ) -> None:
     data = digest(inputs, planning)
     listed = {key: data[key] for key in ESCALATION_FIELDS}
@@ -343,7 +344,7 @@ def test_check_renders_the_report_templates(
 
 
 def test_clock_jumps_send_no_report_twice_and_lose_none(
-    known: Path, isolated_env: Path, planning: Planning
+    known: Path, isolated_env: Path, planning: Rules
 ) -> None:
     settings = load_config().settings
     store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
@@ -383,7 +384,7 @@ def test_a_supervisor_who_asks_gets_one_escalation_list_a_day(
     contacts.write_text(text, encoding="utf-8")
     config = load_config()
     settings = config.settings
-    planning = Planning(
+    planning = Rules(
         settings.policy, config.calendar(), settings.zone, load_contacts(config.contacts_path)
     )
     store = open_store(settings.db)

@@ -14,7 +14,7 @@ from sqlmodel import Session, create_engine, select
 
 from reminder.contacts import load_contacts
 from reminder.ledger import read_ledger
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.settings import load_config
 from reminder.store.db import open_store
 from reminder.store.importer import import_ledger
@@ -343,7 +343,7 @@ def test_import_without_planning_then_replan_all_leaves_the_same_rows(
     (isolated_env / "ledger.db").unlink()
     config = load_config()
     contacts = load_contacts(config.contacts_path)
-    planning = Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+    planning = Rules(config.settings.policy, config.calendar(), config.settings.zone, contacts)
     store = open_store(config.settings.db)
     now = dt.datetime(2018, 3, 1, 2, 0, tzinfo=dt.UTC)
     for path in (SEED, isolated_env / "revised.txt"):

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from reminder.context import report_context
 from reminder.digest import build_digest
-from reminder.messages import report_context
 from reminder.render import Renderer
 from reminder.settings import OfficeSettings
 from tests.browser import lay_out

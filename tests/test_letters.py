@@ -19,16 +19,16 @@ from sqlalchemy import update
 
 from reminder.contacts import load_contacts
 from reminder.digest import build_digest
+from reminder.digest_round import enqueue_reports
 from reminder.ledger import read_ledger
 from reminder.planner import local_midnight, local_moment
-from reminder.planning import Planning
-from reminder.reports import enqueue_reports
+from reminder.rules import Rules
 from reminder.settings import Config, Settings, load_config
 from reminder.simulate import _items
 from reminder.store.db import open_store
 from reminder.store.importer import import_ledger
 from reminder.store.models import TaskUnitRow
-from reminder.store.reports import digest_inputs
+from reminder.store.overview import digest_inputs
 from reminder.store.targets import ensure_planned, replan_all
 from reminder.tick import plan_batch, run_tick
 from tests.conftest import SEED, Cli
@@ -38,10 +38,10 @@ from tests.smtp_server import smtp_server
 ZONE = ZoneInfo("Asia/Shanghai")
 
 
-def planning() -> Planning:
+def planning() -> Rules:
     config = load_config()
     contacts = load_contacts(config.contacts_path)
-    return Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+    return Rules(config.settings.policy, config.calendar(), config.settings.zone, contacts)
 
 
 def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -220,7 +220,7 @@ def test_every_item_goes_in_exactly_one_letter_and_none_on_a_day_off(
     path = write_text(folder / "ledger.txt", "济源市2018年测试台账", ledger)
     config = Config(folder=folder, settings=Settings())
     contacts = load_contacts(folder / "contacts.toml")
-    plan = Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+    plan = Rules(config.settings.policy, config.calendar(), config.settings.zone, contacts)
     store = open_store(f"sqlite:///{folder / 'ledger.db'}")
     with store.write() as session:
         import_ledger(session, read_ledger(path, contacts.directory), "", ticks[0], "test")

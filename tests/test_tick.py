@@ -15,7 +15,7 @@ import pytest
 import time_machine
 
 from reminder.contacts import load_contacts
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.settings import load_config
 from reminder.store.db import Store, open_store
 from reminder.tick import TickResult, run_tick
@@ -30,10 +30,10 @@ def at(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=ZONE).astimezone(dt.UTC)
 
 
-def planning() -> Planning:
+def planning() -> Rules:
     config = load_config()
     contacts = load_contacts(config.contacts_path)
-    return Planning(config.settings.policy, config.calendar(), config.settings.zone, contacts)
+    return Rules(config.settings.policy, config.calendar(), config.settings.zone, contacts)
 
 
 def tick(store: Store, moment: dt.datetime) -> TickResult:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from reminder.contacts import load_contacts
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.settings import load_config
 from reminder.store.db import open_store
 from reminder.web.serve import server as web_server
@@ -45,7 +45,7 @@ def serving(port: Port) -> Iterator[str]:
     config = load_config()
     settings = config.settings
     contacts = load_contacts(config.contacts_path)
-    planning = Planning(settings.policy, config.calendar(), settings.zone, contacts)
+    planning = Rules(settings.policy, config.calendar(), settings.zone, contacts)
     store = open_store(settings.db)
     server = web_server(config, store, planning)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [port.socket]}, daemon=True)

@@ -158,7 +158,10 @@ class Pipelined:
         option = " SMTPUTF8" if utf8 else ""
         return f"MAIL FROM:<{sender}>{option}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode()
 
-    async def send(self, sender: str, recipient: str, data: bytes, then: str | None = None) -> str:
+    # one branch per reply of the pipelined exchange, in the order the server sends them
+    async def send(  # noqa: PLR0912
+        self, sender: str, recipient: str, data: bytes, then: str | None = None
+    ) -> str:
         """One message (``data`` ready for DATA as it is); the server's final answer.
 
         ``then``: the recipient of the message this connection sends next, if known: its

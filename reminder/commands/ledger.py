@@ -16,16 +16,12 @@ from reminder.app import App, now, pass_app
 from reminder.contacts import Problem, load_contacts
 from reminder.errors import ConfigError, InputError, LedgerError
 from reminder.ledger import parse_ledger
+from reminder.records import StoredLedger, StoredTask
 from reminder.settings import config_folder
 from reminder.store.db import sqlite_file_missing
 from reminder.store.importer import ImportReport, apply_import, compare, plan_import
-from reminder.store.reports import digest_inputs
-from reminder.store.tasks import (
-    StoredLedger,
-    StoredTask,
-    ledger_facts,
-    ledger_years,
-)
+from reminder.store.overview import digest_inputs
+from reminder.store.tasks import ledger_facts, ledger_years
 from reminder.views import (
     import_lines,
     ledger_json,

@@ -15,7 +15,7 @@ from reminder.errors import DeliveryError, InputError
 from reminder.loop import run_async
 from reminder.outbox import outbox_rows, requeue
 from reminder.store.meta import save_last_tick
-from reminder.store.reports import queue_counts
+from reminder.store.overview import queue_counts
 
 if TYPE_CHECKING:
     from reminder.delivery import DeliveryReport

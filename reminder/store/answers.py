@@ -25,7 +25,7 @@ from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
 from reminder.errors import InputError
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.store.completion import journal, ledger_context, mark_done, record_progress
 from reminder.store.models import (
     AnswerRow,
@@ -103,7 +103,7 @@ def _journal(
     journal(session, kind, task, unit, note, actor.name, actor.origin, now, attachment, due)
 
 
-def _replan(session: Session, planning: Planning, task: TaskRow, now: dt.datetime) -> None:
+def _replan(session: Session, planning: Rules, task: TaskRow, now: dt.datetime) -> None:
     assert task.id is not None
     context = ledger_context(session)
     rows = units_by_task(session, [task.id])[task.id]
@@ -139,7 +139,7 @@ def read_link(session: Session, link: LinkRow, actor: Actor, now: dt.datetime) -
 
 def report_progress(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     number: int,
     unit: str,
     note: str,
@@ -199,7 +199,7 @@ def _ask(
 
 def report_done(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     number: int,
     unit: str,
     note: str,
@@ -232,7 +232,7 @@ def own_due(task: TaskRow, row: TaskUnitRow) -> dt.date | None:
 
 def request_extension(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     number: int,
     unit: str,
     due: dt.date,
@@ -273,7 +273,7 @@ def pending(session: Session, kind: str | None = None) -> list[tuple[AnswerRow, 
 
 def decide(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     answer_id: int,
     approve: bool,
     note: str,
@@ -316,7 +316,7 @@ def decide(
 
 def _approve_completion(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     answer: AnswerRow,
     task: TaskRow,
     row: TaskUnitRow,

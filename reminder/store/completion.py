@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from reminder.errors import InputError
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.store.models import EventRow, TaskRow, TaskUnitRow
 from reminder.store.targets import (
     LedgerContext,
@@ -65,7 +65,7 @@ def _task(session: Session, number: int) -> tuple[TaskRow, list[TaskUnitRow]]:
 
 
 def _select_units(
-    planning: Planning, number: int, rows: list[TaskUnitRow], unit: str | None
+    planning: Rules, number: int, rows: list[TaskUnitRow], unit: str | None
 ) -> list[TaskUnitRow]:
     """The target rows a --unit names: the unit, or every member of a group."""
     targets = [row for row in rows if row.is_target]
@@ -89,7 +89,7 @@ def ledger_context(session: Session) -> LedgerContext:
 
 def mark_done(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     number: int,
     unit: str | None,
     note: str,
@@ -119,7 +119,7 @@ def mark_done(
 
 
 def reopen(
-    session: Session, planning: Planning, number: int, note: str, actor: str, now: dt.datetime
+    session: Session, planning: Rules, number: int, note: str, actor: str, now: dt.datetime
 ) -> Outcome:
     """Open a task again, with every unit's part; its reminders resume."""
     context = ledger_context(session)
@@ -137,7 +137,7 @@ def reopen(
 
 def record_progress(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     number: int,
     unit: str,
     note: str,

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlmodel import Session
 
 from reminder.ledger.model import Ledger, Task
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.store.db import execute_many, fetch_all
 from reminder.store.models import EventRow, ImportRun, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.targets import (
@@ -396,7 +396,7 @@ def apply_import(
     plan: _Plan,
     now: dt.datetime,
     actor: str,
-    planning: Planning | None = None,
+    planning: Rules | None = None,
 ) -> None:
     """Write what ``plan_import`` found, in the caller's transaction; with ``planning``,
     replan every task in the same pass (what ``replan_all`` does after an import)."""
@@ -434,7 +434,7 @@ def import_ledger(
     sha256: str,
     now: dt.datetime,
     actor: str,
-    planning: Planning | None = None,
+    planning: Rules | None = None,
 ) -> ImportReport:
     """Apply ``ledger`` (whose file hashes to ``sha256``) inside the caller's transaction;
     with ``planning``, replanned too (else the caller runs ``replan_all``).

@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from reminder.contacts import Contacts
 from reminder.ledger.model import Role, Section, Task, UnitKind
 from reminder.planner import Target, next_at
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.store.db import execute_many, fetch_all
 from reminder.store.models import MetaRow, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import latest_import, task_of
@@ -154,7 +154,7 @@ def _as_date(value: dt.date | str | None) -> dt.date | None:
 
 def reschedule(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     context: LedgerContext,
     task_row: TaskRow,
     rows: Sequence[TaskUnitRow],
@@ -176,9 +176,7 @@ def reschedule(
         session.add(row)
 
 
-def refresh_tasks(
-    session: Session, planning: Planning, task_ids: Iterable[int] | None = None
-) -> int:
+def refresh_tasks(session: Session, planning: Rules, task_ids: Iterable[int] | None = None) -> int:
     """Expand groups and recompute ``next_at`` for some tasks (all active ones if None).
 
     Set-based, for a whole ledger at once (an import of 10,000 tasks replans ~150,000
@@ -200,7 +198,7 @@ def refresh_tasks(
 
 
 def replan_tasks(
-    planning: Planning,
+    planning: Rules,
     context: LedgerContext,
     task_rows: Sequence[Any],
     units: dict[int, list[PlannedUnit]],
@@ -429,7 +427,7 @@ def _sync_members_in_memory(
 
 
 def _reschedule_in_memory(
-    planning: Planning, context: LedgerContext, task_row: Any, rows: Sequence[PlannedUnit]
+    planning: Rules, context: LedgerContext, task_row: Any, rows: Sequence[PlannedUnit]
 ) -> None:
     """``reschedule`` on in-memory rows. ``next_at`` depends on the target only through
     the task, the unit's own due date and its state, so units alike are planned once."""
@@ -474,7 +472,7 @@ class _Placeholder:
 
 def update_task_status(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     context: LedgerContext,
     task_row: TaskRow,
     rows: Sequence[TaskUnitRow],
@@ -493,13 +491,13 @@ def update_task_status(
     session.add(task_row)
 
 
-def replan_all(session: Session, planning: Planning) -> None:
+def replan_all(session: Session, planning: Rules) -> None:
     """Step 1 for every task, and remember what it was planned with."""
     refresh_tasks(session, planning)
     remember_planning(session, planning)
 
 
-def remember_planning(session: Session, planning: Planning) -> None:
+def remember_planning(session: Session, planning: Rules) -> None:
     """Record that the store is planned with ``planning`` (see ``ensure_planned``)."""
     row = session.get(MetaRow, FINGERPRINT)
     value = planning.fingerprint()
@@ -510,7 +508,7 @@ def remember_planning(session: Session, planning: Planning) -> None:
         session.add(row)
 
 
-def ensure_planned(session: Session, planning: Planning) -> bool:
+def ensure_planned(session: Session, planning: Rules) -> bool:
     row = session.get(MetaRow, FINGERPRINT)
     if row is not None and row.value == planning.fingerprint():
         return False

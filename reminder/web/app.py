@@ -47,8 +47,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reminder.errors import InputError
-from reminder.planning import Planning
 from reminder.render import BUNDLED, cn_date, weekday
+from reminder.rules import Rules
 from reminder.settings import Config
 from reminder.store import answers
 from reminder.store.db import Store
@@ -149,7 +149,7 @@ class _Page:
 class Web:
     """The pages and actions, over one store."""
 
-    def __init__(self, config: Config, store: Store, planning: Planning) -> None:
+    def __init__(self, config: Config, store: Store, planning: Rules) -> None:
         self.config = config
         self.settings = config.settings
         self.web = config.settings.web
@@ -566,7 +566,7 @@ class Web:
         return PlainTextResponse("ok")
 
 
-def create_app(config: Config, store: Store, planning: Planning) -> ASGIApp:
+def create_app(config: Config, store: Store, planning: Rules) -> ASGIApp:
     web = Web(config, store, planning)
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -19,10 +19,10 @@ from sqlalchemy import ColumnElement, Row, and_, case, func, literal, or_, selec
 from sqlmodel import Session
 
 from reminder.contacts import Supervisor
+from reminder.context import ROLE_LABELS
 from reminder.digest import HORIZON_DAYS
 from reminder.ledger.model import names_section
-from reminder.messages import ROLE_LABELS
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.store.answers import history
 from reminder.store.models import (
     AnswerRow,
@@ -55,7 +55,7 @@ _O = OutboxRow.__table__  # type: ignore[attr-defined]
 _S = SectionRow.__table__  # type: ignore[attr-defined]
 
 
-def _counts_down(session: Session, planning: Planning) -> Any:
+def _counts_down(session: Session, planning: Rules) -> Any:
     """A SQL condition: the task's due date makes it yellow and red (as in the digest:
     it has one, and its kind is among its policy's ``overdue.kinds``). Policies differ
     by section and by the tasks an override names, so the condition has a term per
@@ -188,7 +188,7 @@ def _units_of(session: Session, task_ids: list[int]) -> dict[int, list[tuple[str
 
 def board(
     session: Session,
-    planning: Planning,
+    planning: Rules,
     today: dt.date,
     filters: Filters,
     zone: dt.tzinfo,
@@ -303,7 +303,7 @@ def _choices(session: Session, scope: Watch | None) -> tuple[list[dict[str, Any]
     return sections, units
 
 
-def all_rows(session: Session, planning: Planning, today: dt.date) -> list[tuple[Any, ...]]:
+def all_rows(session: Session, planning: Rules, today: dt.date) -> list[tuple[Any, ...]]:
     """Every task × unit of the ledger with its light, for the export: (no, section,
     text, deadline, unit, via, role, own due, light, 催办次数), by task and position."""
     light = _light(_counts_down(session, planning), today)
@@ -361,7 +361,7 @@ def _notes(
 
 
 def unit_page(
-    session: Session, planning: Planning, unit: str, today: dt.date, zone: dt.tzinfo
+    session: Session, planning: Rules, unit: str, today: dt.date, zone: dt.tzinfo
 ) -> list[dict[str, Any]]:
     """A unit's parts, most urgent first (open, then reported, then done)."""
     light = _light(_counts_down(session, planning), today).label("light")
@@ -481,7 +481,7 @@ def _unit_part(
 
 
 def task_detail(
-    session: Session, planning: Planning, number: int, today: dt.date, zone: dt.tzinfo
+    session: Session, planning: Rules, number: int, today: dt.date, zone: dt.tzinfo
 ) -> dict[str, Any] | None:
     """One task for the board: its units' states and its history (oldest first)."""
     task = session.execute(select(_T).where(_T.c.no == number, _T.c.removed_at.is_(None))).first()

@@ -18,15 +18,15 @@ from openpyxl.styles import Font
 from openpyxl.worksheet.worksheet import Worksheet
 from sqlmodel import Session
 
-from reminder.messages import ROLE_LABELS
-from reminder.planning import Planning
+from reminder.context import ROLE_LABELS
+from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.tasks import latest_import
 from reminder.web.data import LIGHT_LABELS, all_rows
 from reminder.wording import deadline_text
 
 
-def workbook(session: Session, planning: Planning, settings: Settings, today: dt.date) -> bytes:
+def workbook(session: Session, planning: Rules, settings: Settings, today: dt.date) -> bytes:
     rows = all_rows(session, planning, today)
     run = latest_import(session)
     year = run.year if run else today.year

@@ -27,7 +27,7 @@ from sqlalchemy import insert, update
 from sqlmodel import Session
 
 from reminder.errors import ConfigError
-from reminder.recipients import Message
+from reminder.rows import Message
 from reminder.secrets import secret
 from reminder.settings import WebSettings
 from reminder.store.models import LinkRow

@@ -6,13 +6,13 @@ import os
 
 import uvicorn
 
-from reminder.planning import Planning
+from reminder.rules import Rules
 from reminder.settings import Config
 from reminder.store.db import Store
 from reminder.web.app import create_app
 
 
-def server(config: Config, store: Store, planning: Planning) -> uvicorn.Server:
+def server(config: Config, store: Store, planning: Rules) -> uvicorn.Server:
     web = config.settings.web
     return uvicorn.Server(
         uvicorn.Config(

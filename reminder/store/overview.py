@@ -3,56 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
+from reminder.records import DigestInputs, Progress, Reminded, Undelivered
 from reminder.store.models import EventRow, OutboxRow, TaskUnitRow
-from reminder.store.tasks import StoredLedger, load_ledger
+from reminder.store.tasks import load_ledger
 
 UNDELIVERED_SHOWN = 20
-
-
-# what the digest (digest.py) reads from the store: defined here, below it
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    unit: str
-    note: str
-    at: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Undelivered:
-    status: str  # dead | retry
-    kind: str
-    task_no: int | None
-    recipient: str
-    channel: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reminded:
-    """What letters told one unit of one task: how often overdue (催办次数), and when last."""
-
-    overdue: int = 0
-    last: dt.datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DigestInputs:
-    """What the store knows that a digest or agenda needs."""
-
-    ledger: StoredLedger
-    reminded: Mapping[tuple[int, str], Reminded] = field(default_factory=dict)  # (task id, unit)
-    progress: dict[int, Progress] = field(default_factory=dict)  # task id → last progress note
-    undelivered: tuple[Undelivered, ...] = ()  # the newest, for the list
-    undelivered_counts: Mapping[str, int] = field(default_factory=dict)  # status → all of them
 
 
 def digest_inputs(session: Session) -> DigestInputs | None:

@@ -13,16 +13,16 @@ from sqlmodel import col
 from sqlmodel import select as select_rows
 
 from reminder.app import App, now, parse_moment, pass_app
+from reminder.context import report_context
 from reminder.digest import LIGHTS, build_digest, light
+from reminder.digest_round import calendar_notices, digest_due, enqueue_reports, next_digest
 from reminder.errors import InputError
 from reminder.loop import run_async
-from reminder.messages import report_context
 from reminder.planner import local_moment
 from reminder.recipients import NO_CONTACT
-from reminder.reports import calendar_notices, digest_due, enqueue_reports, next_digest
 from reminder.store.meta import last_tick as recorded_tick
 from reminder.store.models import AttemptRow, ItemRow, OutboxRow
-from reminder.store.reports import digest_inputs, queue_counts
+from reminder.store.overview import digest_inputs, queue_counts
 from reminder.store.tasks import load_ledger
 
 STATES = ("pending", "sending", "retry", "sent", "dead", "superseded")

@@ -1,9 +1,10 @@
-"""Enqueueing the supervisors' daily digest (and 逾期督办清单): the store around digest.py.
+"""One digest round: the supervisors' daily digest (and 逾期督办清单) from the store
+into the outbox, around the pure ``reminder.digest`` (as ``tick`` does for letters).
 
 They go through the outbox like every message, keyed by recipient and day, so a job
 that runs twice, a restart or a clock that jumps cannot send one twice, and a daemon
 that was down at 08:30 sends today's digest when it starts. (The units' weekly agenda
-goes in their first letter of the week: ``reminder.store.letters``.)
+goes in their first letter of the week: ``reminder.letter_round``.)
 """
 
 from __future__ import annotations
@@ -15,23 +16,24 @@ from typing import Any
 from sqlmodel import Session
 
 from reminder.calendar import WorkCalendar
-from reminder.digest import DigestInputs, build_digest
+from reminder.digest import ESCALATION_FIELDS, build_digest
 from reminder.outbox import enqueue
 from reminder.planner import local_moment
-from reminder.planning import Planning
 from reminder.policy import Kind
-from reminder.recipients import Message, message_key, routes
+from reminder.recipients import message_key, routes
+from reminder.records import DigestInputs
+from reminder.rows import Message
+from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store
-from reminder.store.reports import digest_inputs, last_sent_to
+from reminder.store.overview import digest_inputs, last_sent_to
 from reminder.store.tasks import ledger_years
 from reminder.web.links import Link, Links, Scope, save_links
 
 # what a 逾期督办清单 holds of its supervisor's digest
-ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after")
 
 
-def next_digest(settings: Settings, planning: Planning, now: dt.datetime) -> dt.datetime:
+def next_digest(settings: Settings, planning: Rules, now: dt.datetime) -> dt.datetime:
     """The next moment a digest goes out."""
     day = now.astimezone(settings.zone).date()
     today = local_moment(day, settings.digest.at, settings.zone)
@@ -40,7 +42,7 @@ def next_digest(settings: Settings, planning: Planning, now: dt.datetime) -> dt.
     return local_moment(day, settings.digest.at, settings.zone)
 
 
-def digest_due(settings: Settings, planning: Planning, now: dt.datetime) -> dt.datetime | None:
+def digest_due(settings: Settings, planning: Rules, now: dt.datetime) -> dt.datetime | None:
     """Today's digest moment, once it has come on a working day."""
     day = now.astimezone(settings.zone).date()
     moment = local_moment(day, settings.digest.at, settings.zone)
@@ -56,7 +58,7 @@ def notices(calendar: WorkCalendar, years: set[int], day: dt.date) -> list[str]:
     return [warning] if warning else []
 
 
-def calendar_notices(session: Session, planning: Planning, day: dt.date) -> list[str]:
+def calendar_notices(session: Session, planning: Rules, day: dt.date) -> list[str]:
     """``notices`` for the ledger in the store."""
     return notices(planning.calendar, ledger_years(session), day)
 
@@ -85,7 +87,7 @@ def _messages(
 
 def report_messages(
     inputs: DigestInputs,
-    planning: Planning,
+    planning: Rules,
     digest_at: dt.datetime,
     last_digest: Callable[[str], dt.datetime | None],
     notices: Sequence[str],
@@ -119,7 +121,7 @@ def report_messages(
 
 def enqueue_reports(
     store: Store,
-    planning: Planning,
+    planning: Rules,
     settings: Settings,
     now: dt.datetime,
     *,

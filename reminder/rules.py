@@ -1,4 +1,5 @@
-"""Everything that decides when reminders go out, loaded once and passed down."""
+"""The rules the planner applies: the policy, the working calendar, the time zone and the
+contacts, loaded once and passed down (a ``Rules`` is usually called ``planning``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from reminder.policy import Policy
 
 
 @dataclass(frozen=True, slots=True)
-class Planning:
+class Rules:
+    """Everything that decides when reminders go out, and the policy of each task."""
+
     policy: Policy
     calendar: WorkCalendar
     zone: ZoneInfo

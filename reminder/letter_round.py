@@ -1,4 +1,5 @@
-"""Items into letters: the store around ``reminder.letters``.
+"""One letter round: the items due, from the store into letters in the outbox, around
+the pure ``reminder.letters``.
 
 ``compose_letters`` runs at the end of every tick, in one transaction:
 
@@ -42,9 +43,9 @@ from reminder.letters import (
 )
 from reminder.outbox import enqueue
 from reminder.planner import local_midnight, sending_opens
-from reminder.planning import Planning
 from reminder.policy import Kind
 from reminder.recipients import Item
+from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import insert_new
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
@@ -103,7 +104,7 @@ def _open_units(session: Session) -> list[str]:
 
 
 def plan_agendas(
-    session: Session, planning: Planning, settings: Settings, now: dt.datetime
+    session: Session, planning: Rules, settings: Settings, now: dt.datetime
 ) -> list[Item]:
     """This week's agenda items, once the week's first working day's send hour has come;
     returns those new in the store."""
@@ -140,7 +141,7 @@ def _sequences(
 
 
 def compose_letters(
-    session: Session, planning: Planning, settings: Settings, now: dt.datetime
+    session: Session, planning: Rules, settings: Settings, now: dt.datetime
 ) -> list[Letter]:
     """Steps 1 to 4 of the module docstring, inside the caller's transaction."""
     zone = planning.zone

@@ -1,4 +1,5 @@
-"""Commands about planning: plan, simulate, done, reopen, progress."""
+"""Commands about the work: what would be sent (plan, simulate) and what was done
+(done, reopen, progress)."""
 
 from __future__ import annotations
 
