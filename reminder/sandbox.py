@@ -66,6 +66,11 @@ def _cpu_clock(thread: int) -> int:
         return time.CLOCK_MONOTONIC
 
 
+WALL_FACTOR = 4  # the backstop: this many times the budget in wall time, plus WALL_SLACK_S
+WALL_SLACK_S = 5.0
+POLL_S = 0.25
+
+
 class _Watchdog:
     """One thread that interrupts renders past their budget.
 
@@ -79,8 +84,9 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # thread → (ticket, its CPU clock, the clock's reading at which the budget is spent)
-        self._renders: dict[int, tuple[int, int, float]] = {}
+        # thread → (ticket, its CPU clock, the clock's reading at which the budget is spent,
+        # the monotonic moment past which it is spent whatever the CPU clock says)
+        self._renders: dict[int, tuple[int, int, float, float]] = {}
         self._fired: dict[int, int] = {}  # thread → ticket shot at
         self._tickets = 0
         self._wake = threading.Event()
@@ -93,11 +99,14 @@ class _Watchdog:
         clock = _cpu_clock(thread)
         spent_at = time.clock_gettime(clock) + seconds
         wake_by = time.monotonic() + seconds  # CPU time runs no faster than this
+        # a backstop in wall time, far beyond what load makes of the budget: a CPU clock
+        # that does not advance (a platform without one per thread) cannot stop the watch
+        backstop = time.monotonic() + WALL_FACTOR * seconds + WALL_SLACK_S
         with self._lock:
             self._tickets += 1
             if self._fired.pop(thread, None) is not None:
                 self._set_async(ctypes.c_ulong(thread), None)  # a stale shot: cleared
-            self._renders[thread] = (self._tickets, clock, spent_at)
+            self._renders[thread] = (self._tickets, clock, spent_at, backstop)
             if wake_by < self._next:
                 self._next = wake_by
                 self._wake.set()
@@ -111,7 +120,7 @@ class _Watchdog:
     def disarm(self, ticket: int) -> None:
         thread = threading.get_ident()
         with self._lock:
-            if self._renders.get(thread, (0, 0, 0.0))[0] == ticket:
+            if self._renders.get(thread, (0, 0, 0.0, 0.0))[0] == ticket:
                 del self._renders[thread]
             if self._fired.get(thread) == ticket:
                 del self._fired[thread]
@@ -121,20 +130,22 @@ class _Watchdog:
         while True:
             with self._lock:
                 waiting = []
-                for thread, (ticket, clock, spent_at) in list(self._renders.items()):
-                    if thread in self._fired:
+                for thread, (ticket, clock, spent_at, backstop) in list(self._renders.items()):
+                    if self._fired.get(thread) == ticket:  # shot at, not yet disarmed
                         continue
                     try:
                         left = spent_at - time.clock_gettime(clock)
                     except OSError:  # the thread is gone
                         del self._renders[thread]
                         continue
-                    if left <= 0:
+                    if left <= 0 or time.monotonic() >= backstop:
                         self._fired[thread] = ticket
                         self._set_async(ctypes.c_ulong(thread), ctypes.py_object(Overrun))
                     else:
                         waiting.append(left)
-                sleep_s = min(waiting) if waiting else None
+                # while anything renders, look again at least every POLL_S: a wake-up that
+                # raced with ``arm`` costs at most that
+                sleep_s = min(*waiting, POLL_S) if waiting else None
                 self._next = time.monotonic() + sleep_s if sleep_s else float("inf")
                 self._wake.clear()
             self._wake.wait(sleep_s)
