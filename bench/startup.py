@@ -1,12 +1,15 @@
 """How long short commands take, start to exit, as a user runs them (run by hand).
 
-    .venv/bin/python -m bench.startup [--runs 11]
+    .venv/bin/python -m bench.startup [--runs 11] [--peer CHECKOUT]
 
 In a fresh folder: import the bundled ledger (the embedded defaults: SQLite, the
 bundled config), then run each command ``--runs`` times as a subprocess (the installed
 `reminder` script, output to /dev/null) and print the median and the fastest wall time,
 and the median CPU time (user + system) of the child. The conditions come first: the
-CPU count and the load average, since a loaded machine moves every figure.
+CPU count and the load average, since a loaded machine moves every figure. ``--peer``:
+another checkout of the project (e.g. ``git worktree add /tmp/before e654e8e``), run
+with the same interpreter and libraries (its folder first on ``PYTHONPATH``) on its own
+store, each of its runs beside one of this checkout's.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +36,7 @@ COMMANDS = [
 ]
 
 
-def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+def timed(args: list[str], env: Mapping[str, str], cwd: Path) -> tuple[float, float]:
     """Wall and CPU seconds of one run of `reminder ARGS`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -53,27 +57,45 @@ def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11)
-    runs = parser.parse_args().runs
+    parser.add_argument("--peer", type=Path, help="another checkout, measured beside this one")
+    options = parser.parse_args()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"cpus: {os.cpu_count()}; load average (1, 5, 15 min): {load}; runs: {runs}")
+    print(f"cpus: {os.cpu_count()}; load average (1, 5, 15 min): {load}; runs: {options.runs}")
     with tempfile.TemporaryDirectory() as folder:
-        cwd = Path(folder)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDER_")}
-        env |= {"REMINDER_CONFIG": str(ROOT / "config"), "REMINDER_DB": "sqlite:///ledger.db"}
-        subprocess.run(
-            [str(REMINDER), "import", str(SEED)],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            check=True,
-        )
-        for args in COMMANDS:
-            timed(args, env, cwd)  # warm: .pyc files and the page cache
-            walls, cpus = zip(*(timed(args, env, cwd) for _ in range(runs)), strict=True)
-            print(
-                f"reminder {' '.join(args):<32} median {statistics.median(walls):.3f} s, "
-                f"fastest {min(walls):.3f} s, cpu {statistics.median(cpus):.3f} s"
+        versions = {"this": (ROOT, Path(folder) / "this")}
+        if options.peer is not None:
+            versions["peer"] = (options.peer.resolve(), Path(folder) / "peer")
+        envs = {}
+        for name, (checkout, cwd) in versions.items():
+            cwd.mkdir()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDER_")}
+            env |= {
+                "REMINDER_CONFIG": str(checkout / "config"),
+                "REMINDER_DB": "sqlite:///ledger.db",
+                "PYTHONPATH": str(checkout),
+            }
+            envs[name] = env
+            subprocess.run(
+                [str(REMINDER), "import", str(SEED)],
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                check=True,
             )
+        for args in COMMANDS:
+            measured: dict[str, list[tuple[float, float]]] = {name: [] for name in versions}
+            for name in versions:
+                timed(args, envs[name], versions[name][1])  # warm: .pyc files, page cache
+            for _ in range(options.runs):
+                for name in versions:
+                    measured[name].append(timed(args, envs[name], versions[name][1]))
+            for name, runs in measured.items():
+                walls, cpus = zip(*runs, strict=True)
+                print(
+                    f"{name:<5} reminder {' '.join(args):<28} "
+                    f"median {statistics.median(walls):.3f} s, "
+                    f"fastest {min(walls):.3f} s, cpu {statistics.median(cpus):.3f} s"
+                )
     print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -69,6 +69,7 @@ def _cpu_clock(thread: int) -> int:
 WALL_FACTOR = 4  # the backstop: this many times the budget in wall time, plus WALL_SLACK_S
 WALL_SLACK_S = 5.0
 POLL_S = 0.25
+REFIRE_S = 1.0
 
 
 class _Watchdog:
@@ -87,7 +88,7 @@ class _Watchdog:
         # thread → (ticket, its CPU clock, the clock's reading at which the budget is spent,
         # the monotonic moment past which it is spent whatever the CPU clock says)
         self._renders: dict[int, tuple[int, int, float, float]] = {}
-        self._fired: dict[int, int] = {}  # thread → ticket shot at
+        self._fired: dict[int, tuple[int, float]] = {}  # thread → (ticket shot at, when)
         self._tickets = 0
         self._wake = threading.Event()
         self._next = float("inf")  # when the thread wakes next (monotonic)
@@ -122,7 +123,7 @@ class _Watchdog:
         with self._lock:
             if self._renders.get(thread, (0, 0, 0.0, 0.0))[0] == ticket:
                 del self._renders[thread]
-            if self._fired.get(thread) == ticket:
+            if self._fired.get(thread, (0, 0.0))[0] == ticket:
                 del self._fired[thread]
                 self._set_async(ctypes.c_ulong(thread), None)  # not delivered yet: cleared
 
@@ -131,15 +132,19 @@ class _Watchdog:
             with self._lock:
                 waiting = []
                 for thread, (ticket, clock, spent_at, backstop) in list(self._renders.items()):
-                    if self._fired.get(thread) == ticket:  # shot at, not yet disarmed
-                        continue
+                    shot, shot_at = self._fired.get(thread, (0, 0.0))
+                    if shot == ticket and time.monotonic() < shot_at + REFIRE_S:
+                        waiting.append(shot_at + REFIRE_S - time.monotonic())
+                        continue  # shot at, not yet disarmed: delivered between two bytecodes
                     try:
                         left = spent_at - time.clock_gettime(clock)
                     except OSError:  # the thread is gone
                         del self._renders[thread]
                         continue
                     if left <= 0 or time.monotonic() >= backstop:
-                        self._fired[thread] = ticket
+                        # shot again if the render still runs REFIRE_S later: an exception
+                        # set while the thread ran C code has been seen to go missing
+                        self._fired[thread] = (ticket, time.monotonic())
                         self._set_async(ctypes.c_ulong(thread), ctypes.py_object(Overrun))
                     else:
                         waiting.append(left)
