@@ -10,6 +10,9 @@ eat the machine's memory. Every render therefore gets, on top of Jinja2's sandbo
    has no try/except) can swallow it; it is delivered between two bytecodes, which
    stops any loop of Python code. What runs inside one C call (a ``str`` method, a
    ``join``) cannot be interrupted: those calls are bounded by the checks below instead.
+   Python code that the interpreter runs where an exception cannot propagate (a gc
+   callback, a ``__del__``) swallows a shot delivered inside it; the watchdog fires again
+   every ``REFIRE_S`` while the render goes on, and the daemon installs no gc callback.
 2. size checks made before a value is built, where its size can be known from the
    arguments: repetition (``*``), powers (``**``), ``%`` and ``str.format`` widths,
    ``center``/``ljust``/``rjust``/``zfill``/``expandtabs``, ``join``, ``replace``,
@@ -138,9 +141,12 @@ class _Watchdog:
                         continue  # shot at, not yet disarmed: delivered between two bytecodes
                     try:
                         left = spent_at - time.clock_gettime(clock)
-                    except OSError:  # the thread is gone
-                        del self._renders[thread]
-                        continue
+                    except OSError:  # no CPU clock to read: the thread is gone, or the
+                        # clock cannot be read from here; then the wall-time backstop rules
+                        if thread not in {t.ident for t in threading.enumerate()}:
+                            del self._renders[thread]
+                            continue
+                        left = backstop - time.monotonic()
                     if left <= 0 or time.monotonic() >= backstop:
                         # shot again if the render still runs REFIRE_S later: an exception
                         # set while the thread ran C code has been seen to go missing

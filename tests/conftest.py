@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -113,3 +114,14 @@ def pg_url() -> Iterator[str]:
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture
+def no_gc_callbacks() -> Iterator[None]:
+    """As in the daemon, no Python code runs from the garbage collector: hypothesis (in
+    other tests of this process) leaves a gc callback, and a shot delivered inside one
+    is swallowed as unraisable, shot after shot while a render allocates."""
+    saved = gc.callbacks[:]
+    gc.callbacks.clear()  # the list gc itself reads
+    yield
+    gc.callbacks.extend(saved)

@@ -134,6 +134,7 @@ def test_a_template_error_of_any_kind_is_one_line(
     cli: Cli,
     isolated_env: Path,
     monkeypatch: pytest.MonkeyPatch,
+    no_gc_callbacks: None,
     file: str,
     source: str,
     line: str,

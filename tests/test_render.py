@@ -474,7 +474,7 @@ def test_the_budget_refuses_what_would_take_memory(
     ],
 )
 def test_the_budget_stops_a_render_that_runs_too_long(
-    tmp_path: Path, contacts: Contacts, source: str
+    tmp_path: Path, contacts: Contacts, source: str, no_gc_callbacks: None
 ) -> None:
     (tmp_path / "letter.sms.j2").write_text(source, encoding="utf-8")
     payload = letter(contacts, [(Kind.OVERDUE, "2018-09-30")])
