@@ -32,51 +32,6 @@ def _listed(rows: Iterable[TaskUnitRow]) -> list[TaskUnitRow]:
     return sorted((row for row in rows if row.via is None), key=lambda r: r.position)
 
 
-def sync_members(
-    session: Session, task_id: int, rows: list[TaskUnitRow], contacts: Contacts
-) -> list[TaskUnitRow]:
-    """Make the member rows of one task match contacts.toml; returns the task's rows."""
-    listed = _listed(rows)
-    listed_names = {row.unit for row in listed}
-    wanted: dict[str, TaskUnitRow] = {}  # member name → the group row it comes through
-    for row in listed:
-        members: tuple[str, ...] = ()
-        if row.kind == _GROUP:
-            entry = contacts.directory.resolve(row.unit)
-            members = entry.members if entry else ()
-        row.is_target = not members
-        session.add(row)
-        for member in members:
-            if member not in listed_names and member not in wanted:
-                wanted[member] = row
-    kept: list[TaskUnitRow] = list(listed)
-    for row in rows:
-        if row.via is None:
-            continue
-        group = wanted.pop(row.unit, None)
-        if group is None:
-            session.delete(row)
-            continue
-        row.via, row.role, row.is_target = group.unit, group.role, True
-        session.add(row)
-        kept.append(row)
-    for index, (member, group) in enumerate(wanted.items()):
-        row = TaskUnitRow(
-            task_id=task_id,
-            unit=member,
-            role=group.role,
-            kind=UnitKind.UNIT.value,
-            raw=member,
-            position=MEMBER_POSITION + index,
-            via=group.unit,
-            is_target=True,
-        )
-        session.add(row)
-        kept.append(row)
-    session.flush()
-    return kept
-
-
 @dataclass(frozen=True, slots=True)
 class LedgerContext:
     """What every target of the ledger shares: its year and its sections."""
@@ -180,8 +135,8 @@ def refresh_tasks(session: Session, planning: Rules, task_ids: Iterable[int] | N
     """Expand groups and recompute ``next_at`` for some tasks (all active ones if None).
 
     Set-based, for a whole ledger at once (an import of 10,000 tasks replans ~150,000
-    rows): the rows are read with two Core statements, ``sync_members`` and
-    ``reschedule`` are applied in memory (``replan_tasks``), and only what changed is
+    rows): the rows are read with two Core statements, group members are synced and
+    ``reschedule`` is applied in memory (``replan_tasks``), and only what changed is
     written back with one executemany statement per kind (``UnitChanges``).
     """
     context = LedgerContext.load(session)
@@ -204,13 +159,13 @@ def replan_tasks(
     units: dict[int, list[PlannedUnit]],
     changes: UnitChanges,
 ) -> None:
-    """``sync_members`` and ``reschedule`` for each task, in memory, in the given order
+    """Group members synced and ``reschedule`` for each task, in memory, in the given order
     (new member rows are inserted in it: tasks by number, as the per-task version did,
     so that they get the same ids)."""
     for task_row in task_rows:
         rows = units.get(task_row.id, [])
         if task_row.removed_at is None:
-            rows = _sync_members_in_memory(task_row.id, rows, planning.contacts, changes)
+            rows = _sync_members(task_row.id, rows, planning.contacts, changes)
         _reschedule_in_memory(planning, context, task_row, rows)
         changes.collect(rows)
 
@@ -383,10 +338,11 @@ def _new_values(row: PlannedUnit) -> dict[str, Any]:
 _GROUP, _UNIT = UnitKind.GROUP.value, UnitKind.UNIT.value
 
 
-def _sync_members_in_memory(
+def _sync_members(
     task_id: int, rows: list[PlannedUnit], contacts: Contacts, changes: UnitChanges
 ) -> list[PlannedUnit]:
-    """``sync_members`` on in-memory rows: deleted rows go to ``changes``."""
+    """Make the member rows of one task match contacts.toml (a listed group expands to
+    its members, each listed once), on in-memory rows: deleted rows go to ``changes``."""
     listed = sorted((row for row in rows if row.via is None), key=lambda r: r.position)
     listed_names = {row.unit for row in listed}
     wanted: dict[str, PlannedUnit] = {}  # member name → the group row it comes through
