@@ -77,7 +77,7 @@ def refuse_broken_templates(
     problems = rendering_problems(renderer, inputs, facts, planning, settings.office, today)
     if problems:
         folder = settings.messages.templates
-        where = f"templates folder {folder}" if folder else "bundled templates"
+        where = f"templates folder {folder}"
         more = f" (and {len(problems) - 1} more; see `reminder check`)" if len(problems) > 1 else ""
         raise ConfigError(f"{where}: {problems[0].message}{more}")
 
@@ -144,7 +144,8 @@ class Daemon:
         if self.stopping.is_set():
             return
         async with self.busy:
-            self.tick_at(self.clock())
+            if not self.stopping.is_set():  # a stop may have come while it waited
+                self.tick_at(self.clock())
 
     def tick_at(self, moment: dt.datetime) -> None:
         runtime = self.runtime
@@ -162,7 +163,8 @@ class Daemon:
         if self.stopping.is_set():
             return
         async with self.busy:
-            self.reports_at(self.clock())
+            if not self.stopping.is_set():
+                self.reports_at(self.clock())
 
     def reports_at(self, moment: dt.datetime) -> None:
         runtime = self.runtime
@@ -266,6 +268,9 @@ class Daemon:
         except ReminderError as error:
             self.log.error("reload_failed", error=str(error))
             notify("STATUS=reload failed, running on the old configuration")
+            return
+        except Exception as error:  # the store, a file, a bug: the old one goes on
+            self.failed("reload_failed", error)
             return
         async with self.busy:
             old, self.runtime = self.runtime, fresh

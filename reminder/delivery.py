@@ -171,10 +171,13 @@ class Delivery:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(interval)
-            recorder.flush()
-            if time.monotonic() - renewed >= lease_s / 3 - interval / 2:
-                recorder.renew()
-                renewed = time.monotonic()
+            try:
+                recorder.flush()
+                if time.monotonic() - renewed >= lease_s / 3 - interval / 2:
+                    recorder.renew()
+                    renewed = time.monotonic()
+            except Exception as exc:  # the store went away for a moment: try again
+                self.log.error("delivery_record_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def run(
         self,

@@ -74,9 +74,16 @@ class Recorder:
         for result in results:
             # a message taken twice (this process stopped longer than a lease) is
             # reported twice: both outcomes are recorded, the attempts counted once
-            attempts.setdefault(result.id, self.attempts.pop(result.id, 0))
-        with self.store.write() as session:
-            mark(session, results, attempts, self.clock(), self.settings)
+            attempts.setdefault(result.id, self.attempts.get(result.id, 0))
+        try:
+            with self.store.write() as session:
+                mark(session, results, attempts, self.clock(), self.settings)
+        except BaseException:
+            # not recorded: kept for the next flush, their leases still renewed
+            self.pending[:0] = results
+            raise
+        for result in results:
+            self.attempts.pop(result.id, None)
         self._log(results, attempts)
 
     def _log(self, results: list[Result], attempts: dict[int, int]) -> None:

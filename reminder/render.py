@@ -214,14 +214,17 @@ class Renderer:
             ) from None
         except Exception as exc:  # a template that cannot be read or compiled
             raise TemplateProblem(f"template {file}: {_reason(exc)}") from None
+        ticket = WATCHDOG.arm(self.seconds)
         try:
-            ticket = WATCHDOG.arm(self.seconds)
             try:
                 start_budget()
                 text = _generate(template, values, template.environment is not self.bundled)
             finally:
                 WATCHDOG.disarm(ticket)
         except Overrun as exc:
+            # a shot that landed in the ``finally`` before ``disarm`` ran: disarmed now, so
+            # that no shot follows the thread out of the render
+            WATCHDOG.disarm(ticket)
             where = _where(exc, template)
             message = f"template {where}: took longer than {self.seconds:g} s to render"
             self._overran[file] = message

@@ -81,9 +81,10 @@ class _Watchdog:
     The budget is CPU time of the rendering thread: a machine under load or a suspended
     VM does not fail a template, a loop does. ``arm``/``disarm`` cost a lock each; the
     thread sleeps until the nearest budget could be spent and waits on an event while
-    nothing renders. It fires at most once per render (a ticket), and ``disarm`` clears
-    a shot that was fired but not yet delivered, so the exception never reaches code
-    outside the render.
+    nothing renders. It fires at a render (a ticket) once its budget is spent, and again
+    every ``REFIRE_S`` while the render goes on (a shot can be swallowed, see the module
+    docstring); ``disarm`` clears a shot that was fired but not yet delivered, so the
+    exception never reaches code outside the render.
     """
 
     def __init__(self) -> None:
@@ -152,6 +153,7 @@ class _Watchdog:
                         # set while the thread ran C code has been seen to go missing
                         self._fired[thread] = (ticket, time.monotonic())
                         self._set_async(ctypes.c_ulong(thread), ctypes.py_object(Overrun))
+                        waiting.append(REFIRE_S)  # to look again, render alone or not
                     else:
                         waiting.append(left)
                 # while anything renders, look again at least every POLL_S: a wake-up that

@@ -90,8 +90,8 @@ class DaemonLock:
 
     def release(self) -> None:
         """Unlock and remove the file. Removed while still locked, so that a daemon that
-        starts meanwhile either waits for our lock or opens a new file, never one that
-        is about to go away unlocked."""
+        starts meanwhile either finds it locked (and is refused) or opens a new file,
+        never one that is about to go away unlocked."""
         if self._handle is not None:
             with suppress(FileNotFoundError):
                 self.path.unlink()
