@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import os
@@ -361,6 +362,10 @@ class Daemon:
                 await asyncio.wait_for(self.runtime.close(), max(0.1, deadline - loop.time()))
             except TimeoutError:
                 self.runtime.delivery.abort()
+        else:  # out of time: the aborted senders' HTTP clients closed all the same
+            for runtime in {id(r): r for r in (self.runtime, self.in_use) if r}.values():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(close_all(runtime.delivery.senders), CANCEL_GRACE_S)
         self.log.info("stopped")
         return 0
 

@@ -511,6 +511,24 @@ def test_run_once_refuses_a_broken_template_before_queueing(
     assert not (isolated_env / "out").exists()
 
 
+def test_digest_refuses_a_broken_template_before_queueing(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`digest` sends as `run --once` does: a templates folder that fails on the ledger
+    is refused before anything is enqueued."""
+    assert cli("import", str(SEED)).code == 0
+    folder = isolated_env / "templates"
+    folder.mkdir()
+    (folder / "digest.text.j2").write_text("{{ nothing.here }}\n", encoding="utf-8")
+    monkeypatch.setenv("REMINDER_MESSAGES__TEMPLATES", str(folder))
+    result = cli("digest", "--at", "2018-10-08 09:30")
+    assert result.code == 78, result.out + result.err
+    [line] = result.err.strip().splitlines()
+    assert str(folder) in line and "digest.text.j2:1" in line, line
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        assert con.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
 def test_a_broken_template_stops_the_daemon_at_start_with_exit_78(
     known: Path, isolated_env: Path, smtp: tuple[Handler, int], notify: NotifySocket
 ) -> None:

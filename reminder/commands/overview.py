@@ -166,6 +166,10 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
             click.echo(app.renderer.part("digest", "text", values))
             click.echo("")
         return
+    from reminder.daemon import refuse_broken_templates  # noqa: PLC0415 - the scheduler
+
+    # as `run --once`: a templates folder that fails on the ledger sends nothing
+    refuse_broken_templates(app.store, app.planning, app.renderer, settings, moment)
     messages = enqueue_reports(app.store, app.planning, settings, moment, only_new=True)
     digests = sum(1 for m in messages if m.kind == "digest")
     if messages:
