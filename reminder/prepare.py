@@ -9,8 +9,7 @@ pool): each worker builds its own ``Preparer`` once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 from reminder.channels.mime import build_email
 from reminder.contacts import Contacts
@@ -91,10 +90,13 @@ class Preparer:
 _WORKER: Preparer | None = None
 
 
-def start_worker(settings: Settings, contacts: Contacts, templates: str | None) -> None:
-    """A worker process's initializer."""
+def start_worker(
+    settings: Settings, contacts: Contacts, templates: Mapping[str, str] | None
+) -> None:
+    """A worker process's initializer: ``templates``, the override folder's files as the
+    parent process read them (``Renderer.sources``)."""
     global _WORKER  # noqa: PLW0603 - one Preparer per worker process, built once
-    _WORKER = Preparer(settings, contacts, Renderer(Path(templates) if templates else None))
+    _WORKER = Preparer(settings, contacts, Renderer(templates))
 
 
 def render_chunk(rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import (
+    BaseLoader,
     ChoiceLoader,
+    DictLoader,
     FileSystemLoader,
     StrictUndefined,
     Template,
@@ -122,14 +124,38 @@ class Rendered:
     md: str = ""
 
 
+def read_folder(folder: Path) -> dict[str, str]:
+    """Every file of a templates folder (its subfolders too), by its name under it."""
+    if not folder.is_dir():
+        raise ConfigError(f"templates folder {folder}: no such folder")
+    sources: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            try:
+                sources[path.relative_to(folder).as_posix()] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: cannot be read as UTF-8 text: {exc}") from None
+    return sources
+
+
 class Renderer:
     """Compiles each template once and renders its parts."""
 
-    def __init__(self, override: Path | None = None, seconds: float = MAX_SECONDS) -> None:
+    def __init__(
+        self, override: Path | Mapping[str, str] | None = None, seconds: float = MAX_SECONDS
+    ) -> None:
         self.seconds = seconds  # the time budget of one part
-        if override is not None and not override.is_dir():
-            raise ConfigError(f"templates folder {override}: no such folder")
-        self.override = FileSystemLoader(str(override)) if override else None
+        # the override folder read once, here: what `check` and start-up rendered is what
+        # is sent, whatever is edited on disk before a reload (and render workers get
+        # this snapshot, not the folder)
+        self.sources: dict[str, str] | None = (
+            None
+            if override is None
+            else read_folder(override)
+            if isinstance(override, Path)
+            else dict(override)
+        )
+        self.override = DictLoader(self.sources) if self.sources is not None else None
         # the bundled templates alone, and (with an override folder) the deployment's
         # first: its templates, and the bundled ones that import one of them, render
         # in the counting sandbox; the bundled ones are ours, reviewed and tested, and
@@ -279,7 +305,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _environment(kind: type[LimitedSandbox], loaders: list[FileSystemLoader]) -> LimitedSandbox:
+def _environment(kind: type[LimitedSandbox], loaders: Sequence[BaseLoader]) -> LimitedSandbox:
     env = kind(
         loader=ChoiceLoader(loaders),
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),

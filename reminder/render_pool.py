@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import multiprocessing
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -33,7 +33,9 @@ from reminder.settings import Settings
 CHUNK = 200  # messages rendered (and handed to a sender) together
 
 
-def start_quiet_worker(settings: Settings, contacts: Contacts, templates: str | None) -> None:
+def start_quiet_worker(
+    settings: Settings, contacts: Contacts, templates: Mapping[str, str] | None
+) -> None:
     """A worker process's initializer: SIGINT ignored (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     start_worker(settings, contacts, templates)
@@ -46,6 +48,7 @@ class RenderPool:
         self.settings = settings
         self.contacts = contacts
         self.preparer = Preparer(settings, contacts, renderer)
+        self.templates = renderer.sources  # what the workers render: the same snapshot
         self._pool: ProcessPoolExecutor | None = None
         self._failed = False  # for the rest of a run, work in this process
         self._first_here = False  # the next chunk is rendered in this process
@@ -62,12 +65,11 @@ class RenderPool:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["reminder.prepare", "reminder.render_pool"])
-            templates = self.settings.messages.templates or None
             self._pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=context,
                 initializer=start_quiet_worker,
-                initargs=(self.settings, self.contacts, templates),
+                initargs=(self.settings, self.contacts, self.templates),
             )
         return self._pool
 

@@ -540,3 +540,18 @@ def test_the_jinja2_internals_render_relies_on() -> None:
     assert "".join(plain.root_render_func(shared)) == plain.render(a=1, b=2) == "1-23"
     assert "c" not in values  # the template's own variables stay in its context
     assert plain.get_corresponding_lineno(1) == 1
+
+
+def test_the_override_folder_is_read_once(tmp_path: Path, contacts: Contacts) -> None:
+    """What `check` and start-up rendered is what is sent: a file edited on disk after the
+    renderer was made (without a reload) is not picked up, here or in render workers,
+    which get the same snapshot (``Renderer.sources``)."""
+    (tmp_path / "letter.subject.j2").write_text("旧标题", encoding="utf-8")
+    renderer = Renderer(tmp_path)
+    payload = letter(contacts, [(Kind.OVERDUE, "2018-09-30")])
+    assert renderer.part("letter", "subject", values(payload)) == "旧标题"
+    (tmp_path / "letter.subject.j2").write_text("{{ broken", encoding="utf-8")
+    assert renderer.part("letter", "subject", values(payload)) == "旧标题"
+    assert renderer.sources == {"letter.subject.j2": "旧标题"}
+    worker = Renderer(renderer.sources)
+    assert worker.part("letter", "subject", values(payload)) == "旧标题"
