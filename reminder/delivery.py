@@ -109,7 +109,9 @@ class Delivery:
 
     # --- the four steps ------------------------------------------------------------------
 
-    def claim(self, due_by: dt.datetime) -> tuple[list[Claimed], dt.datetime]:
+    def claim(
+        self, due_by: dt.datetime, retry_by: dt.datetime | None = None
+    ) -> tuple[list[Claimed], dt.datetime]:
         """Step 1: a batch, and the lease it is held under."""
         moment = self.clock()
         settings = self.settings.delivery
@@ -121,6 +123,7 @@ class Delivery:
                 lease_s=settings.lease_s,
                 limit=settings.batch,
                 lock=not self.store.is_sqlite,
+                retry_by=retry_by,
             )
         return rows, moment + dt.timedelta(seconds=settings.lease_s)
 
@@ -198,7 +201,9 @@ class Delivery:
             async with asyncio.timeout(deadline_s):
                 while stop is None or not stop.is_set():
                     await recorder.room.wait()  # step 1 waits while a batch is unanswered
-                    rows, lease_until = self.claim(cutoff)
+                    # a retry is due by the run's start at the latest: what fails in this
+                    # run waits for a later one, even in a run for a moment ahead
+                    rows, lease_until = self.claim(cutoff, retry_by=begun)
                     if not rows:
                         break
                     report.claimed += len(rows)

@@ -85,8 +85,12 @@ def claim(
     lease_s: float,
     limit: int,
     lock: bool,
+    retry_by: dt.datetime | None = None,
 ) -> list[Claimed]:
     """Take up to ``limit`` messages that are due, or whose lease ran out.
+
+    ``retry_by``: how far ``retry`` rows are due, when not as far as ``due_by`` (a run
+    for a moment ahead retries only what was due when it began, never twice).
 
     A claimed row's ``next_attempt_at`` is set to when its lease ends, so both kinds
     are found through the one index on (status, next_attempt_at): first rows left
@@ -108,7 +112,12 @@ def claim(
     decode_time = table.c.scheduled_for.type.dialect_impl(dialect).result_processor(dialect, None)
     decode_json = table.c.payload.type.dialect_impl(dialect).result_processor(dialect, None)
     claimed: list[Claimed] = []
-    for statuses, cutoff in ((("sending",), now), (CLAIMABLE, due_by)):
+    groups: list[tuple[tuple[str, ...], dt.datetime]] = [(("sending",), now)]
+    if retry_by is None or retry_by >= due_by:
+        groups.append((CLAIMABLE, due_by))
+    else:
+        groups += [(("pending",), due_by), (("retry",), retry_by)]
+    for statuses, cutoff in groups:
         if len(claimed) >= limit:
             break
         wanted = ", ".join(f"'{status}'" for status in statuses)

@@ -53,6 +53,33 @@ def test_a_claim_holds_until_its_lease_runs_out(cli: Cli, isolated_env: Path) ->
     store.dispose()
 
 
+def test_a_run_for_a_moment_ahead_retries_only_what_was_due_when_it_began(
+    cli: Cli, isolated_env: Path
+) -> None:
+    """A retry whose backoff ends between the run's start and the moment it is for
+    waits for a later run: a message is never tried twice in one run."""
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    fill_outbox(db, 4)
+    now = dt.datetime.now(dt.UTC)
+    soon = (now + dt.timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(db) as con:  # two failed a moment ago, with a 5-minute backoff
+        con.execute(
+            "UPDATE outbox SET status = 'retry', next_attempt_at = ? WHERE id IN "
+            "(SELECT id FROM outbox ORDER BY id LIMIT 2)",
+            (soon,),
+        )
+    store = open_store(f"sqlite:///{db}")
+    ahead = now + dt.timedelta(hours=1)
+    with store.write() as session:
+        rows = claim(session, due_by=ahead, now=now, lease_s=60, limit=10, lock=False, retry_by=now)
+    assert len(rows) == 2
+    with sqlite3.connect(db) as con:
+        left = con.execute("SELECT count(*) FROM outbox WHERE status = 'retry'").fetchone()[0]
+    assert left == 2
+    store.dispose()
+
+
 def test_a_renewed_lease_holds_and_a_lost_one_is_left_alone(cli: Cli, isolated_env: Path) -> None:
     assert cli("import", str(SEED)).code == 0
     db = isolated_env / "ledger.db"
