@@ -112,12 +112,7 @@ def claim(
     decode_time = table.c.scheduled_for.type.dialect_impl(dialect).result_processor(dialect, None)
     decode_json = table.c.payload.type.dialect_impl(dialect).result_processor(dialect, None)
     claimed: list[Claimed] = []
-    groups: list[tuple[tuple[str, ...], dt.datetime]] = [(("sending",), now)]
-    if retry_by is None or retry_by >= due_by:
-        groups.append((CLAIMABLE, due_by))
-    else:
-        groups += [(("pending",), due_by), (("retry",), retry_by)]
-    for statuses, cutoff in groups:
+    for statuses, cutoff in _claimable(now, due_by, retry_by):
         if len(claimed) >= limit:
             break
         wanted = ", ".join(f"'{status}'" for status in statuses)
@@ -141,6 +136,15 @@ def claim(
                 values[_PAYLOAD] = decode_json(values[_PAYLOAD])
             claimed.append(Claimed(*values))
     return sorted(claimed, key=lambda c: (c.scheduled_for, c.id))
+
+
+def _claimable(
+    now: dt.datetime, due_by: dt.datetime, retry_by: dt.datetime | None
+) -> list[tuple[tuple[str, ...], dt.datetime]]:
+    """The states a claim takes, each with how far it is due, in the order taken."""
+    if retry_by is None or retry_by >= due_by:
+        return [(("sending",), now), (CLAIMABLE, due_by)]
+    return [(("sending",), now), (("pending",), due_by), (("retry",), retry_by)]
 
 
 def renew(session: Session, ids: Sequence[int], held_until: dt.datetime, until: dt.datetime) -> int:
