@@ -104,7 +104,9 @@ class Runtime:
         return cls(settings, planning, delivery)
 
     async def close(self) -> None:
-        self.delivery.close()
+        # the render pool's shutdown waits for its workers: in a thread, so that a stop's
+        # time limit (``wait_for``) still holds over it
+        await asyncio.to_thread(self.delivery.close)
         await close_all(self.delivery.senders)
 
 
