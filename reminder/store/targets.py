@@ -28,10 +28,6 @@ MEMBER_POSITION = 1000  # member rows sort after the units the ledger lists
 FINGERPRINT = "schedule_fingerprint"
 
 
-def _listed(rows: Iterable[TaskUnitRow]) -> list[TaskUnitRow]:
-    return sorted((row for row in rows if row.via is None), key=lambda r: r.position)
-
-
 @dataclass(frozen=True, slots=True)
 class LedgerContext:
     """What every target of the ledger shares: its year and its sections."""
@@ -79,6 +75,12 @@ class TaskState(Protocol):
     def status(self) -> str: ...
 
 
+def is_done(task_row: TaskState, row: UnitState) -> bool:
+    """No reminders for this part: the task or the unit's part is done, or reported done
+    and waiting for review."""
+    return task_row.status == "done" or row.done_at is not None or row.reported_at is not None
+
+
 def target_of(row: UnitState, task_row: TaskState, task: Task, context: LedgerContext) -> Target:
     """The row as the planner sees it: a part reported done waits for review without
     reminders; an approved extension is the unit's own due date."""
@@ -96,7 +98,7 @@ def target_of(row: UnitState, task_row: TaskState, task: Task, context: LedgerCo
         unit=row.unit,
         role=Role(row.role),
         via=row.via,
-        done=task_row.status == "done" or row.done_at is not None or row.reported_at is not None,
+        done=is_done(task_row, row),
         planned_until=row.planned_until,
         last_progress=row.last_progress_at,
     )
@@ -114,20 +116,10 @@ def reschedule(
     task_row: TaskRow,
     rows: Sequence[TaskUnitRow],
 ) -> None:
-    """Recompute ``next_at`` of one task's rows from their state and the policy."""
-    task = task_of(task_row, _listed(rows))
+    """Recompute ``next_at`` of one task's rows from their state and the policy: the
+    same planning as an import's (``_reschedule``), on the session's rows."""
+    _reschedule(planning, context, task_row, rows)  # type: ignore[arg-type]
     for row in rows:
-        if not row.is_target or task_row.removed_at is not None:
-            row.next_at = None
-        else:
-            target = target_of(row, task_row, task, context)
-            row.next_at = next_at(
-                target,
-                planning.policy_for(target),
-                planning.calendar,
-                planning.zone,
-                row.planned_until,
-            )
         session.add(row)
 
 
@@ -166,7 +158,7 @@ def replan_tasks(
         rows = units.get(task_row.id, [])
         if task_row.removed_at is None:
             rows = _sync_members(task_row.id, rows, planning.contacts, changes)
-        _reschedule_in_memory(planning, context, task_row, rows)
+        _reschedule(planning, context, task_row, rows)
         changes.collect(rows)
 
 
@@ -382,11 +374,12 @@ def _sync_members(
     return kept
 
 
-def _reschedule_in_memory(
+def _reschedule(
     planning: Rules, context: LedgerContext, task_row: Any, rows: Sequence[PlannedUnit]
 ) -> None:
-    """``reschedule`` on in-memory rows. ``next_at`` depends on the target only through
-    the task, the unit's own due date and its state, so units alike are planned once."""
+    """``next_at`` of one task's rows (in memory, or the session's). It depends on the
+    target only through the task, the unit's own due date and its state, so units alike
+    are planned once."""
     # the task as the ledger says it, when the caller has it (an import), or as stored
     task = getattr(task_row, "task", None)
     if task is None:
@@ -397,8 +390,7 @@ def _reschedule_in_memory(
         if not row.is_target or task_row.removed_at is not None:
             row.next_at = None
             continue
-        done = task_row.status == "done" or row.done_at is not None or row.reported_at is not None
-        key = (row.due, done, row.planned_until, row.last_progress_at)
+        key = (row.due, is_done(task_row, row), row.planned_until, row.last_progress_at)
         if key not in planned:
             target = target_of(_Placeholder(row), task_row, task, context)
             planned[key] = next_at(
