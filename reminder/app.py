@@ -11,14 +11,15 @@ import click
 
 from reminder.clock import now
 from reminder.contacts import Contacts, load_contacts
-from reminder.errors import InputError
+from reminder.errors import ConfigError, InputError
 from reminder.records import StoredLedger
 from reminder.rules import Rules
-from reminder.settings import Config, load_config
+from reminder.settings import Config, Settings, load_config
 from reminder.store.db import Store, describe, open_store
-from reminder.store.tasks import load_ledger
+from reminder.store.overview import digest_inputs
+from reminder.store.tasks import ledger_facts, load_ledger
 
-__all__ = ["App", "now", "parse_day", "parse_moment", "pass_app"]
+__all__ = ["App", "now", "parse_day", "parse_moment", "pass_app", "refuse_broken_templates"]
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -99,3 +100,28 @@ def parse_day(text: str, option: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise InputError(f"{option} {text!r}: expected YYYY-MM-DD") from None
+
+
+def refuse_broken_templates(
+    store: Store, planning: Rules, renderer: Renderer, settings: Settings, moment: dt.datetime
+) -> None:
+    """Render every template against the ledger (as `reminder check` does); raise a
+    ``ConfigError`` naming the first that fails. Nothing to check without a ledger, nor
+    without a templates folder: the bundled templates are rendered against ledgers by the
+    test suite, and rendering them all would weigh on every start and `run --once`."""
+    if not settings.messages.templates:
+        return
+    from reminder.check import rendering_problems  # noqa: PLC0415 - Jinja2, only with a folder
+
+    with store.read() as session:
+        inputs = digest_inputs(session)
+    if inputs is None:
+        return
+    today = moment.astimezone(settings.zone).date()
+    facts = ledger_facts(inputs.ledger)
+    problems = rendering_problems(renderer, inputs, facts, planning, settings.office, today)
+    if problems:
+        folder = settings.messages.templates
+        where = f"templates folder {folder}"
+        more = f" (and {len(problems) - 1} more; see `reminder check`)" if len(problems) > 1 else ""
+        raise ConfigError(f"{where}: {problems[0].message}{more}")

@@ -39,48 +39,23 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
-from reminder.app import App
-from reminder.check import rendering_problems
+from reminder.app import App, refuse_broken_templates
 from reminder.clock import WallClock, now
 from reminder.delivery import Delivery, DeliveryReport, close_all, make_senders
 from reminder.digest_round import enqueue_reports
-from reminder.errors import ConfigError, ReminderError
+from reminder.errors import ReminderError
 from reminder.logs import get_logger
-from reminder.render import Renderer
 from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.meta import save_last_tick
-from reminder.store.overview import digest_inputs, queue_counts
-from reminder.store.tasks import latest_import, ledger_facts, ledger_years
+from reminder.store.overview import queue_counts
+from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
 RELEASE_AFTER = 500  # messages: after a run this big, give its memory back
 CANCEL_GRACE_S = 1.0  # a stop out of time: how long cancelled work may take to record
-
-
-def refuse_broken_templates(
-    store: Store, planning: Rules, renderer: Renderer, settings: Settings, moment: dt.datetime
-) -> None:
-    """Render every template against the ledger (as `reminder check` does); raise a
-    ``ConfigError`` naming the first that fails. Nothing to check without a ledger, nor
-    without a templates folder: the bundled templates are rendered against ledgers by the
-    test suite, and this costs about a second of every start and `run --once`."""
-    if not settings.messages.templates:
-        return
-    with store.read() as session:
-        inputs = digest_inputs(session)
-    if inputs is None:
-        return
-    today = moment.astimezone(settings.zone).date()
-    facts = ledger_facts(inputs.ledger)
-    problems = rendering_problems(renderer, inputs, facts, planning, settings.office, today)
-    if problems:
-        folder = settings.messages.templates
-        where = f"templates folder {folder}"
-        more = f" (and {len(problems) - 1} more; see `reminder check`)" if len(problems) > 1 else ""
-        raise ConfigError(f"{where}: {problems[0].message}{more}")
 
 
 @dataclass(slots=True)

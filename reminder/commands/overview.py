@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 from sqlmodel import select as select_rows
 
-from reminder.app import App, now, parse_moment, pass_app
+from reminder.app import App, now, parse_moment, pass_app, refuse_broken_templates
 from reminder.context import report_context
 from reminder.digest import LIGHTS, build_digest, light
 from reminder.digest_round import calendar_notices, digest_due, enqueue_reports, next_digest
@@ -166,8 +166,6 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
             click.echo(app.renderer.part("digest", "text", values))
             click.echo("")
         return
-    from reminder.daemon import refuse_broken_templates  # noqa: PLC0415 - the scheduler
-
     # as `run --once`: a templates folder that fails on the ledger sends nothing
     refuse_broken_templates(app.store, app.planning, app.renderer, settings, moment)
     messages = enqueue_reports(app.store, app.planning, settings, moment, only_new=True)

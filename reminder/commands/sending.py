@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from reminder.app import App, now, parse_moment, pass_app
+from reminder.app import App, now, parse_moment, pass_app, refuse_broken_templates
 from reminder.errors import DeliveryError, InputError
 from reminder.loop import run_async
 from reminder.outbox import outbox_rows, requeue
@@ -49,7 +49,6 @@ def run_command(app: App, once: bool, at: str | None) -> None:
             if lock is not None:
                 lock.release()
         sys.exit(code)
-    from reminder.daemon import refuse_broken_templates  # noqa: PLC0415 - see the imports
     from reminder.tick import run_tick  # noqa: PLC0415 - see the imports
 
     moment = parse_moment(app, at, "--at")
