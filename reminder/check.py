@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import urllib.parse
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +23,7 @@ from reminder.records import DigestInputs, StoredLedger
 from reminder.render import PARTS, Renderer, TemplateProblem
 from reminder.rules import Rules
 from reminder.secrets import SecretFile
-from reminder.settings import ENV_PREFIX, Config, OfficeSettings, plaintext_http
+from reminder.settings import ENV_PREFIX, Config, OfficeSettings
 
 
 def unit_problems(tasks: list[Task], contacts: Contacts) -> list[Problem]:
@@ -270,18 +269,7 @@ def channel_problems(
             where = f"{config.reminder_path}: [{section}] {key}"
             problems.append(Problem("error", where, found + origin))
     if not settings.robots.allow_plaintext:
-        for table, reachable in (("unit", contacts.units), ("supervisor", contacts.supervisors)):
-            for item in reachable:
-                if item.webhook and plaintext_http(item.webhook):
-                    host = urllib.parse.urlsplit(item.webhook).hostname
-                    problems.append(
-                        Problem(
-                            "error",
-                            f"{contacts.path}: [[{table}]] {item.name!r}: webhook",
-                            f"plaintext http:// to {host} refused (the URL carries the "
-                            "robot's key): use https://, or [robots] allow_plaintext = true",
-                        )
-                    )
+        problems += [Problem("error", *found) for found in contacts.plaintext_webhooks()]
     problems += [
         Problem(
             "warning",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from reminder.errors import ConfigError
 from reminder.ledger.model import UnitKind
 from reminder.ledger.units import Directory, DirectoryEntry, normalise_name
 from reminder.policy import Channel, Kind
+from reminder.settings import plaintext_http
 
 _MOBILE = re.compile(r"^(?:\+?86)?1[3-9]\d{9}$")
 
@@ -141,6 +143,24 @@ class Contacts:
         entry = self.directory.resolve(name)
         canonical = entry.name if entry else name
         return next((group for group in self.groups if group.name == canonical), None)
+
+    def plaintext_webhooks(self) -> list[tuple[str, str]]:
+        """(where, what) for each robot webhook in plain ``http://`` to a host that is
+        not loopback: its URL carries the robot's key (refused unless ``[robots]
+        allow_plaintext``, by `check` and when the robot sender is made)."""
+        found = []
+        for table, items in (("unit", self.units), ("supervisor", self.supervisors)):
+            for item in items:
+                if item.webhook and plaintext_http(item.webhook):
+                    host = urllib.parse.urlsplit(item.webhook).hostname
+                    found.append(
+                        (
+                            f"{self.path}: [[{table}]] {item.name!r}: webhook",
+                            f"plaintext http:// to {host} refused (the URL carries the "
+                            "robot's key): use https://, or [robots] allow_plaintext = true",
+                        )
+                    )
+        return found
 
     def has_contact(self, name: str) -> bool:
         """A unit can be reached, or a group has members."""

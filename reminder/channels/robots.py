@@ -28,7 +28,7 @@ from reminder.channels import Outgoing, Report, Result
 from reminder.channels.http import post, system_now
 from reminder.contacts import Contacts
 from reminder.errors import ConfigError, DeliveryError
-from reminder.settings import RobotSettings, plaintext_http
+from reminder.settings import RobotSettings
 
 WINDOW_S = 60.0
 RATE_LIMITED = {45009, 130101}  # WeCom: api freq out of limit; DingTalk: send too fast
@@ -75,15 +75,10 @@ class RobotSender:
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = system_now,
     ) -> None:
-        if not settings.allow_plaintext:
-            for who in (*contacts.units, *contacts.supervisors):
-                if who.webhook and plaintext_http(who.webhook):
-                    host = urllib.parse.urlsplit(who.webhook).hostname
-                    raise ConfigError(
-                        f"{contacts.path}: {who.name!r}: webhook: plaintext http:// to {host}"
-                        " refused (the URL carries the robot's key): use https://,"
-                        " or [robots] allow_plaintext = true"
-                    )
+        plaintext = [] if settings.allow_plaintext else contacts.plaintext_webhooks()
+        if plaintext:
+            where, what = plaintext[0]
+            raise ConfigError(f"{where}: {what}")
         self.settings = settings
         self.contacts = contacts
         self._monotonic = monotonic
