@@ -85,6 +85,15 @@ def _messages(
     ]
 
 
+def previous_digest_at(planning: Rules, digest_at: dt.datetime) -> dt.datetime:
+    """When the digest before this one went out, had it been sent: the same hour on the
+    working day before (not yesterday, a day off after a holiday): what a first digest,
+    or `digest --print`, counts from."""
+    day = digest_at.astimezone(planning.zone).date()
+    before = planning.calendar.on_or_before(day - dt.timedelta(days=1))
+    return digest_at - dt.timedelta(days=(day - before).days)
+
+
 def report_messages(
     inputs: DigestInputs,
     planning: Rules,
@@ -108,7 +117,7 @@ def report_messages(
         if lean and not escalation:
             messages += _messages(Kind.DIGEST, supervisor.name, digest, day, digest_at, {})
             continue
-        since = last_digest(supervisor.name) or digest_at - dt.timedelta(days=1)
+        since = last_digest(supervisor.name) or previous_digest_at(planning, digest_at)
         payload = build_digest(inputs, supervisor, planning, day, since, notices)
         messages += _messages(Kind.DIGEST, supervisor.name, digest, day, digest_at, payload)
         if payload["escalated"]:

@@ -23,6 +23,7 @@ from reminder.rules import Rules
 from reminder.settings import OfficeSettings, load_config
 from reminder.store.db import open_store
 from reminder.store.overview import digest_inputs
+from tests.conftest import SEED as SEED_PATH
 from tests.conftest import Cli, seed_inputs
 from tests.known_ledger import (
     OVERDUE_DAYS,
@@ -411,3 +412,20 @@ def test_a_supervisor_who_asks_gets_one_escalation_list_a_day(
     assert ("escalation_list", "督查室") in kinds
     assert ("digest", "督查室") in kinds
     assert "环境保护局（联系人：环保局联络员）：1项" in text
+
+
+def test_a_first_digest_after_a_holiday_counts_from_the_last_working_day(
+    isolated_env: Path, cli: Cli
+) -> None:
+    """No digest sent before: what is new is counted from the digest hour of the last
+    working day (2018-09-30, a make-up working day before National Day), not from
+    yesterday, a day off whose completions the supervisors would never hear of."""
+    assert cli("import", str(SEED_PATH)).code == 0
+    assert cli("digest", "--at", "2018-10-08 09:31").code == 0
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        payloads = [
+            json.loads(p)
+            for (p,) in con.execute("SELECT payload FROM outbox WHERE kind = 'digest'")
+        ]
+    assert payloads
+    assert {payload["since"][:16] for payload in payloads} == {"2018-09-30 08:30"}

@@ -15,7 +15,13 @@ from sqlmodel import select as select_rows
 from reminder.app import App, now, parse_moment, pass_app, refuse_broken_templates
 from reminder.context import report_context
 from reminder.digest import LIGHTS, build_digest, light
-from reminder.digest_round import calendar_notices, digest_due, enqueue_reports, next_digest
+from reminder.digest_round import (
+    calendar_notices,
+    digest_due,
+    enqueue_reports,
+    next_digest,
+    previous_digest_at,
+)
 from reminder.errors import InputError
 from reminder.loop import run_async
 from reminder.planner import local_moment
@@ -154,7 +160,8 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
             notices = calendar_notices(session, app.planning, day)
         if inputs is None:
             raise InputError("no ledger imported yet; run `reminder import FILE` first")
-        since = local_moment(day, settings.digest.at, settings.zone) - dt.timedelta(days=1)
+        digest_at = local_moment(day, settings.digest.at, settings.zone)
+        since = previous_digest_at(app.planning, digest_at)
         for supervisor in app.contacts.supervisors or [None]:
             payload = build_digest(inputs, supervisor, app.planning, day, since, notices)
             values = report_context(
