@@ -36,11 +36,10 @@ from reminder.ledger.model import Role, Task, names_section
 # the records the store reads for a digest, defined there (the store imports nothing
 # above it) and exported from here as before
 from reminder.records import DigestInputs, Reminded, StoredLedger, StoredTask, StoredUnit
-from reminder.rules import Rules
+from reminder.rules import HORIZON_DAYS, Rules
 from reminder.settings import OfficeSettings
 from reminder.wording import Lateness, deadline_text, delivery_problem, lateness
 
-HORIZON_DAYS = 7
 # what an escalation list (逾期督办清单) takes from its digest
 ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after")
 LIGHTS = ("red", "yellow", "green", "done")

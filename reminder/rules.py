@@ -14,6 +14,9 @@ from reminder.ledger.model import Task
 from reminder.planner import Target
 from reminder.policy import Policy
 
+# a task due within this many days (and not yet done) is yellow; past it, red
+HORIZON_DAYS = 7
+
 
 @dataclass(frozen=True, slots=True)
 class Rules:

@@ -15,15 +15,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Row, case, func, or_, select
 from sqlmodel import Session
 
 from reminder.contacts import Supervisor
 from reminder.context import ROLE_LABELS
-from reminder.digest import HORIZON_DAYS
 from reminder.ledger.model import names_section
 from reminder.rules import Rules
 from reminder.store.answers import history
+from reminder.store.lights import counts_down, unit_light
 from reminder.store.models import (
     AnswerRow,
     EventRow,
@@ -53,49 +53,6 @@ _A = AnswerRow.__table__  # type: ignore[attr-defined]
 _I = ItemRow.__table__  # type: ignore[attr-defined]
 _O = OutboxRow.__table__  # type: ignore[attr-defined]
 _S = SectionRow.__table__  # type: ignore[attr-defined]
-
-
-def _counts_down(session: Session, planning: Rules) -> Any:
-    """A SQL condition: the task's due date makes it yellow and red (as in the digest:
-    it has one, and its kind is among its policy's ``overdue.kinds``). Policies differ
-    by section and by the tasks an override names, so the condition has a term per
-    section and one per named task: a few terms, whatever the size of the ledger."""
-    named = sorted({no for override in planning.policy.override for no in override.tasks})
-    terms = []
-    sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
-    for no, section in sections.items():
-        kinds = planning.policy_of(section, -1).overdue.kinds
-        term = and_(_T.c.section_no == no, _T.c.deadline_kind.in_(sorted(kinds)))
-        terms.append(and_(term, _T.c.no.not_in(named)) if named else term)
-    if named:
-        for no, section_no in session.execute(
-            select(_T.c.no, _T.c.section_no)
-            .where(_T.c.no.in_(named), _T.c.removed_at.is_(None))
-            .distinct()
-        ):
-            section = sections.get(section_no, (section_no, "", ""))
-            kinds = planning.policy_of(section, no).overdue.kinds
-            terms.append(
-                and_(
-                    _T.c.no == no,
-                    _T.c.section_no == section_no,
-                    _T.c.deadline_kind.in_(sorted(kinds)),
-                )
-            )
-    return and_(_T.c.deadline_due.is_not(None), or_(*terms) if terms else literal(False))
-
-
-def _light(counts: Any, today: dt.date) -> Any:
-    """done, reported, red, yellow, green of a task × unit, in SQL (``counts``:
-    ``_counts_down``)."""
-    due = func.coalesce(_U.c.due, _T.c.deadline_due)
-    return case(
-        (or_(_T.c.status == "done", _U.c.done_at.is_not(None)), "done"),
-        (_U.c.reported_at.is_not(None), "reported"),
-        (and_(counts, due < today), "red"),
-        (and_(counts, due <= today + dt.timedelta(days=HORIZON_DAYS)), "yellow"),
-        else_="green",
-    )
 
 
 def _day(value: dt.date | str | None) -> dt.date | None:
@@ -194,8 +151,8 @@ def board(
     zone: dt.tzinfo,
     scope: Watch | None = None,
 ) -> Board:
-    counted = _counts_down(session, planning)
-    light = _light(counted, today).label("light")
+    counted = counts_down(session, planning)
+    light = unit_light(counted, today).label("light")
     where = _board_where(filters, scope)
     joined = _U.join(_T, _T.c.id == _U.c.task_id)
     counts = dict.fromkeys(STATE_RANK, 0) | {
@@ -206,7 +163,7 @@ def board(
     }
     shown = [*where]
     if filters.state in STATE_RANK:
-        shown.append(_light(counted, today) == filters.state)
+        shown.append(unit_light(counted, today) == filters.state)
     total = sum(counts.values()) if filters.state not in STATE_RANK else counts[filters.state]
     rank = case(*((light == name, rank) for name, rank in STATE_RANK.items()), else_=9)
     due = func.coalesce(_U.c.due, _T.c.deadline_due).label("own_due")
@@ -306,7 +263,7 @@ def _choices(session: Session, scope: Watch | None) -> tuple[list[dict[str, Any]
 def all_rows(session: Session, planning: Rules, today: dt.date) -> list[tuple[Any, ...]]:
     """Every task × unit of the ledger with its light, for the export: (no, section,
     text, deadline, unit, via, role, own due, light, 催办次数), by task and position."""
-    light = _light(_counts_down(session, planning), today)
+    light = unit_light(counts_down(session, planning), today)
     return [
         tuple(row)
         for row in session.execute(
@@ -364,7 +321,7 @@ def unit_page(
     session: Session, planning: Rules, unit: str, today: dt.date, zone: dt.tzinfo
 ) -> list[dict[str, Any]]:
     """A unit's parts, most urgent first (open, then reported, then done)."""
-    light = _light(_counts_down(session, planning), today).label("light")
+    light = unit_light(counts_down(session, planning), today).label("light")
     rows = list(
         session.execute(
             select(
@@ -487,7 +444,7 @@ def task_detail(
     task = session.execute(select(_T).where(_T.c.no == number, _T.c.removed_at.is_(None))).first()
     if task is None:
         return None
-    light = _light(_counts_down(session, planning), today).label("light")
+    light = unit_light(counts_down(session, planning), today).label("light")
     units = []
     for row in session.execute(
         select(_U, light)

@@ -1,0 +1,83 @@
+"""The traffic lights in SQL: red, yellow, green, reported and done counted or listed by
+the database, whatever the size of the ledger (the digest's ``light`` in Python is the
+same rule for the tasks it lists)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import and_, case, func, literal, or_, select
+from sqlmodel import Session
+
+from reminder.rules import HORIZON_DAYS, Rules
+from reminder.store.models import SectionRow, TaskRow, TaskUnitRow
+
+_T = TaskRow.__table__  # type: ignore[attr-defined]
+_U = TaskUnitRow.__table__  # type: ignore[attr-defined]
+_S = SectionRow.__table__  # type: ignore[attr-defined]
+
+
+def counts_down(session: Session, planning: Rules) -> Any:
+    """A SQL condition: the task's due date makes it yellow and red (as in the digest:
+    it has one, and its kind is among its policy's ``overdue.kinds``). Policies differ
+    by section and by the tasks an override names, so the condition has a term per
+    section and one per named task: a few terms, whatever the size of the ledger."""
+    named = sorted({no for override in planning.policy.override for no in override.tasks})
+    terms = []
+    sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
+    for no, section in sections.items():
+        kinds = planning.policy_of(section, -1).overdue.kinds
+        term = and_(_T.c.section_no == no, _T.c.deadline_kind.in_(sorted(kinds)))
+        terms.append(and_(term, _T.c.no.not_in(named)) if named else term)
+    if named:
+        for no, section_no in session.execute(
+            select(_T.c.no, _T.c.section_no)
+            .where(_T.c.no.in_(named), _T.c.removed_at.is_(None))
+            .distinct()
+        ):
+            section = sections.get(section_no, (section_no, "", ""))
+            kinds = planning.policy_of(section, no).overdue.kinds
+            terms.append(
+                and_(
+                    _T.c.no == no,
+                    _T.c.section_no == section_no,
+                    _T.c.deadline_kind.in_(sorted(kinds)),
+                )
+            )
+    return and_(_T.c.deadline_due.is_not(None), or_(*terms) if terms else literal(False))
+
+
+def _by_date(counts: Any, due: Any, today: dt.date) -> tuple[tuple[Any, str], ...]:
+    return (
+        (and_(counts, due < today), "red"),
+        (and_(counts, due <= today + dt.timedelta(days=HORIZON_DAYS)), "yellow"),
+    )
+
+
+def unit_light(counts: Any, today: dt.date) -> Any:
+    """done, reported, red, yellow, green of a task × unit, in SQL (``counts``:
+    ``counts_down``); a unit's own due date, where it has one, before the task's."""
+    return case(
+        (or_(_T.c.status == "done", _U.c.done_at.is_not(None)), "done"),
+        (_U.c.reported_at.is_not(None), "reported"),
+        *_by_date(counts, func.coalesce(_U.c.due, _T.c.deadline_due), today),
+        else_="green",
+    )
+
+
+def task_light(counts: Any, today: dt.date) -> Any:
+    """done, red, yellow, green of a task, in SQL: the digest's ``light``."""
+    return case(
+        (_T.c.status == "done", "done"),
+        *_by_date(counts, _T.c.deadline_due, today),
+        else_="green",
+    )
+
+
+def task_lights(session: Session, planning: Rules, today: dt.date) -> Counter[str]:
+    """How many of the ledger's tasks are red, yellow, green and done, counted in SQL."""
+    light = task_light(counts_down(session, planning), today).label("light")
+    query = select(light, func.count()).where(_T.c.removed_at.is_(None)).group_by(light)
+    return Counter({str(name): int(count) for name, count in session.execute(query)})
