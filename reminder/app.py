@@ -17,7 +17,7 @@ from reminder.rules import Rules
 from reminder.settings import Config, Settings, load_config
 from reminder.store.db import Store, describe, open_store
 from reminder.store.overview import digest_inputs
-from reminder.store.tasks import ledger_facts, load_ledger
+from reminder.store.tasks import latest_import, ledger_facts, load_ledger
 
 __all__ = ["App", "now", "parse_day", "parse_moment", "pass_app", "refuse_broken_templates"]
 
@@ -72,11 +72,21 @@ class App:
         with self.store.read() as session:
             ledger = load_ledger(session)
         if ledger is None:
-            raise InputError(
-                f"{describe(self.config.settings.db)}: no ledger imported yet; "
-                "run `reminder import FILE` first"
-            )
+            raise self._nothing_imported()
         return ledger
+
+    def require_ledger(self) -> None:
+        """A clear message before the first import, from one row: whatever the size of
+        the ledger, a command that reads only what it shows does not load it to ask."""
+        with self.store.read() as session:
+            if latest_import(session) is None:
+                raise self._nothing_imported()
+
+    def _nothing_imported(self) -> InputError:
+        return InputError(
+            f"{describe(self.config.settings.db)}: no ledger imported yet; "
+            "run `reminder import FILE` first"
+        )
 
 
 pass_app = click.make_pass_decorator(App, ensure=True)

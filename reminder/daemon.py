@@ -48,7 +48,7 @@ from reminder.logs import get_logger
 from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store
-from reminder.store.meta import save_last_tick
+from reminder.store.meta import save_last_tick, tick_record, worth_saving
 from reminder.store.overview import queue_counts
 from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
@@ -114,7 +114,8 @@ class Daemon:
         self.in_use: Runtime | None = None  # the runtime the delivery run works with
         self.delivered: Counter[str] = Counter()  # the last delivery run's outcomes
         self.log = get_logger()
-        self.last_tick: dict[str, Any] = {}
+        self.last_tick: dict[str, Any] = {}  # in STATUS= at every tick
+        self.saved_tick: dict[str, Any] = {}  # in the store, for `reminder status`
 
     # --- jobs: each reads the clock once ---------------------------------------------
 
@@ -204,8 +205,11 @@ class Daemon:
 
     def record_tick(self, moment: dt.datetime, due: int, enqueued: int) -> None:
         queue = self.queue()
-        with self.store.write() as session:
-            self.last_tick = save_last_tick(session, moment, due, enqueued, self.delivered, queue)
+        self.last_tick = tick_record(moment, due, enqueued, self.delivered, queue)
+        if worth_saving(self.last_tick, self.saved_tick):
+            with self.store.write() as session:
+                save_last_tick(session, self.last_tick)
+            self.saved_tick = self.last_tick
         queued = {f"queue_{status}": n for status, n in queue.items()}
         self.log.info("tick", due=due, enqueued=enqueued, **queued)
         local = moment.astimezone(self.runtime.settings.zone)

@@ -29,7 +29,7 @@ def web_command(ctx: click.Context) -> None:
     app: App = ctx.ensure_object(App)
     from reminder.web.serve import server  # noqa: PLC0415 - uvicorn: for this command only
 
-    app.ledger()  # a clear message before the first import
+    app.require_ledger()
     settings = app.config.settings
     serving = server(app.config, app.store, app.planning)
     click.echo(
@@ -188,7 +188,7 @@ def export_command(app: App, path: Path) -> None:
     """Write the board as a workbook (通报: units ranked; every task × unit by state)."""
     from reminder.web.export import workbook  # noqa: PLC0415 - openpyxl: for this only
 
-    app.ledger()
+    app.require_ledger()
     today = now().astimezone(app.config.settings.zone).date()
     with app.store.read() as session:
         body = workbook(session, app.planning, app.config.settings, today)

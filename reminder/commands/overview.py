@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import Counter
 from typing import Any
 
 import click
@@ -14,7 +13,7 @@ from sqlmodel import select as select_rows
 
 from reminder.app import App, now, parse_moment, pass_app, refuse_broken_templates
 from reminder.context import report_context
-from reminder.digest import LIGHTS, build_digest, light
+from reminder.digest import LIGHTS, build_digest
 from reminder.digest_round import (
     calendar_notices,
     digest_due,
@@ -26,10 +25,12 @@ from reminder.errors import InputError
 from reminder.loop import run_async
 from reminder.planner import local_moment
 from reminder.recipients import NO_CONTACT
+from reminder.store.lights import task_lights
+from reminder.store.meta import LAST_TICK_EVERY
 from reminder.store.meta import last_tick as recorded_tick
 from reminder.store.models import AttemptRow, ItemRow, OutboxRow
 from reminder.store.overview import digest_inputs, queue_counts
-from reminder.store.tasks import load_ledger
+from reminder.store.tasks import latest_import
 
 STATES = ("pending", "sending", "retry", "sent", "dead", "superseded")
 UNREACHABLE_SHOWN = 20
@@ -69,15 +70,13 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
                 unreachable.append(str(name))
             else:
                 invalid.append({"unit": str(name), "channel": str(channel), "to": str(to)})
-        ledger = load_ledger(session)
-    day = moment.astimezone(zone).date()
-    lights = (
-        Counter(light(t, day, ledger, app.planning) for t in ledger.tasks) if ledger else Counter()
-    )
-    # no tick for three intervals (and a minute): the daemon is down or stuck
+        run = latest_import(session)
+        lights = task_lights(session, app.planning, moment.astimezone(zone).date())
+    # no tick written for three intervals (and a minute) beyond the idle daemon's
+    # writing interval: the daemon is down or stuck
     stale = last_tick is not None and moment - dt.datetime.fromisoformat(
         last_tick["at"]
-    ) > dt.timedelta(seconds=3 * settings.daemon.tick_s + 60)
+    ) > LAST_TICK_EVERY + dt.timedelta(seconds=3 * settings.daemon.tick_s + 60)
     return {
         "now": moment.astimezone(zone).isoformat(),
         "last_tick": last_tick,
@@ -89,8 +88,8 @@ def status_data(app: App, moment: dt.datetime) -> dict[str, Any]:
         "unreachable": unreachable[:UNREACHABLE_SHOWN],
         "invalid_addresses": invalid[:UNREACHABLE_SHOWN],
         "ledger": {
-            "title": ledger.title if ledger else None,
-            "tasks": len(ledger.tasks) if ledger else 0,
+            "title": run.title if run else None,
+            "tasks": sum(lights.values()),
             **{name: lights[name] for name in LIGHTS},
         },
     }

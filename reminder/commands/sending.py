@@ -14,7 +14,7 @@ from reminder.app import App, now, parse_moment, pass_app, refuse_broken_templat
 from reminder.errors import DeliveryError, InputError
 from reminder.loop import run_async
 from reminder.outbox import outbox_rows, requeue
-from reminder.store.meta import save_last_tick
+from reminder.store.meta import save_last_tick, tick_record
 from reminder.store.overview import queue_counts
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def run_command(app: App, once: bool, at: str | None) -> None:
     from reminder.tick import run_tick  # noqa: PLC0415 - see the imports
 
     moment = parse_moment(app, at, "--at")
-    app.ledger()
+    app.require_ledger()
     settings = app.config.settings
     refuse_broken_templates(app.store, app.planning, app.renderer, settings, moment)
     result = run_tick(app.store, app.planning, app.config.settings, moment)
@@ -66,7 +66,10 @@ def run_command(app: App, once: bool, at: str | None) -> None:
     # what the daemon records after each tick, so that `status` tells of this one too
     with app.store.write() as session:
         queue = queue_counts(session, ("pending", "sending", "retry", "dead"))
-        save_last_tick(session, moment, result.targets, len(result.letters), report.outcomes, queue)
+        save_last_tick(
+            session,
+            tick_record(moment, result.targets, len(result.letters), report.outcomes, queue),
+        )
     app.out.print(report.line(), markup=False)
 
 

@@ -26,7 +26,7 @@ from reminder.tick import preview
 def plan_command(app: App, at: str | None, as_json: bool) -> None:
     """What would be sent at a moment, given the store. Sends nothing, writes nothing."""
     moment = parse_moment(app, at, "--at")
-    app.ledger()  # a clear message before the first import
+    app.require_ledger()
     settings = app.config.settings
     found = preview(app.store, app.planning, settings, moment)
     from reminder.views import plan_json, plan_table  # noqa: PLC0415 - rich: for tables only

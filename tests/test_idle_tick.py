@@ -1,0 +1,62 @@
+"""An idle daemon writes nothing to the store at its ticks: the last tick stays in memory
+(and in STATUS=) and is written when something changed, or every ``LAST_TICK_EVERY``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+from reminder.daemon import Daemon, Runtime
+from reminder.settings import load_config
+from reminder.store.db import open_store
+from reminder.store.meta import LAST_TICK_EVERY, last_tick
+from tests.conftest import SEED, Cli
+
+# a Sunday night in the ledger's year: nothing is due
+QUIET = dt.datetime(2018, 10, 6, 19, 0, tzinfo=dt.UTC)
+
+
+def test_idle_ticks_write_nothing_until_the_record_is_due(cli: Cli, isolated_env: Path) -> None:
+    assert cli("import", str(SEED)).code == 0
+    store = open_store(load_config().settings.db)
+    clock = [QUIET]
+    daemon = Daemon(store, Runtime.load(store, lambda: clock[0]), lambda: clock[0])
+    watcher = sqlite3.connect(isolated_env / "ledger.db")
+
+    def version() -> int:  # changes when another connection commits a change
+        return int(watcher.execute("PRAGMA data_version").fetchone()[0])
+
+    async def tick(at: dt.datetime) -> None:
+        clock[0] = at
+        daemon.tick_at(at)
+        if daemon.sending is not None:
+            await daemon.sending
+
+    minute = dt.timedelta(minutes=1)
+
+    async def ticks() -> list[int]:
+        await tick(QUIET)  # the first catches up (what fell due since January, superseded)
+        await tick(QUIET + minute)  # the first idle one: a change (nothing due), written
+        seen = [version()]
+        for n in range(2, 6):  # idle: the same record at a newer moment
+            await tick(QUIET + n * minute)
+            seen.append(version())
+        await tick(QUIET + minute + LAST_TICK_EVERY)  # the idle record is written now
+        seen.append(version())
+        return seen
+
+    try:
+        seen = asyncio.run(ticks())
+        assert daemon.last_tick["due"] == 0 and daemon.last_tick["enqueued"] == 0
+        assert seen[:5] == [seen[0]] * 5
+        assert seen[5] != seen[0]
+        with store.read() as session:
+            recorded = last_tick(session)
+        assert recorded is not None
+        assert recorded["at"] == (QUIET + minute + LAST_TICK_EVERY).isoformat()
+    finally:
+        watcher.close()
+        asyncio.run(daemon.runtime.close())
+        store.dispose()
