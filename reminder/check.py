@@ -249,7 +249,9 @@ def channel_problems(
       from_name``): the message would be refused as a header injection;
     - a robot webhook in plain ``http://`` to a host that is not loopback (its URL holds
       the robot's key), unless ``[robots] allow_plaintext``;
-    - a credential file that group or others may read (a warning: it is still used).
+    - a credential file that group or others may read (a warning: it is still used);
+    - letters sent by e-mail or SMS to people elsewhere with links to this machine
+      (``[web] base_url`` on loopback: a warning, the links will not open for them).
     """
     problems: list[Problem] = []
     tables = (("unit", contacts.units), ("group", contacts.groups))
@@ -278,7 +280,24 @@ def channel_problems(
         )
         for found, mode in loose_secrets
     ]
-    return problems
+    return problems + _links_problems(config)
+
+
+def _links_problems(config: Config) -> list[Problem]:
+    settings = config.settings
+    sent = [name for name, on in (("SMTP", settings.smtp.host), ("SMS", settings.sms.url)) if on]
+    if not sent or not settings.web.links_only_here:
+        return []
+    where = f"{config.reminder_path}: [web] base_url"
+    return [
+        Problem(
+            "warning",
+            where,
+            f"{settings.web.base_url} is this machine, but letters go out by "
+            f"{' and '.join(sent)}: their links will not open for the people who get them; "
+            'set the address they reach (e.g. https://duban.example.org), or "" for no links',
+        )
+    ]
 
 
 def rendering_problems(

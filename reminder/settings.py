@@ -239,6 +239,12 @@ class WebSettings(_Section):
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 
+    @property
+    def links_only_here(self) -> bool:
+        """The letters' links point at this machine (the embedded default): they open
+        only on it, not on a clerk's phone or desk."""
+        return (urllib.parse.urlsplit(self.base_url).hostname or "") in _LOOPBACK
+
 
 class MessagesSettings(_Section):
     templates: str = ""  # a folder whose templates override the bundled ones

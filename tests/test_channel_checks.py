@@ -261,3 +261,47 @@ async def _dingtalk_signed_with_the_given_clock(gateway: Gateway) -> None:
     assert [r.status for r in results] == ["sent"]
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(gateway.requests[-1].path).query)
     assert query["timestamp"] == [str(int(FIXED.timestamp() * 1000))]
+
+
+# --- links in letters ------------------------------------------------------------------
+
+LINK_CASES = {
+    # mail and SMS to people elsewhere, links to this machine: warned
+    "smtp to loopback links": ({"REMINDER_SMTP__HOST": "smtp.example.org"}, True),
+    "sms to localhost links": (
+        {
+            "REMINDER_SMS__URL": "https://sms.example.org/send",
+            "REMINDER_WEB__BASE_URL": "http://localhost:9000",
+        },
+        True,
+    ),
+    # the embedded default (the file channel), a real address, or no links: nothing
+    "file channel": ({}, False),
+    "a real address": (
+        {
+            "REMINDER_SMTP__HOST": "smtp.example.org",
+            "REMINDER_WEB__BASE_URL": "https://duban.example.org",
+        },
+        False,
+    ),
+    "no links": ({"REMINDER_SMTP__HOST": "smtp.example.org", "REMINDER_WEB__BASE_URL": ""}, False),
+}
+
+
+@pytest.mark.parametrize("case", LINK_CASES, ids=list(LINK_CASES))
+def test_links_to_this_machine_in_letters_sent_elsewhere_are_warned_about(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    env, warned = LINK_CASES[case]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli("import", str(SEED)).code == 0
+    result = cli("check")
+    lines = [line for line in result.out.splitlines() if "[web] base_url" in line]
+    if warned:
+        assert len(lines) == 1, result.out
+        assert lines[0].startswith("warning ") and "will not open" in lines[0]
+        assert ("SMS" if "sms" in case else "SMTP") in lines[0]
+    else:
+        assert lines == [], result.out
+    assert result.code == 0  # a warning, not an error
