@@ -9,7 +9,9 @@ and the median CPU time (user + system) of the child. The conditions come first:
 CPU count and the load average, since a loaded machine moves every figure. ``--peer``:
 another checkout of the project (e.g. ``git worktree add /tmp/before e654e8e``), run
 with the same interpreter and libraries (its folder first on ``PYTHONPATH``) on its own
-store, each of its runs beside one of this checkout's.
+store, each of its runs beside one of this checkout's. Last, "(import floor)": the
+same interpreter importing only SQLAlchemy, SQLModel, pydantic-settings and click, which
+any command that reads the store needs before it does anything.
 """
 
 from __future__ import annotations
@@ -33,15 +35,19 @@ COMMANDS = [
     ["--help"],
     ["status"],
     ["plan", "--at", "2018-10-08 09:30"],
+    ["plan", "--at", "2018-10-07 03:00"],
 ]
+# what any command that reads the store must import first (SQLAlchemy, SQLModel, the
+# settings' pydantic, click): the floor under `status` and `plan`, printed beside them
+FLOOR = [sys.executable, "-c", "import sqlalchemy, sqlmodel, pydantic_settings, click"]
 
 
 def timed(args: list[str], env: Mapping[str, str], cwd: Path) -> tuple[float, float]:
-    """Wall and CPU seconds of one run of `reminder ARGS`."""
+    """Wall and CPU seconds of one run of `reminder ARGS` (or of ``FLOOR``)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(
-        [str(REMINDER), *args],
+        args if args == FLOOR else [str(REMINDER), *args],
         env=env,
         cwd=cwd,
         stdout=subprocess.DEVNULL,
@@ -82,7 +88,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 check=True,
             )
-        for args in COMMANDS:
+        for args in [*COMMANDS, FLOOR]:
             measured: dict[str, list[tuple[float, float]]] = {name: [] for name in versions}
             for name in versions:
                 timed(args, envs[name], versions[name][1])  # warm: .pyc files, page cache
@@ -91,8 +97,9 @@ def main() -> None:
                     measured[name].append(timed(args, envs[name], versions[name][1]))
             for name, runs in measured.items():
                 walls, cpus = zip(*runs, strict=True)
+                shown = "(import floor)" if args == FLOOR else " ".join(args)
                 print(
-                    f"{name:<5} reminder {' '.join(args):<28} "
+                    f"{name:<5} reminder {shown:<28} "
                     f"median {statistics.median(walls):.3f} s, "
                     f"fastest {min(walls):.3f} s, cpu {statistics.median(cpus):.3f} s"
                 )

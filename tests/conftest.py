@@ -120,7 +120,10 @@ def pg_url() -> Iterator[str]:
 def no_gc_callbacks() -> Iterator[None]:
     """As in the daemon, no Python code runs from the garbage collector: hypothesis (in
     other tests of this process) leaves a gc callback, and a shot delivered inside one
-    is swallowed as unraisable, shot after shot while a render allocates."""
+    is swallowed as unraisable, shot after shot while a render allocates. For the same
+    reason the garbage earlier tests left is collected first: its weakref callbacks
+    (SQLAlchemy's event registry) would otherwise run, and take a shot, inside a render."""
+    gc.collect()
     saved = gc.callbacks[:]
     gc.callbacks.clear()  # the list gc itself reads
     yield
