@@ -233,6 +233,16 @@ def test_the_text_and_html_say_it_all(inputs: DigestInputs, planning: Rules) -> 
     assert "逾期1项" in subject and "\n" not in subject
 
 
+def test_the_robot_post_names_who_cannot_be_reached(inputs: DigestInputs, planning: Rules) -> None:
+    data = digest(inputs, planning)
+    data["bad_addresses"] = ["环境保护局（邮箱hbj@@example）"]
+    post = render("digest", "md", data)
+    assert "- 无联系方式的单位1个，请补充联系方式" in post
+    assert "- 地址无效的单位1个，相关提醒未发出，请更正（详见邮件）" in post
+    reachable = render("digest", "md", {**data, "no_contact": [], "bad_addresses": []})
+    assert "无联系方式" not in reachable and "地址无效" not in reachable
+
+
 def test_nothing_to_report_is_said_plainly(inputs: DigestInputs, planning: Rules) -> None:
     first = Supervisor(name="一组", email="y@test.example.org", sections=[1])
     day = local_today() - dt.timedelta(days=60)  # long before any deadline
