@@ -41,7 +41,12 @@ from reminder.settings import OfficeSettings
 from reminder.wording import Lateness, deadline_text, delivery_problem, lateness
 
 # what an escalation list (逾期督办清单) takes from its digest
-ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after")
+ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after", "counts")
+# of each list a digest carries (overdue, due soon, done, escalated units and each one's
+# tasks, the rankings), this many, the most urgent first; ``counts`` has the whole numbers
+# and the board lists everything. A province's ledger stays a readable message (and
+# within the render budget); a ledger of the seed's size is never cut.
+LISTED = 100
 LIGHTS = ("red", "yellow", "green", "done")
 _CHANNEL_WORDS = {"email": "邮箱", "sms": "手机"}
 
@@ -258,13 +263,12 @@ class _Digest:
                 "unit": name,
                 **self.planning.contacts.reach(name),
                 "lead": sum(1 for t in found if t["role"] == Role.LEAD.value),
-                "tasks": sorted(found, key=lambda t: (-t["days"], t["no"])),
+                "count": len(found),
+                "tasks": sorted(found, key=lambda t: (-t["days"], t["no"]))[:LISTED],
             }
             for name, found in escalated.items()
         ]
-        by_unit.sort(
-            key=lambda u: (-u["lead"], -len(u["tasks"]), -u["tasks"][0]["days"], u["unit"])
-        )
+        by_unit.sort(key=lambda u: (-u["lead"], -u["count"], -u["tasks"][0]["days"], u["unit"]))
         return by_unit
 
     def ranking(self) -> dict[str, list[dict[str, Any]]]:
@@ -309,9 +313,9 @@ class _Digest:
             ],
         }
 
-    def payload(self, notices: Sequence[str]) -> dict[str, Any]:
-        overdue, escalated = self.overdue()
-        upcoming = [
+    def upcoming(self) -> list[dict[str, Any]]:
+        """The tasks due within ``HORIZON_DAYS``, the soonest first."""
+        return [
             {
                 "no": t.task.no,
                 "text": t.task.text,
@@ -323,7 +327,10 @@ class _Digest:
             for t in sorted(self.tasks, key=lambda t: (t.task.deadline.due or self.day, t.task.no))
             if self.lights[t.id] == "yellow"
         ]
-        done = [
+
+    def done(self) -> list[dict[str, Any]]:
+        """The tasks done since the last digest."""
+        return [
             {
                 "no": t.task.no,
                 "text": t.task.text,
@@ -333,6 +340,10 @@ class _Digest:
             for t in self.tasks
             if t.status == "done" and t.done_at is not None and t.done_at > self.since
         ]
+
+    def payload(self, notices: Sequence[str]) -> dict[str, Any]:
+        overdue, escalated = self.overdue()
+        upcoming, done = self.upcoming(), self.done()
         names = {u.ref.name for t in self.tasks for u in t.targets()}
         # a group with members is reached through them: has_contact() says so
         contacts = self.planning.contacts
@@ -345,6 +356,7 @@ class _Digest:
             for channel in _CHANNEL_WORDS
             for to, _reason in invalid_addresses(who, channel)
         ]
+        ranking = self.ranking()
         return {
             "day": self.day.isoformat(),
             "since": _iso(self.since, self.zone),
@@ -357,17 +369,31 @@ class _Digest:
                 "new_overdue": sum(1 for t in overdue if t["new"]),
             },
             "sections": self.sections(),
-            "escalated": escalated,
             "escalate_after": self.planning.policy.overdue.escalate_after,
-            "overdue": overdue,
-            "ranking": self.ranking(),
-            "upcoming": upcoming,
-            "done": done,
+            **_listed(overdue, escalated, ranking, upcoming, done),
             "no_contact": no_contact,
             "bad_addresses": bad_addresses,
             "undelivered": self.undelivered(),
             "board": None,  # the supervisor's link to the board, set when it is enqueued
         }
+
+
+def _listed(
+    overdue: list[dict[str, Any]],
+    escalated: list[dict[str, Any]],
+    ranking: dict[str, list[dict[str, Any]]],
+    upcoming: list[dict[str, Any]],
+    done: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The lists of a digest, each cut at ``LISTED``, and ``counts``: their whole lengths."""
+    lists = {"overdue": overdue, "escalated": escalated, "upcoming": upcoming, "done": done}
+    counts = {name: len(items) for name, items in lists.items()}
+    counts |= {side: len(units) for side, units in ranking.items()}
+    return {
+        "counts": counts,
+        **{name: items[:LISTED] for name, items in lists.items()},
+        "ranking": {side: units[:LISTED] for side, units in ranking.items()},
+    }
 
 
 def build_digest(

@@ -439,3 +439,41 @@ def test_a_first_digest_after_a_holiday_counts_from_the_last_working_day(
         ]
     assert payloads
     assert {payload["since"][:16] for payload in payloads} == {"2018-09-30 08:30"}
+
+
+def test_a_long_digest_lists_the_most_urgent_and_counts_the_rest(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A province's ledger stays a readable message (and within the render budget): each
+    list is cut at ``LISTED``, the headings give the whole numbers, a line the rest."""
+    inputs, planning = seed_inputs(cli)
+    day = dt.date(2018, 12, 28)
+    since = dt.datetime(2018, 12, 27, 0, 30, tzinfo=dt.UTC)
+    whole = build_digest(inputs, None, planning, day, since)  # the seed is never cut
+    assert whole["counts"]["escalated"] == len(whole["escalated"])
+    assert whole["counts"]["overdue"] == len(whole["overdue"])
+    monkeypatch.setattr("reminder.digest.LISTED", 3)
+    cut = build_digest(inputs, None, planning, day, since)
+    counts = cut["counts"]
+    assert counts["overdue"] == len(whole["overdue"]) > 3
+    assert counts["escalated"] == len(whole["escalated"]) > 3
+    assert cut["overdue"] == whole["overdue"][:3]  # the longest overdue first
+    assert [u["unit"] for u in cut["escalated"]] == [u["unit"] for u in whole["escalated"][:3]]
+    assert all(len(u["tasks"]) <= 3 for u in cut["escalated"])
+    assert [u["count"] for u in cut["escalated"]] == [
+        len(u["tasks"]) for u in whole["escalated"][:3]
+    ]
+    assert len(cut["ranking"]["lead"]) == 3 and counts["lead"] > 3
+    text = render("digest", "text", {**cut, "board": "https://duban.example.org/b/x"})
+    assert f"三、逾期任务（{counts['overdue']}项）" in text
+    assert f"……另有{counts['overdue'] - 3}项未列出，见督办看板。" in text
+    assert f"……另有{counts['escalated'] - 3}个单位未列出，见督办看板。" in text
+    assert f"……另有{counts['lead'] - 3}个单位未列出" in text
+    assert text.count("\n\n\n\n") == 0  # no blank runs where nothing was cut
+    html = render("digest", "html", cut)
+    assert f"逾期任务（{counts['overdue']}项）" in html and "未列出。" in html
+    escalation = {key: cut[key] for key in ESCALATION_FIELDS}
+    listed = render("escalation", "text", escalation)
+    assert f"……另有{counts['escalated'] - 3}个单位未列出。" in listed
+    subject = render("digest", "subject", cut)
+    assert f"提级督办{counts['escalated']}个单位" in subject
