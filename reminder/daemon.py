@@ -41,10 +41,11 @@ from sqlalchemy.engine import make_url
 
 from reminder.app import App, refuse_broken_templates
 from reminder.clock import WallClock, now
-from reminder.delivery import Delivery, DeliveryReport, close_all, make_senders
+from reminder.delivery import Delivery, close_all, make_senders
 from reminder.digest_round import enqueue_reports
 from reminder.errors import ReminderError
 from reminder.logs import get_logger
+from reminder.rows import DeliveryReport
 from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store

@@ -27,9 +27,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from reminder.channels import Claimed, Outgoing, Result, Sender
@@ -46,26 +45,12 @@ from reminder.outbox import claim
 from reminder.recorder import Recorder
 from reminder.render import Renderer
 from reminder.render_pool import CHUNK, RenderPool
+from reminder.rows import DeliveryReport
 from reminder.secrets import secret
 from reminder.settings import Settings
 from reminder.store.db import Store
 
 FLUSH_S = 2.0  # outcomes wait at most this long to be recorded
-
-
-@dataclass(slots=True)
-class DeliveryReport:
-    claimed: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-    cut: int = 0  # left without an outcome at the deadline: their leases run out
-
-    def line(self) -> str:
-        parts = ", ".join(f"{status} {n}" for status, n in sorted(self.outcomes.items()))
-        line = f"delivered {self.claimed} messages in {self.seconds:.1f} s ({parts or 'none'})"
-        if self.cut:
-            line += f"; deadline reached, {self.cut} left to a later run"
-        return line
 
 
 def make_senders(settings: Settings, contacts: Contacts) -> dict[str, Sender]:

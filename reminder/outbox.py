@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlmodel import Session, col
 from sqlmodel import select as sqlmodel_select
 
@@ -136,6 +136,21 @@ def claim(
                 values[_PAYLOAD] = decode_json(values[_PAYLOAD])
             claimed.append(Claimed(*values))
     return sorted(claimed, key=lambda c: (c.scheduled_for, c.id))
+
+
+def anything_to_claim(session: Session, *, due_by: dt.datetime, now: dt.datetime) -> bool:
+    """Whether ``claim`` would take a row (any ``retry`` due by ``due_by`` counted): one
+    indexed look per state, so that an idle `run --once` starts no delivery at all."""
+    table = OutboxRow.__table__  # type: ignore[attr-defined]
+    for statuses, cutoff in _claimable(now, due_by, None):
+        found = session.execute(
+            select(table.c.id)
+            .where(table.c.status.in_(statuses), table.c.next_attempt_at <= cutoff)
+            .limit(1)
+        ).first()
+        if found is not None:
+            return True
+    return False
 
 
 def _claimable(

@@ -9,6 +9,7 @@ imports, so that the outbox (the store layer) needs nothing from the channels ab
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -82,3 +83,18 @@ class Result(NamedTuple):
     def failed(cls, item: Outgoing, error: DeliveryError) -> Result:
         status: Status = "dead" if error.permanent else "retry"
         return cls(item.id, status, error.code, error.message, error.retry_after_s)
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    cut: int = 0  # left without an outcome at the deadline: their leases run out
+
+    def line(self) -> str:
+        parts = ", ".join(f"{status} {n}" for status, n in sorted(self.outcomes.items()))
+        line = f"delivered {self.claimed} messages in {self.seconds:.1f} s ({parts or 'none'})"
+        if self.cut:
+            line += f"; deadline reached, {self.cut} left to a later run"
+        return line

@@ -14,7 +14,7 @@ import pytest
 from reminder.channels import Outgoing, Report, Result
 from reminder.contacts import load_contacts
 from reminder.delivery import Delivery
-from reminder.outbox import backoff_s, claim, mark, renew
+from reminder.outbox import anything_to_claim, backoff_s, claim, mark, renew
 from reminder.render import Renderer
 from reminder.settings import DeliverySettings, Settings
 from reminder.store.db import Store, open_store
@@ -78,6 +78,47 @@ def test_a_run_for_a_moment_ahead_retries_only_what_was_due_when_it_began(
         left = con.execute("SELECT count(*) FROM outbox WHERE status = 'retry'").fetchone()[0]
     assert left == 2
     store.dispose()
+
+
+# one row in each state, its next attempt (or lease end) so many minutes from now
+STATES = {
+    "pending due": ("pending", -1),
+    "pending later": ("pending", 30),
+    "retry due": ("retry", -1),
+    "retry later": ("retry", 30),
+    "sending, its lease over": ("sending", -1),
+    "sending, leased": ("sending", 30),
+    "sent": ("sent", -60),
+    "dead": ("dead", -60),
+}
+
+
+@pytest.mark.parametrize("state", STATES, ids=list(STATES))
+@pytest.mark.parametrize("ahead", [0, 60], ids=["now", "an hour ahead"])
+def test_anything_to_claim_says_whether_a_claim_would_take_a_row(
+    cli: Cli, isolated_env: Path, state: str, ahead: int
+) -> None:
+    """`run --once` starts no delivery when nothing is claimable: the question must
+    answer as the claim itself does, state by state (and for a moment ahead)."""
+    assert cli("import", str(SEED)).code == 0
+    db = isolated_env / "ledger.db"
+    fill_outbox(db, 1)
+    status, minutes = STATES[state]
+    now = dt.datetime.now(dt.UTC)
+    at = (now + dt.timedelta(minutes=minutes)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE outbox SET status = ?, next_attempt_at = ?", (status, at))
+    store = open_store(f"sqlite:///{db}")
+    due_by = now + dt.timedelta(minutes=ahead)
+    with store.read() as session:
+        answer = anything_to_claim(session, due_by=due_by, now=now)
+    with store.write() as session:
+        taken = claim(session, due_by=due_by, now=now, lease_s=60, limit=10, lock=False)
+    store.dispose()
+    assert answer is bool(taken)
+    expected = minutes < 0 and status in ("pending", "retry", "sending")
+    expected = expected or (ahead > minutes > 0 and status in ("pending", "retry"))
+    assert answer is expected
 
 
 def test_a_renewed_lease_holds_and_a_lost_one_is_left_alone(cli: Cli, isolated_env: Path) -> None:

@@ -6,19 +6,16 @@ import datetime as dt
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from reminder.app import App, now, parse_moment, pass_app, refuse_broken_templates
 from reminder.errors import DeliveryError, InputError
 from reminder.loop import run_async
-from reminder.outbox import outbox_rows, requeue
+from reminder.outbox import anything_to_claim, outbox_rows, requeue
+from reminder.rows import DeliveryReport
 from reminder.store.meta import save_last_tick, tick_record
 from reminder.store.overview import queue_counts
-
-if TYPE_CHECKING:
-    from reminder.delivery import DeliveryReport
 
 # the daemon (APScheduler), delivery (the SMTP and HTTP clients, Jinja2), the tick and
 # rich's tables are imported by the commands that use them: `outbox --json` and `retry`
@@ -74,6 +71,9 @@ def run_command(app: App, once: bool, at: str | None) -> None:
 
 
 async def deliver_due(app: App, due_by: dt.datetime) -> DeliveryReport:
+    with app.store.read() as session:
+        if not anything_to_claim(session, due_by=due_by, now=now()):
+            return DeliveryReport()  # no channel, template or render worker started
     from reminder.delivery import Delivery, close_all, make_senders  # noqa: PLC0415
 
     senders = make_senders(app.config.settings, app.contacts)
