@@ -71,8 +71,9 @@ def run_command(app: App, once: bool, at: str | None) -> None:
 
 
 async def deliver_due(app: App, due_by: dt.datetime) -> DeliveryReport:
-    with app.store.read() as session:
-        if not anything_to_claim(session, due_by=due_by, now=now()):
+    begun = now()
+    with app.store.read() as session:  # what the run would claim: due by then, or by now
+        if not anything_to_claim(session, due_by=max(due_by, begun), now=begun):
             return DeliveryReport()  # no channel, template or render worker started
     from reminder.delivery import Delivery, close_all, make_senders  # noqa: PLC0415
 
