@@ -217,11 +217,13 @@ class Policy(_Part):
         cached = self._resolved.get(key)
         if cached is not None:
             return cached
-        merged = self._base_dump()
         matching = [o for o in self.override if o.selects_section(*section)]
         matching += [o for o in self.override if task_no in o.tasks]
-        for override in matching:
-            merged = _merge(merged, override.changes())
-        resolved = Policy.model_validate(merged) if matching else self
+        resolved = self
+        if matching:  # most tasks have none: no dump to merge into
+            merged = self._base_dump()
+            for override in matching:
+                merged = _merge(merged, override.changes())
+            resolved = Policy.model_validate(merged)
         self._resolved[key] = resolved
         return resolved

@@ -212,40 +212,45 @@ def execute_many(connection: Connection, statement: Any, rows: Sequence[dict[str
     connection.exec_driver_sql(str(compiled), params)
 
 
-def fetch_all(connection: Connection, statement: Any) -> list[Any]:
-    """The rows of a SELECT without parameters, as named tuples, each column's value
-    converted once per distinct value (JSON excepted).
+def fetch_columns(connection: Connection, statement: Any) -> list[list[Any]]:
+    """The values of a SELECT without parameters, column by column (one list per
+    selected column, in order), each column's value converted once per distinct value
+    (JSON excepted).
 
     SQLAlchemy converts every value of every row; a replanning reads ~150,000 task_unit
-    rows of five time columns each, whose values are mostly NULL or a few moments.
+    rows of six time columns each, whose values are mostly NULL or a few moments. Here
+    each column is converted as a whole: its distinct values once, then a lookup.
     """
     dialect = connection.dialect
     compiled = statement.compile(dialect=dialect)
-    assert not compiled.params, "fetch_all runs statements without parameters"
+    assert not compiled.params, "fetch_columns runs statements without parameters"
     columns = list(statement.selected_columns)
-    Row = collections.namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
-    converters: list[tuple[int, Any, dict[Any, Any] | None]] = []
+    cursor = connection.connection.cursor()  # the driver's: rows as plain tuples
+    try:
+        cursor.execute(str(compiled))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    values: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)] or [
+        [] for _ in columns
+    ]
     for index, column in enumerate(columns):
         processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
         if processor is None:
             continue
-        # a JSON value converts to a list or dict that rows must not share
-        shared = not isinstance(column.type, JSON)
-        converters.append((index, processor, {} if shared else None))
-    rows: list[Any] = []
-    for raw in connection.exec_driver_sql(str(compiled)).fetchall():
-        values = list(raw)
-        for index, processor, seen in converters:
-            value = values[index]
-            if seen is None:
-                values[index] = processor(value)
-                continue
-            found = seen.get(value, seen)
-            if found is seen:
-                found = seen[value] = processor(value)
-            values[index] = found
-        rows.append(Row._make(values))
-    return rows
+        if isinstance(column.type, JSON):  # a list or dict that rows must not share
+            values[index] = list(map(processor, values[index]))
+        else:
+            converted = {value: processor(value) for value in set(values[index])}
+            values[index] = list(map(converted.__getitem__, values[index]))
+    return values
+
+
+def fetch_all(connection: Connection, statement: Any) -> list[Any]:
+    """The rows of a SELECT without parameters, as named tuples (see ``fetch_columns``)."""
+    names = [column.key for column in statement.selected_columns]
+    Row = collections.namedtuple("Row", names)  # type: ignore[misc]
+    return list(map(Row, *fetch_columns(connection, statement)))
 
 
 def sqlite_file_missing(url: str) -> bool:

@@ -31,12 +31,15 @@ from sqlmodel import Session
 
 from reminder.ledger.model import Ledger, Task
 from reminder.rules import Rules
-from reminder.store.db import execute_many, fetch_all
+from reminder.store.db import execute_many, fetch_all, fetch_columns
 from reminder.store.models import EventRow, ImportRun, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.targets import (
+    UNIT_COLUMNS,
     LedgerContext,
     PlannedUnit,
     UnitChanges,
+    group_by_task,
+    planned_units,
     remember_planning,
     replan_tasks,
 )
@@ -195,16 +198,14 @@ def _stored(connection: Connection) -> tuple[list[Any], dict[int, list[PlannedUn
     """The active tasks by number and their unit rows by id."""
     active = _TASKS.c.removed_at.is_(None)
     old = fetch_all(connection, select(_TASKS).where(active).order_by(_TASKS.c.no))
-    units: dict[int, list[PlannedUnit]] = {row.id: [] for row in old}
     statement = (
-        select(_UNITS)
+        select(*UNIT_COLUMNS)
         .join(_TASKS, _TASKS.c.id == _UNITS.c.task_id)
         .where(active)
         .order_by(_UNITS.c.task_id, _UNITS.c.id)
     )
-    for unit in fetch_all(connection, statement):
-        units[unit.task_id].append(PlannedUnit.of(unit))
-    return old, units
+    units = planned_units(fetch_columns(connection, statement))
+    return old, group_by_task(units, (row.id for row in old))
 
 
 def _retire(

@@ -20,7 +20,7 @@ from reminder.contacts import Contacts
 from reminder.ledger.model import Role, Section, Task, UnitKind
 from reminder.planner import Target, next_at
 from reminder.rules import Rules
-from reminder.store.db import execute_many, fetch_all
+from reminder.store.db import execute_many, fetch_all, fetch_columns
 from reminder.store.models import MetaRow, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import latest_import, task_of
 
@@ -201,28 +201,32 @@ class PlannedUnit:
             self.next_at,
         )
 
-    @classmethod
-    def of(cls, row: Any) -> PlannedUnit:
-        """From a Core row of task_unit."""
-        unit = cls(
-            row.id,
-            row.task_id,
-            row.unit,
-            row.role,
-            row.kind,
-            row.raw,
-            row.position,
-            row.via,
-            bool(row.is_target),
-            row.done_at,
-            row.planned_until,
-            row.last_progress_at,
-            row.reported_at,
-            _as_date(row.due),
-            row.next_at,
-        )
-        unit.stored = unit.written()
-        return unit
+
+# the columns of task_unit a ``PlannedUnit`` is made of, in the order of its fields
+_READ = (
+    "id", "task_id", "unit", "role", "kind", "raw", "position", "via", "is_target",
+    "done_at", "planned_until", "last_progress_at", "reported_at", "due", "next_at",
+)  # fmt: skip
+UNIT_COLUMNS = tuple(_UNITS.c[name] for name in _READ)
+
+
+def planned_units(columns: Sequence[Sequence[Any]]) -> list[PlannedUnit]:
+    """Rows of task_unit, given column by column in the order of ``UNIT_COLUMNS`` (their
+    values converted), as ``PlannedUnit``s: each made once, with what it was read as."""
+    by_name = dict(zip(_READ, columns, strict=True))
+    stored = zip(*(by_name[name] for name in _WRITTEN), strict=True)
+    return list(map(PlannedUnit, *columns, stored))
+
+
+def group_by_task(
+    units: Iterable[PlannedUnit], task_ids: Iterable[int] = ()
+) -> dict[int, list[PlannedUnit]]:
+    """The units of each task (each of ``task_ids`` has a list, maybe empty), in the
+    given order."""
+    by_task: dict[int, list[PlannedUnit]] = {task_id: [] for task_id in task_ids}
+    for unit in units:
+        by_task.setdefault(unit.task_id, []).append(unit)
+    return by_task
 
 
 def _load_state(
@@ -231,33 +235,30 @@ def _load_state(
     """The tasks (by number, as SQLite's index on active numbers returns them; by id when
     ``task_ids`` are given) and their unit rows (by id)."""
     if task_ids is None:
-        tasks = fetch_all(
-            connection, select(_TASKS).where(_TASKS.c.removed_at.is_(None)).order_by(_TASKS.c.no)
-        )
+        active = _TASKS.c.removed_at.is_(None)
+        everything = fetch_all(connection, select(_TASKS).where(active).order_by(_TASKS.c.no))
         statement = (
-            select(_UNITS)
+            select(*UNIT_COLUMNS)
             .join(_TASKS, _TASKS.c.id == _UNITS.c.task_id)
-            .where(_TASKS.c.removed_at.is_(None))
+            .where(active)
             .order_by(_UNITS.c.task_id, _UNITS.c.id)
         )
-        unit_rows = fetch_all(connection, statement)
-    else:
-        ids = sorted(set(task_ids))
-        tasks, unit_rows = [], []
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            tasks += connection.execute(
-                select(_TASKS).where(_TASKS.c.id.in_(chunk)).order_by(_TASKS.c.id)
-            )
-            unit_rows += connection.execute(
-                select(_UNITS)
-                .where(_UNITS.c.task_id.in_(chunk))
-                .order_by(_UNITS.c.task_id, _UNITS.c.id)
-            )
-    units: dict[int, list[PlannedUnit]] = {}
-    for row in unit_rows:
-        units.setdefault(row.task_id, []).append(PlannedUnit.of(row))
-    return tasks, units
+        return everything, group_by_task(planned_units(fetch_columns(connection, statement)))
+    ids = sorted(set(task_ids))
+    tasks: list[Any] = []
+    unit_rows: list[Any] = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        tasks += connection.execute(
+            select(_TASKS).where(_TASKS.c.id.in_(chunk)).order_by(_TASKS.c.id)
+        )
+        unit_rows += connection.execute(
+            select(*UNIT_COLUMNS)
+            .where(_UNITS.c.task_id.in_(chunk))
+            .order_by(_UNITS.c.task_id, _UNITS.c.id)
+        )
+    columns = list(zip(*unit_rows, strict=True)) or [() for _ in UNIT_COLUMNS]
+    return tasks, group_by_task(planned_units(columns))
 
 
 @dataclass(slots=True)
