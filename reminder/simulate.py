@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import gc
 import heapq
 import json
 import time
@@ -41,6 +40,7 @@ from reminder.digest import build_agendas
 from reminder.digest_round import notices, report_messages
 from reminder.errors import InputError
 from reminder.letters import LetterContext, Waiting, agenda_items, agenda_week, compose, told
+from reminder.loop import paused_collector
 from reminder.planner import (
     Occasion,
     Plan,
@@ -200,16 +200,9 @@ def simulate(
     loaded = _load(source, planning)
     if loaded is None:
         raise InputError("no ledger imported yet; run `reminder import FILE` first")
-    # a year allocates a few hundred thousand objects that stay until the end and form
-    # no cycles: the cyclic collector would only walk them again and again (~10 %)
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_collector():
         sent = _Year(loaded, planning, settings, start, end).run(end, report, progress)
         _write(sent, report, planning, out)
-    finally:
-        if collecting:
-            gc.enable()
     report.seconds = time.perf_counter() - started
     return report
 

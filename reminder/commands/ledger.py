@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import getpass
 import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -19,6 +16,7 @@ from reminder.app import App, now, pass_app
 from reminder.contacts import Problem, load_contacts
 from reminder.errors import ConfigError, InputError, LedgerError
 from reminder.ledger import parse_ledger
+from reminder.loop import paused_collector
 from reminder.records import StoredLedger, StoredTask
 from reminder.settings import config_folder
 from reminder.store.db import sqlite_file_missing
@@ -61,21 +59,6 @@ def refuse_replacement(report: ImportReport) -> None:
             f"tasks (more than half; title {report.ledger.title!r}); if this ledger is "
             "meant to replace the stored one, import it with --replace"
         )
-
-
-@contextmanager
-def paused_collector() -> Iterator[None]:
-    """The cyclic garbage collector paused: a large ledger's import makes about a million
-    objects (tasks, ~150,000 unit rows read and replanned) that live until it ends and
-    form no cycles to free, and the collector walked them again and again (a quarter of
-    a re-import's time)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 @click.command("import")
