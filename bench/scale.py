@@ -32,7 +32,9 @@ killed and shown as ``> T s``. ``MISS`` marks a missed target of the issue (at 1
 for import); below 10⁶ rows the marks only say how far a figure is from it. ``--peer``:
 another checkout, run with the same interpreter and libraries (its folder first on
 ``PYTHONPATH``, its ``config/``) on its own store, each of its commands right after this
-checkout's.
+checkout's. The bundled templates (``reminder.templates``) still come from this checkout,
+where the editable install maps them: a peer whose digest templates differ renders this
+checkout's, and its ``digest --print`` row is not comparable.
 """
 
 from __future__ import annotations
