@@ -7,7 +7,6 @@ an unknown unit or an invalid address means someone will not hear of a deadline.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from reminder.render import PARTS, Renderer, TemplateProblem
 from reminder.rules import Rules
 from reminder.secrets import SecretFile
 from reminder.settings import ENV_PREFIX, Config, OfficeSettings
+from reminder.text import CONTROL
 
 
 def unit_problems(tasks: list[Task], contacts: Contacts) -> list[Problem]:
@@ -36,19 +36,22 @@ def unit_problems(tasks: list[Task], contacts: Contacts) -> list[Problem]:
                 unknown[unit.name].append(task.no)
             elif not contacts.has_contact(unit.name):
                 unreachable[unit.name].append(task.no)
-    problems = [
-        Problem(
-            "error",
-            f"unit {name}",
-            f"not in {contacts.path} (tasks {_numbers(numbers)}); add it or an alias",
-        )
-        for name, numbers in unknown.items()
-    ]
+    problems = [_unknown_unit(name, numbers, contacts) for name, numbers in unknown.items()]
     for name, numbers in unreachable.items():
         entry = contacts.directory.resolve(name)
         what = "group has no members" if entry and entry.kind is UnitKind.GROUP else "no contact"
         problems.append(Problem("warning", f"unit {name}", f"{what} (tasks {_numbers(numbers)})"))
     return problems
+
+
+def _unknown_unit(name: str, numbers: list[int], contacts: Contacts) -> Problem:
+    """A unit the directory does not know; one whose name holds a control character
+    (pasted from another document) is said to, shown escaped, rather than printed raw."""
+    tasks = f"tasks {_numbers(numbers)}"
+    found = _control(name)
+    if found is not None:
+        return Problem("error", "unit", f"{found} ({tasks}); correct the ledger's cell")
+    return Problem("error", f"unit {name}", f"not in {contacts.path} ({tasks}); add it or an alias")
 
 
 def ledger_problems(ledger: StoredLedger) -> list[Problem]:
@@ -213,14 +216,11 @@ def report_problems(
     return [Problem("error", "templates", message) for message in problems]
 
 
-# C0 and C1 controls, DEL and the Unicode line and paragraph separators: none belongs in
-# a name or an address, and a line break in one that reaches a header would end it
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 HEADER_SETTINGS = (("smtp", "from_name"), ("smtp", "from_address"), ("smtp", "reply_to"))
 
 
 def _control(value: str) -> str | None:
-    found = _CONTROL.search(value)
+    found = CONTROL.search(value)
     if found is None:
         return None
     char = found.group()

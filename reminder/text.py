@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import math
+import re
 
 SMS_SINGLE = 70  # characters of a one-part SMS
 SMS_PART = 67  # characters of each part of a longer one
+
+
+# C0 and C1 controls, DEL and the Unicode line and paragraph separators: none belongs in
+# a name or an address, and a line break in one that reaches a header would end it
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(name: str) -> str:
+    """A name as a terminal line may show it: as it is, or escaped (``repr``) when it
+    holds a control character (a cell pasted from another document)."""
+    return repr(name) if CONTROL.search(name) else name
 
 
 def shorten(text: object, width: int = 40) -> str:

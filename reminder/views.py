@@ -18,7 +18,7 @@ from reminder.recipients import Item
 from reminder.records import StoredLedger, StoredTask, StoredUnit
 from reminder.store.importer import ImportReport
 from reminder.store.models import OutboxRow
-from reminder.text import shorten
+from reminder.text import printable, shorten
 from reminder.tick import Preview
 
 KIND_ORDER = [kind.value for kind in DeadlineKind]
@@ -62,7 +62,7 @@ def summary_lines(summary: LedgerSummary) -> list[str]:
         if summary.unreadable
         else "none"
     )
-    without = ", ".join(summary.without_contact) if summary.without_contact else "none"
+    without = ", ".join(map(printable, summary.without_contact)) or "none"
     return [
         f"  {summary.tasks} tasks in {summary.sections} sections, {len(summary.units)} units",
         f"  deadlines: {kinds}",

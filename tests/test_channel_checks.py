@@ -305,3 +305,26 @@ def test_links_to_this_machine_in_letters_sent_elsewhere_are_warned_about(
     else:
         assert lines == [], result.out
     assert result.code == 0  # a warning, not an error
+
+
+def test_a_control_character_in_a_ledgers_unit_is_said_and_shown_escaped(
+    cli: Cli, isolated_env: Path
+) -> None:
+    """A cell pasted from another document: the name is not printed raw (a BEL, a line
+    separator) but escaped, and `check` says what is wrong with it instead of only
+    calling it unknown."""
+    text = SEED.read_text(encoding="utf-8")
+    cell = "\t发展和改革委员会、工业和信息化委员会\n"
+    assert cell in text
+    ledger = isolated_env / "pasted.txt"
+    ledger.write_text(text.replace(cell, cell.replace("信息化", "信息化\x07"), 1), "utf-8")
+    imported = cli("import", str(ledger))
+    assert imported.code == 0
+    assert "'工业和信息化\\x07委员会'" in imported.out and "\x07" not in imported.out
+    result = cli("check")
+    lines = [line for line in result.out.splitlines() if "control character" in line]
+    assert lines == [
+        "error   unit: contains a control character (U+0007): '工业和信息化\\x07委员会' "
+        "(tasks 3); correct the ledger's cell"
+    ]
+    assert "\x07" not in result.out and result.code != 0
