@@ -41,7 +41,7 @@ from reminder.clock import WallClock, now
 from reminder.contacts import Contacts
 from reminder.errors import DeliveryError
 from reminder.logs import get_logger
-from reminder.outbox import claim
+from reminder.outbox import claim, run_cutoff
 from reminder.recorder import Recorder
 from reminder.render import Renderer
 from reminder.render_pool import CHUNK, RenderPool
@@ -179,7 +179,7 @@ class Delivery:
         recorder = Recorder(self.store, self.settings.delivery, self.clock)
         self.pool.begin_run()
         begun = self.clock()
-        cutoff = max(due_by or begun, begun)  # fixed: what fails now waits for a later run
+        cutoff = run_cutoff(due_by, begun)
         chunks: set[asyncio.Task[None]] = set()
         keeper = asyncio.create_task(self._keep(recorder))
         try:

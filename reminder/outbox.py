@@ -138,6 +138,12 @@ def claim(
     return sorted(claimed, key=lambda c: (c.scheduled_for, c.id))
 
 
+def run_cutoff(due_by: dt.datetime | None, begun: dt.datetime) -> dt.datetime:
+    """How far a delivery run claims: what is due by its moment, or by when it began if
+    that is later; fixed for the run, so what fails in it waits for a later one."""
+    return max(due_by or begun, begun)
+
+
 def anything_to_claim(session: Session, *, due_by: dt.datetime, now: dt.datetime) -> bool:
     """Whether ``claim`` would take a row (any ``retry`` due by ``due_by`` counted): one
     indexed look per state, so that an idle `run --once` starts no delivery at all."""

@@ -59,11 +59,15 @@ class LedgerSettings(_Section):
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
+def on_loopback(url: str) -> bool:
+    """The URL's host is this machine."""
+    return (urllib.parse.urlsplit(url).hostname or "") in _LOOPBACK
+
+
 def plaintext_http(url: str) -> bool:
     """An ``http://`` URL to a host that is not loopback: what it carries (a token, a
     robot's key) would cross the network in clear."""
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower() == "http" and (parts.hostname or "") not in _LOOPBACK
+    return urllib.parse.urlsplit(url).scheme.lower() == "http" and not on_loopback(url)
 
 
 class SmtpSettings(_Section):
@@ -243,7 +247,7 @@ class WebSettings(_Section):
     def links_only_here(self) -> bool:
         """The letters' links point at this machine (the embedded default): they open
         only on it, not on a clerk's phone or desk."""
-        return (urllib.parse.urlsplit(self.base_url).hostname or "") in _LOOPBACK
+        return on_loopback(self.base_url)
 
 
 class MessagesSettings(_Section):

@@ -12,7 +12,7 @@ import click
 from reminder.app import App, now, parse_moment, pass_app, refuse_broken_templates
 from reminder.errors import DeliveryError, InputError
 from reminder.loop import run_async
-from reminder.outbox import anything_to_claim, outbox_rows, requeue
+from reminder.outbox import anything_to_claim, outbox_rows, requeue, run_cutoff
 from reminder.rows import DeliveryReport
 from reminder.store.meta import save_last_tick, tick_record
 from reminder.store.overview import queue_counts
@@ -72,8 +72,8 @@ def run_command(app: App, once: bool, at: str | None) -> None:
 
 async def deliver_due(app: App, due_by: dt.datetime) -> DeliveryReport:
     begun = now()
-    with app.store.read() as session:  # what the run would claim: due by then, or by now
-        if not anything_to_claim(session, due_by=max(due_by, begun), now=begun):
+    with app.store.read() as session:  # what the run below would claim
+        if not anything_to_claim(session, due_by=run_cutoff(due_by, begun), now=begun):
             return DeliveryReport()  # no channel, template or render worker started
     from reminder.delivery import Delivery, close_all, make_senders  # noqa: PLC0415
 

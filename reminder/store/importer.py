@@ -31,15 +31,13 @@ from sqlmodel import Session
 
 from reminder.ledger.model import Ledger, Task
 from reminder.rules import Rules
-from reminder.store.db import execute_many, fetch_all, fetch_columns
+from reminder.store.db import execute_many
 from reminder.store.models import EventRow, ImportRun, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.targets import (
-    UNIT_COLUMNS,
     LedgerContext,
     PlannedUnit,
     UnitChanges,
-    group_by_task,
-    planned_units,
+    load_state,
     remember_planning,
     replan_tasks,
 )
@@ -194,20 +192,6 @@ def _new_unit(task_id: int, position: int, task: Task) -> PlannedUnit:
     )
 
 
-def _stored(connection: Connection) -> tuple[list[Any], dict[int, list[PlannedUnit]]]:
-    """The active tasks by number and their unit rows by id."""
-    active = _TASKS.c.removed_at.is_(None)
-    old = fetch_all(connection, select(_TASKS).where(active).order_by(_TASKS.c.no))
-    statement = (
-        select(*UNIT_COLUMNS)
-        .join(_TASKS, _TASKS.c.id == _UNITS.c.task_id)
-        .where(active)
-        .order_by(_UNITS.c.task_id, _UNITS.c.id)
-    )
-    units = planned_units(fetch_columns(connection, statement))
-    return old, group_by_task(units, (row.id for row in old))
-
-
 def _retire(
     connection: Connection,
     pairs: Sequence[Pair],
@@ -325,7 +309,7 @@ def plan_import(session: Session, ledger: Ledger, sha256: str) -> tuple[ImportRe
     """What importing ``ledger`` would change (no writes): the report, and the plan that
     ``apply_import`` carries out."""
     session.flush()
-    old, units = _stored(session.connection())
+    old, units = load_state(session.connection(), None)
     pairs, removed, added = _match(old, list(ledger.tasks))
     return _report(ledger, sha256, old, units, pairs, removed, added), _Plan(
         pairs, removed, added, units

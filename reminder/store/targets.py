@@ -136,7 +136,7 @@ def refresh_tasks(session: Session, planning: Rules, task_ids: Iterable[int] | N
         return 0
     session.flush()
     connection = session.connection()
-    task_rows, units = _load_state(connection, task_ids)
+    task_rows, units = load_state(connection, task_ids)
     changes = UnitChanges()
     replan_tasks(planning, context, task_rows, units, changes)
     changes.write(connection)
@@ -229,11 +229,12 @@ def group_by_task(
     return by_task
 
 
-def _load_state(
+def load_state(
     connection: Connection, task_ids: Iterable[int] | None
 ) -> tuple[list[Any], dict[int, list[PlannedUnit]]]:
-    """The tasks (by number, as SQLite's index on active numbers returns them; by id when
-    ``task_ids`` are given) and their unit rows (by id)."""
+    """The active tasks (by number, as SQLite's index on active numbers returns them) or
+    those of ``task_ids`` (by id), and their unit rows (by id): with no ``task_ids``, every
+    active task has a list, maybe empty."""
     if task_ids is None:
         active = _TASKS.c.removed_at.is_(None)
         everything = fetch_all(connection, select(_TASKS).where(active).order_by(_TASKS.c.no))
@@ -243,7 +244,8 @@ def _load_state(
             .where(active)
             .order_by(_UNITS.c.task_id, _UNITS.c.id)
         )
-        return everything, group_by_task(planned_units(fetch_columns(connection, statement)))
+        units = planned_units(fetch_columns(connection, statement))
+        return everything, group_by_task(units, (row.id for row in everything))
     ids = sorted(set(task_ids))
     tasks: list[Any] = []
     unit_rows: list[Any] = []
