@@ -20,13 +20,18 @@ units) gets that part only. It holds:
 
 全年 duties and tasks without a due date are never red or yellow: their lights follow
 the policy's ``overdue.kinds``, as the reminders do.
+
+It is built from ``DigestInputs``: the whole ledger in memory (`simulate`, `check`), or,
+for the daemon and `digest --print`, the store's ``DigestReader``: only the tasks the
+digest lists, with ``counts`` for the rest (counted in SQL by the same rule; the tests
+build every digest of the seed both ways and compare them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reminder.contacts import Supervisor, invalid_addresses
@@ -35,18 +40,21 @@ from reminder.ledger.model import Role, Task, names_section
 
 # the records the store reads for a digest, defined there (the store imports nothing
 # above it) and exported from here as before
-from reminder.records import DigestInputs, Reminded, StoredLedger, StoredTask, StoredUnit
-from reminder.rules import HORIZON_DAYS, Rules
+from reminder.records import (
+    DigestInputs,
+    Escalation,
+    Reminded,
+    StoredLedger,
+    StoredTask,
+    StoredUnit,
+    escalated_units,
+)
+from reminder.rules import HORIZON_DAYS, LISTED, Rules
 from reminder.settings import OfficeSettings
 from reminder.wording import Lateness, deadline_text, delivery_problem, lateness
 
 # what an escalation list (逾期督办清单) takes from its digest
 ESCALATION_FIELDS = ("day", "title", "scope", "escalated", "escalate_after", "counts")
-# of each list a digest carries (overdue, due soon, done, escalated units and each one's
-# tasks, the rankings), this many, the most urgent first; ``counts`` has the whole numbers
-# and the board lists everything. A province's ledger stays a readable message (and
-# within the render budget); a ledger of the seed's size is never cut.
-LISTED = 100
 LIGHTS = ("red", "yellow", "green", "done")
 _CHANNEL_WORDS = {"email": "邮箱", "sms": "手机"}
 
@@ -164,20 +172,30 @@ class _Digest:
             found.append(unit)
         return found
 
-    def sections(self) -> list[dict[str, Any]]:
-        found = []
-        for section in self.ledger.sections:
-            lights = [self.lights[t.id] for t in self.tasks if t.task.section_no == section.no]
-            if lights:
-                found.append(
-                    {
-                        "no": section.no,
-                        "numeral": section.numeral,
-                        "title": section.title,
-                        **_count(lights),
-                    }
-                )
-        return found
+    def section_lights(self) -> dict[int, dict[str, int]]:
+        """Tasks in scope by section and light (counted by the store, if it cut the
+        ledger down to the listed tasks)."""
+        if self.inputs.counts is not None:
+            counted = self.inputs.counts.lights
+            return {
+                no: {name: lights.get(name, 0) for name in LIGHTS} for no, lights in counted.items()
+            }
+        by_section: dict[int, list[str]] = {}
+        for stored in self.tasks:
+            by_section.setdefault(stored.task.section_no, []).append(self.lights[stored.id])
+        return {no: _count(lights) for no, lights in by_section.items()}
+
+    def sections(self, lights: dict[int, dict[str, int]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "no": section.no,
+                "numeral": section.numeral,
+                "title": section.title,
+                **lights[section.no],
+            }
+            for section in self.ledger.sections
+            if section.no in lights
+        ]
 
     def overdue(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The overdue tasks, and the units to escalate (提级督办)."""
@@ -193,6 +211,8 @@ class _Digest:
             tasks.append(self._overdue_task(stored, units, due, late))
             for name, row in self._escalations(stored, units, due, late):
                 escalated.setdefault(name, []).append(row)
+        if self.inputs.counts is not None:  # the listed tasks are not all the red ones
+            return tasks, self._counted_escalations()
         return tasks, self._escalated_units(escalated)
 
     def _overdue_task(
@@ -242,18 +262,38 @@ class _Digest:
         return [
             (
                 unit.ref.name,
-                {
-                    "no": task.no,
-                    "text": task.text,
-                    "role": unit.ref.role.value,
-                    "role_label": ROLE_LABELS.get(unit.ref.role.value, unit.ref.role.value),
-                    "due": due.isoformat(),
-                    "days": late.days,
-                    "working_days": late.working_days,
-                    "reminded": told.get((stored.id, unit.ref.name), NOT_REMINDED).overdue,
-                },
+                _escalation_row(
+                    Escalation(
+                        unit.ref.name,
+                        task.no,
+                        task.text,
+                        unit.ref.role.value,
+                        due,
+                        told.get((stored.id, unit.ref.name), NOT_REMINDED).overdue,
+                    ),
+                    late,
+                ),
             )
             for unit in units
+        ]
+
+    def _counted_escalations(self) -> list[dict[str, Any]]:
+        """The escalated units as the store counted them, with the tasks it listed."""
+        assert self.inputs.counts is not None
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for found in self.inputs.counts.escalated:
+            late = lateness(found.due, self.day, self.planning.calendar)
+            assert late is not None  # the store listed it as overdue
+            rows.setdefault(found.unit, []).append(_escalation_row(found, late))
+        return [
+            {
+                "unit": name,
+                **self.planning.contacts.reach(name),
+                "lead": lead,
+                "count": count,
+                "tasks": rows.get(name, []),
+            }
+            for name, lead, count, _ in escalated_units(self.inputs.counts.tallies)
         ]
 
     def _escalated_units(self, escalated: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -274,6 +314,12 @@ class _Digest:
     def ranking(self) -> dict[str, list[dict[str, Any]]]:
         """Units by overdue tasks they lead, and by those they cooperate on."""
         counts: dict[str, dict[str, Counter[str]]] = {"lead": {}, "cooperating": {}}
+        if self.inputs.counts is not None:
+            for tally in self.inputs.counts.tallies:
+                side = "lead" if tally.role == Role.LEAD.value else "cooperating"
+                found = counts[side].setdefault(tally.unit, Counter())
+                found.update(red=tally.red, yellow=tally.yellow)
+            return _ranked(counts)
         for stored in self.tasks:
             shown = self.lights[stored.id]
             if shown not in ("red", "yellow"):
@@ -281,16 +327,7 @@ class _Digest:
             for unit in self._open_units(stored, late=shown == "red"):
                 side = "lead" if unit.ref.role is Role.LEAD else "cooperating"
                 counts[side].setdefault(unit.ref.name, Counter())[shown] += 1
-        ranked: dict[str, list[dict[str, Any]]] = {}
-        for side, per_unit in counts.items():
-            ordered = sorted(
-                ((name, c) for name, c in per_unit.items() if c["red"]),
-                key=lambda item: (-item[1]["red"], -item[1]["yellow"], item[0]),
-            )
-            ranked[side] = [
-                {"name": name, "red": c["red"], "yellow": c["yellow"]} for name, c in ordered
-            ]
-        return ranked
+        return _ranked(counts)
 
     def undelivered(self) -> dict[str, Any]:
         inputs = self.inputs
@@ -344,7 +381,14 @@ class _Digest:
     def payload(self, notices: Sequence[str]) -> dict[str, Any]:
         overdue, escalated = self.overdue()
         upcoming, done = self.upcoming(), self.done()
-        names = {u.ref.name for t in self.tasks for u in t.targets()}
+        lights = self.section_lights()
+        totals = {name: sum(counts[name] for counts in lights.values()) for name in LIGHTS}
+        counted = self.inputs.counts
+        if counted is not None:
+            names, new_overdue = set(counted.names), counted.new_overdue
+        else:
+            names = {u.ref.name for t in self.tasks for u in t.targets()}
+            new_overdue = sum(1 for t in overdue if t["new"])
         # a group with members is reached through them: has_contact() says so
         contacts = self.planning.contacts
         no_contact = sorted(name for name in names if not contacts.has_contact(name))
@@ -363,19 +407,44 @@ class _Digest:
             "title": self.ledger.title,
             "scope": scope_label(self.supervisor, self.ledger),
             "notices": list(notices),
-            "totals": {
-                **_count(self.lights.values()),
-                "tasks": len(self.tasks),
-                "new_overdue": sum(1 for t in overdue if t["new"]),
-            },
-            "sections": self.sections(),
+            "totals": {**totals, "tasks": sum(totals.values()), "new_overdue": new_overdue},
+            "sections": self.sections(lights),
             "escalate_after": self.planning.policy.overdue.escalate_after,
-            **_listed(overdue, escalated, ranking, upcoming, done),
+            **_listed(
+                overdue, escalated, ranking, upcoming, done, counted.listed if counted else {}
+            ),
             "no_contact": no_contact,
             "bad_addresses": bad_addresses,
             "undelivered": self.undelivered(),
             "board": None,  # the supervisor's link to the board, set when it is enqueued
         }
+
+
+def _ranked(counts: dict[str, dict[str, Counter[str]]]) -> dict[str, list[dict[str, Any]]]:
+    """Units with overdue tasks, most first, by side (lead, cooperating)."""
+    ranked: dict[str, list[dict[str, Any]]] = {}
+    for side, per_unit in counts.items():
+        ordered = sorted(
+            ((name, c) for name, c in per_unit.items() if c["red"]),
+            key=lambda item: (-item[1]["red"], -item[1]["yellow"], item[0]),
+        )
+        ranked[side] = [
+            {"name": name, "red": c["red"], "yellow": c["yellow"]} for name, c in ordered
+        ]
+    return ranked
+
+
+def _escalation_row(found: Escalation, late: Lateness) -> dict[str, Any]:
+    return {
+        "no": found.no,
+        "text": found.text,
+        "role": found.role,
+        "role_label": ROLE_LABELS.get(found.role, found.role),
+        "due": found.due.isoformat(),
+        "days": late.days,
+        "working_days": late.working_days,
+        "reminded": found.reminded,
+    }
 
 
 def _listed(
@@ -384,10 +453,12 @@ def _listed(
     ranking: dict[str, list[dict[str, Any]]],
     upcoming: list[dict[str, Any]],
     done: list[dict[str, Any]],
+    whole: Mapping[str, int],
 ) -> dict[str, Any]:
-    """The lists of a digest, each cut at ``LISTED``, and ``counts``: their whole lengths."""
+    """The lists of a digest, each cut at ``LISTED``, and ``counts``: their whole lengths
+    (``whole``: those the store counted, of lists it cut)."""
     lists = {"overdue": overdue, "escalated": escalated, "upcoming": upcoming, "done": done}
-    counts = {name: len(items) for name, items in lists.items()}
+    counts = {name: whole.get(name, len(items)) for name, items in lists.items()}
     counts |= {side: len(units) for side, units in ranking.items()}
     return {
         "counts": counts,

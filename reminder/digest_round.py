@@ -16,6 +16,7 @@ from typing import Any
 from sqlmodel import Session
 
 from reminder.calendar import WorkCalendar
+from reminder.contacts import Supervisor
 from reminder.digest import ESCALATION_FIELDS, build_digest
 from reminder.outbox import enqueue
 from reminder.planner import local_moment
@@ -26,7 +27,8 @@ from reminder.rows import Message
 from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import Store
-from reminder.store.overview import digest_inputs, last_sent_to
+from reminder.store.digest_reader import DigestReader
+from reminder.store.overview import last_sent_to
 from reminder.store.tasks import ledger_years
 from reminder.web.links import Link, Links, Scope, save_links
 
@@ -94,8 +96,13 @@ def previous_digest_at(planning: Rules, digest_at: dt.datetime) -> dt.datetime:
     return digest_at - dt.timedelta(days=(day - before).days)
 
 
+# what a digest of a supervisor (None: the whole ledger) since a moment is built from: a
+# ledger in memory (``lambda *_: inputs``), or read from the store (``DigestReader.inputs``)
+InputsFor = Callable[[Supervisor | None, dt.datetime], DigestInputs]
+
+
 def report_messages(
-    inputs: DigestInputs,
+    inputs_for: InputsFor,
     planning: Rules,
     digest_at: dt.datetime,
     last_digest: Callable[[str], dt.datetime | None],
@@ -118,6 +125,7 @@ def report_messages(
             messages += _messages(Kind.DIGEST, supervisor.name, digest, day, digest_at, {})
             continue
         since = last_digest(supervisor.name) or previous_digest_at(planning, digest_at)
+        inputs = inputs_for(supervisor, since)
         payload = build_digest(inputs, supervisor, planning, day, since, notices)
         messages += _messages(Kind.DIGEST, supervisor.name, digest, day, digest_at, payload)
         if payload["escalated"]:
@@ -144,15 +152,15 @@ def enqueue_reports(
         return []
     day = now.astimezone(settings.zone).date()
     with store.write() as session:
-        inputs = digest_inputs(session)
-        if inputs is None:
+        reader = DigestReader.open(session, planning, day)
+        if reader is None:
             return []
 
         def last_digest(name: str) -> dt.datetime | None:
             return last_sent_to(session, Kind.DIGEST.value, name, digest_at)
 
         notices = calendar_notices(session, planning, day)
-        messages = report_messages(inputs, planning, digest_at, last_digest, notices)
+        messages = report_messages(reader.inputs, planning, digest_at, last_digest, notices)
         boards = _board_links(settings, messages)
         new = set(enqueue(session, messages, now))
         save_links(session, [link for key, link in boards if key in new], now)

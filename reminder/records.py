@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reminder.ledger.model import Section, Task, UnitRef
@@ -104,6 +104,59 @@ class Reminded:
 
 
 @dataclass(frozen=True, slots=True)
+class UnitTally:
+    """One unit's part, in one role, in the tasks of a digest, as the store counts it."""
+
+    unit: str
+    role: str  # lead | cooperating
+    red: int  # red tasks where its part is late
+    yellow: int  # yellow tasks where its part is open
+    escalated: int  # of the red, those late enough to escalate (by their policy)
+    first_due: dt.date | None = None  # the earliest due date of those
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """One task of an escalated unit, as a digest lists it."""
+
+    unit: str
+    no: int
+    text: str
+    role: str
+    due: dt.date
+    reminded: int  # 催办次数
+
+
+def escalated_units(tallies: Iterable[UnitTally]) -> list[tuple[str, int, int, dt.date]]:
+    """(unit, lead, count, first due) of the units with escalated tasks, in the digest's
+    order: those leading most such tasks first, then most tasks, the longest overdue."""
+    units: dict[str, tuple[int, int, dt.date]] = {}
+    for tally in tallies:
+        if not tally.escalated or tally.first_due is None:
+            continue
+        lead, count, first = units.get(tally.unit, (0, 0, tally.first_due))
+        lead += tally.escalated if tally.role == "lead" else 0
+        units[tally.unit] = (lead, count + tally.escalated, min(first, tally.first_due))
+    ordered = sorted(
+        units.items(), key=lambda item: (-item[1][0], -item[1][1], item[1][2], item[0])
+    )
+    return [(unit, lead, count, first) for unit, (lead, count, first) in ordered]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestCounts:
+    """What the store counts for one supervisor's digest when the ledger it reads holds
+    only the tasks the digest lists (a ledger of any size)."""
+
+    lights: Mapping[int, Mapping[str, int]]  # section no → light → tasks in scope
+    new_overdue: int  # overdue tasks due since the last digest
+    listed: Mapping[str, int]  # overdue, upcoming, done: the whole lengths of the lists
+    tallies: tuple[UnitTally, ...]  # the units it watches, itself left out
+    escalated: tuple[Escalation, ...]  # the first tasks of the first escalated units
+    names: tuple[str, ...]  # every unit reminded of a task in scope
+
+
+@dataclass(frozen=True, slots=True)
 class DigestInputs:
     """What the store knows that a digest or agenda needs."""
 
@@ -112,3 +165,6 @@ class DigestInputs:
     progress: dict[int, Progress] = field(default_factory=dict)  # task id → last progress note
     undelivered: tuple[Undelivered, ...] = ()  # the newest, for the list
     undelivered_counts: Mapping[str, int] = field(default_factory=dict)  # status → all of them
+    # set when ``ledger`` holds only the tasks one supervisor's digest lists (the store's
+    # ``DigestReader``): what it counts of the others
+    counts: DigestCounts | None = None

@@ -16,6 +16,11 @@ from reminder.policy import Policy
 
 # a task due within this many days (and not yet done) is yellow; past it, red
 HORIZON_DAYS = 7
+# of each list a digest carries (overdue, due soon, done, escalated units and each one's
+# tasks, the rankings), this many, the most urgent first; ``counts`` has the whole numbers
+# and the board lists everything. A province's ledger stays a readable message (and
+# within the render budget); a ledger of the seed's size is never cut.
+LISTED = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -279,7 +279,7 @@ class _Year:
         inputs = replace(self.ledger.inputs, reminded=self.reminded)
         found = notices(self.planning.calendar, self.ledger.years, day)
         messages = report_messages(
-            inputs, self.planning, digest_at, self.last_digest.get, found, lean=True
+            lambda *_: inputs, self.planning, digest_at, self.last_digest.get, found, lean=True
         )
         for message in messages:
             if message.kind is Kind.DIGEST:

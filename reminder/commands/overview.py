@@ -25,11 +25,12 @@ from reminder.errors import InputError
 from reminder.loop import run_async
 from reminder.planner import local_moment
 from reminder.recipients import NO_CONTACT
+from reminder.store.digest_reader import DigestReader
 from reminder.store.lights import task_lights
 from reminder.store.meta import LAST_TICK_EVERY
 from reminder.store.meta import last_tick as recorded_tick
 from reminder.store.models import AttemptRow, ItemRow, OutboxRow
-from reminder.store.overview import digest_inputs, queue_counts
+from reminder.store.overview import queue_counts
 from reminder.store.tasks import latest_import
 
 STATES = ("pending", "sending", "retry", "sent", "dead", "superseded")
@@ -154,15 +155,28 @@ def digest_command(app: App, at: str | None, show: bool) -> None:
     settings = app.config.settings
     if show:
         day = moment.astimezone(settings.zone).date()
-        with app.store.read() as session:
-            inputs = digest_inputs(session)
-            notices = calendar_notices(session, app.planning, day)
-        if inputs is None:
-            raise InputError("no ledger imported yet; run `reminder import FILE` first")
         digest_at = local_moment(day, settings.digest.at, settings.zone)
         since = previous_digest_at(app.planning, digest_at)
-        for supervisor in app.contacts.supervisors or [None]:
-            payload = build_digest(inputs, supervisor, app.planning, day, since, notices)
+        with app.store.read() as session:
+            reader = DigestReader.open(session, app.planning, day)
+            if reader is None:
+                raise InputError("no ledger imported yet; run `reminder import FILE` first")
+            notices = calendar_notices(session, app.planning, day)
+            payloads = [
+                (
+                    supervisor,
+                    build_digest(
+                        reader.inputs(supervisor, since),
+                        supervisor,
+                        app.planning,
+                        day,
+                        since,
+                        notices,
+                    ),
+                )
+                for supervisor in app.contacts.supervisors or [None]
+            ]
+        for supervisor, payload in payloads:
             values = report_context(
                 kind="digest",
                 recipient=supervisor.name if supervisor else "督查",

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select
 from sqlmodel import Session
 
+from reminder.policy import Policy
 from reminder.rules import HORIZON_DAYS, Rules
 from reminder.store.models import SectionRow, TaskRow, TaskUnitRow
 
@@ -21,16 +23,23 @@ _S = SectionRow.__table__  # type: ignore[attr-defined]
 
 def counts_down(session: Session, planning: Rules) -> Any:
     """A SQL condition: the task's due date makes it yellow and red (as in the digest:
-    it has one, and its kind is among its policy's ``overdue.kinds``). Policies differ
-    by section and by the tasks an override names, so the condition has a term per
-    section and one per named task: a few terms, whatever the size of the ledger."""
+    it has one, and its kind is among its policy's ``overdue.kinds``)."""
+    kinds = by_policy(
+        session, planning, lambda policy: _T.c.deadline_kind.in_(sorted(policy.overdue.kinds))
+    )
+    return and_(_T.c.deadline_due.is_not(None), kinds)
+
+
+def by_policy(session: Session, planning: Rules, term: Callable[[Policy], Any]) -> Any:
+    """A SQL condition on a task: ``term`` of its policy. Policies differ by section and
+    by the tasks an override names, so the condition has a term per section and one per
+    named task: a few terms, whatever the size of the ledger."""
     named = sorted({no for override in planning.policy.override for no in override.tasks})
     terms = []
     sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
     for no, section in sections.items():
-        kinds = planning.policy_of(section, -1).overdue.kinds
-        term = and_(_T.c.section_no == no, _T.c.deadline_kind.in_(sorted(kinds)))
-        terms.append(and_(term, _T.c.no.not_in(named)) if named else term)
+        condition = and_(_T.c.section_no == no, term(planning.policy_of(section, -1)))
+        terms.append(and_(condition, _T.c.no.not_in(named)) if named else condition)
     if named:
         for no, section_no in session.execute(
             select(_T.c.no, _T.c.section_no)
@@ -38,15 +47,9 @@ def counts_down(session: Session, planning: Rules) -> Any:
             .distinct()
         ):
             section = sections.get(section_no, (section_no, "", ""))
-            kinds = planning.policy_of(section, no).overdue.kinds
-            terms.append(
-                and_(
-                    _T.c.no == no,
-                    _T.c.section_no == section_no,
-                    _T.c.deadline_kind.in_(sorted(kinds)),
-                )
-            )
-    return and_(_T.c.deadline_due.is_not(None), or_(*terms) if terms else literal(False))
+            policy = planning.policy_of(section, no)
+            terms.append(and_(_T.c.no == no, _T.c.section_no == section_no, term(policy)))
+    return or_(*terms) if terms else literal(False)
 
 
 def _by_date(counts: Any, due: Any, today: dt.date) -> tuple[tuple[Any, str], ...]:

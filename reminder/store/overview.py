@@ -26,7 +26,22 @@ def digest_inputs(session: Session) -> DigestInputs | None:
     ):
         if event.task_id is not None:
             progress[event.task_id] = Progress(event.unit or "", event.note, event.at)
-    undelivered = tuple(
+    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
+    told = select(units.c.task_id, units.c.unit, units.c.reminded, units.c.last_reminded_at).where(
+        units.c.last_reminded_at.is_not(None)
+    )
+    reminded = {
+        (int(task_id), str(unit)): Reminded(int(count), aware(last))
+        for task_id, unit, count, last in session.connection().execute(told)
+    }
+    found, counts = undelivered(session)
+    return DigestInputs(ledger, reminded, progress, found, counts)
+
+
+def undelivered(session: Session) -> tuple[tuple[Undelivered, ...], dict[str, int]]:
+    """The newest messages not delivered (dead or waiting for a retry), and how many
+    there are of each."""
+    found = tuple(
         Undelivered(
             row.status, row.kind, row.task_no, row.recipient_name, row.channel, row.last_error
         )
@@ -37,16 +52,7 @@ def digest_inputs(session: Session) -> DigestInputs | None:
             .limit(UNDELIVERED_SHOWN)
         )
     )
-    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
-    told = select(units.c.task_id, units.c.unit, units.c.reminded, units.c.last_reminded_at).where(
-        units.c.last_reminded_at.is_not(None)
-    )
-    reminded = {
-        (int(task_id), str(unit)): Reminded(int(count), _aware(last))
-        for task_id, unit, count, last in session.connection().execute(told)
-    }
-    counts = queue_counts(session, ("dead", "retry"))
-    return DigestInputs(ledger, reminded, progress, undelivered, counts)
+    return found, queue_counts(session, ("dead", "retry"))
 
 
 def queue_counts(session: Session, states: tuple[str, ...] | None = None) -> dict[str, int]:
@@ -69,9 +75,9 @@ def last_sent_to(
             col(OutboxRow.scheduled_for) < before,
         )
     ).scalar()
-    return _aware(value) if isinstance(value, dt.datetime) else None
+    return aware(value) if isinstance(value, dt.datetime) else None
 
 
-def _aware(moment: dt.datetime) -> dt.datetime:
+def aware(moment: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; the store writes UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

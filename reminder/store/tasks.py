@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -81,11 +81,24 @@ def load_ledger(session: Session) -> StoredLedger | None:
     if run is None:
         return None
     rows = active_task_rows(session)
-    units = units_by_task(session, [row.id for row in rows if row.id is not None])
     sections = tuple(
         Section(no=s.no, numeral=s.numeral, title=s.title)
         for s in session.exec(select(SectionRow).order_by(col(SectionRow.no)))
     )
+    tasks = stored_tasks(session, rows)
+    return StoredLedger(
+        title=run.title,
+        year=run.year,
+        source=run.source,
+        imported_at=run.at,
+        sections=sections,
+        tasks=tasks,
+    )
+
+
+def stored_tasks(session: Session, rows: Sequence[TaskRow]) -> tuple[StoredTask, ...]:
+    """Some tasks of the ledger with their units, in the order of ``rows``."""
+    units = units_by_task(session, [row.id for row in rows if row.id is not None])
     tasks = []
     for row in rows:
         assert row.id is not None
@@ -101,14 +114,7 @@ def load_ledger(session: Session) -> StoredLedger | None:
                 members=tuple(_stored_unit(unit) for unit in ordered if unit.via is not None),
             )
         )
-    return StoredLedger(
-        title=run.title,
-        year=run.year,
-        source=run.source,
-        imported_at=run.at,
-        sections=sections,
-        tasks=tuple(tasks),
-    )
+    return tuple(tasks)
 
 
 def _stored_unit(row: TaskUnitRow) -> StoredUnit:
