@@ -72,7 +72,7 @@ class App:
         with self.store.read() as session:
             ledger = load_ledger(session)
         if ledger is None:
-            raise self._nothing_imported()
+            raise self.nothing_imported()
         return ledger
 
     def require_ledger(self) -> None:
@@ -80,9 +80,9 @@ class App:
         the ledger, a command that reads only what it shows does not load it to ask."""
         with self.store.read() as session:
             if latest_import(session) is None:
-                raise self._nothing_imported()
+                raise self.nothing_imported()
 
-    def _nothing_imported(self) -> InputError:
+    def nothing_imported(self) -> InputError:
         return InputError(
             f"{describe(self.config.settings.db)}: no ledger imported yet; "
             "run `reminder import FILE` first"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import textwrap
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -120,41 +122,48 @@ def _part(unit: StoredUnit, task_status: str) -> dict[str, Any]:
     return found
 
 
-def ledger_json(ledger: StoredLedger, tasks: Iterable[StoredTask]) -> dict[str, Any]:
-    """The contract of `reminder tasks --json` (DESIGN.md)."""
+def ledger_json_text(ledger: StoredLedger, tasks: Iterable[StoredTask]) -> Iterator[str]:
+    """The contract of `reminder tasks --json` (DESIGN.md): the title, the year and the
+    tasks (``task_json``), as ``json.dumps(..., ensure_ascii=False, indent=2)`` writes
+    them, in pieces: a task at a time, whatever the size of the ledger."""
+    head = json.dumps({"title": ledger.title, "year": ledger.year}, ensure_ascii=False, indent=2)
+    yield head[:-2] + ',\n  "tasks": ['
+    first = True
+    for stored in tasks:
+        text = json.dumps(task_json(ledger, stored), ensure_ascii=False, indent=2)
+        yield ("\n" if first else ",\n") + textwrap.indent(text, "    ")
+        first = False
+    yield "]\n}" if first else "\n  ]\n}"
+
+
+def task_json(ledger: StoredLedger, stored: StoredTask) -> dict[str, Any]:
+    """One task of `reminder tasks --json`."""
     return {
-        "title": ledger.title,
-        "year": ledger.year,
-        "tasks": [
+        "no": stored.task.no,
+        "section": ledger.section_title(stored.task.section_no),
+        "text": stored.task.text,
+        "units": [
             {
-                "no": stored.task.no,
-                "section": ledger.section_title(stored.task.section_no),
-                "text": stored.task.text,
-                "units": [
+                "name": unit.ref.name,
+                "role": unit.ref.role.value,
+                "kind": unit.ref.kind.value,
+                **_part(unit, stored.status),
+                **(
                     {
-                        "name": unit.ref.name,
-                        "role": unit.ref.role.value,
-                        "kind": unit.ref.kind.value,
-                        **_part(unit, stored.status),
-                        **(
-                            {
-                                "members": [
-                                    {"name": m.ref.name, **_part(m, stored.status)}
-                                    for m in stored.members
-                                    if m.via == unit.ref.name
-                                ]
-                            }
-                            if any(m.via == unit.ref.name for m in stored.members)
-                            else {}
-                        ),
+                        "members": [
+                            {"name": m.ref.name, **_part(m, stored.status)}
+                            for m in stored.members
+                            if m.via == unit.ref.name
+                        ]
                     }
-                    for unit in stored.units
-                ],
-                "deadline": deadline_json(stored.task.deadline),
-                "status": stored.status,
+                    if any(m.via == unit.ref.name for m in stored.members)
+                    else {}
+                ),
             }
-            for stored in tasks
+            for unit in stored.units
         ],
+        "deadline": deadline_json(stored.task.deadline),
+        "status": stored.status,
     }
 
 

@@ -20,6 +20,7 @@ from reminder.store.db import open_store
 from reminder.store.importer import import_ledger
 from reminder.store.models import SectionRow, TaskRow, TaskUnitRow
 from reminder.store.targets import replan_all
+from reminder.store.tasks import load_ledger, task_batches
 from tests.conftest import SEED, Cli
 
 SUMMARY = [
@@ -98,6 +99,24 @@ def test_tasks_json_contract(cli: Cli) -> None:
     assert [u["name"] for u in tasks[40]["units"]] == [
         "环境保护局", "商务局", "质量技术监督局", "交通运输局", "公安局",
     ]  # fmt: skip
+
+
+def test_tasks_json_is_written_a_task_at_a_time_as_json_dumps_writes_it(cli: Cli) -> None:
+    assert cli("import", str(SEED)).code == 0
+    for args in [(), ("--section", "3"), ("--status", "done")]:  # many, some, none
+        out = cli("tasks", "--json", *args).out
+        assert out == json.dumps(json.loads(out), ensure_ascii=False, indent=2) + "\n", args
+    assert json.loads(cli("tasks", "--json", "--status", "done").out)["tasks"] == []
+    # read in batches, the ledger's order and content are kept across their edges
+    store = open_store(load_config().settings.db)
+    try:
+        with store.read() as session:
+            ledger = load_ledger(session)
+            batches = list(task_batches(session, size=7))
+    finally:
+        store.dispose()
+    assert ledger is not None and len(batches) == 15
+    assert [t for batch in batches for t in batch] == list(ledger.tasks)
 
 
 def test_tasks_filters(cli: Cli) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -22,10 +22,16 @@ from reminder.settings import config_folder
 from reminder.store.db import sqlite_file_missing
 from reminder.store.importer import ImportReport, apply_import, compare, plan_import
 from reminder.store.overview import digest_inputs
-from reminder.store.tasks import ledger_facts, ledger_years
+from reminder.store.tasks import (
+    ledger_facts,
+    ledger_header,
+    ledger_years,
+    task_batches,
+    units_listed,
+)
 from reminder.views import (
     import_lines,
-    ledger_json,
+    ledger_json_text,
     print_lines,
     summarise,
     summary_lines,
@@ -108,25 +114,32 @@ def import_command(
 
 def _select(
     app: App, ledger: StoredLedger, unit: str | None, section: str | None, status: str | None
-) -> list[StoredTask]:
-    tasks = list(ledger.tasks)
+) -> Callable[[StoredTask], bool]:
+    """Which tasks the options keep (``ledger``: its sections at least)."""
+    tests: list[Callable[[StoredTask], bool]] = []
     if unit:
         entry = app.contacts.directory.resolve(unit)
         name = entry.name if entry else unit
-        groups = {g.name for g in app.contacts.groups if name in g.members}
-        tasks = [t for t in tasks if any(u.name == name or u.name in groups for u in t.task.units)]
-        if not tasks and entry is None:
+        names = {name} | {g.name for g in app.contacts.groups if name in g.members}
+        if entry is None and not _lists_any(app, names):
             raise InputError(f"--unit {unit}: no such unit in the ledger or contacts")
+        tests.append(lambda t: any(u.name in names for u in t.task.units))
     if section:
         numbers = {
             s.no for s in ledger.sections if section in (str(s.no), s.numeral) or section in s.title
         }
         if not numbers:
             raise InputError(f"--section {section}: no such section")
-        tasks = [t for t in tasks if t.task.section_no in numbers]
+        tests.append(lambda t: t.task.section_no in numbers)
     if status:
-        tasks = [t for t in tasks if t.status == status]
-    return tasks
+        tests.append(lambda t: t.status == status)
+    return lambda t: all(test(t) for test in tests)
+
+
+def _lists_any(app: App, names: set[str]) -> bool:
+    """Whether an active task lists one of these units."""
+    with app.store.read() as session:
+        return units_listed(session, names)
 
 
 @click.command("tasks")
@@ -145,11 +158,21 @@ def tasks_command(
     summary: bool,
 ) -> None:
     """List the ledger's tasks, with their units, deadlines and status."""
+    if as_json:  # a task at a time, the first printed before the last is read
+        with app.store.read() as session:
+            header = ledger_header(session)
+            if header is None:
+                raise app.nothing_imported()
+            keep = _select(app, header, unit, section, status)
+            tasks = (t for batch in task_batches(session) for t in batch if keep(t))
+            for piece in ledger_json_text(header, tasks):
+                click.echo(piece, nl=False)
+        click.echo("")
+        return
     ledger = app.ledger()
-    selected = _select(app, ledger, unit, section, status)
-    if as_json:
-        click.echo(json.dumps(ledger_json(ledger, selected), ensure_ascii=False, indent=2))
-    elif summary:
+    keep = _select(app, ledger, unit, section, status)
+    selected = [t for t in ledger.tasks if keep(t)]
+    if summary:
         app.out.print(f"{ledger.title} — year {ledger.year} ({ledger.source})", markup=False)
         facts = summarise([t.task for t in selected], len(ledger.sections), app.contacts)
         print_lines(app.out, summary_lines(facts))

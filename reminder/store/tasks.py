@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -77,23 +78,38 @@ def latest_import(session: Session) -> ImportRun | None:
 
 def load_ledger(session: Session) -> StoredLedger | None:
     """The current ledger, or None before the first import."""
+    header = ledger_header(session)
+    if header is None:
+        return None
+    return replace(header, tasks=stored_tasks(session, active_task_rows(session)))
+
+
+def ledger_header(session: Session) -> StoredLedger | None:
+    """The current ledger's title, year and sections, without its tasks; None before
+    the first import."""
     run = latest_import(session)
     if run is None:
         return None
-    rows = active_task_rows(session)
     sections = tuple(
         Section(no=s.no, numeral=s.numeral, title=s.title)
         for s in session.exec(select(SectionRow).order_by(col(SectionRow.no)))
     )
-    tasks = stored_tasks(session, rows)
-    return StoredLedger(
-        title=run.title,
-        year=run.year,
-        source=run.source,
-        imported_at=run.at,
-        sections=sections,
-        tasks=tasks,
-    )
+    return StoredLedger(run.title, run.year, run.source, run.at, sections, ())
+
+
+def task_batches(session: Session, size: int = 1000) -> Iterator[tuple[StoredTask, ...]]:
+    """The ledger's active tasks in order, ``size`` at a time (through the index of the
+    active task numbers): a command can print the first before it reads the last."""
+    after: int | None = None
+    while True:
+        query = select(TaskRow).where(col(TaskRow.removed_at).is_(None))
+        if after is not None:
+            query = query.where(col(TaskRow.no) > after)
+        rows = list(session.exec(query.order_by(col(TaskRow.no)).limit(size)))
+        if not rows:
+            return
+        yield stored_tasks(session, rows)
+        after = rows[-1].no
 
 
 def stored_tasks(session: Session, rows: Sequence[TaskRow]) -> tuple[StoredTask, ...]:
@@ -166,3 +182,18 @@ def ledger_years(session: Session) -> set[int]:
 def _as_date(value: dt.date | str) -> dt.date:
     # SQLite's MIN/MAX over a DATE column come back as text
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+
+
+def units_listed(session: Session, names: set[str]) -> bool:
+    """Whether an active task of the ledger lists one of these units."""
+    query = (
+        select(TaskUnitRow.id)
+        .join(TaskRow, col(TaskRow.id) == col(TaskUnitRow.task_id))
+        .where(
+            col(TaskUnitRow.unit).in_(sorted(names)),
+            col(TaskUnitRow.via).is_(None),
+            col(TaskRow.removed_at).is_(None),
+        )
+        .limit(1)
+    )
+    return session.exec(query).first() is not None
