@@ -37,8 +37,16 @@ def by_policy(session: Session, planning: Rules, term: Callable[[Policy], Any]) 
     named = sorted({no for override in planning.policy.override for no in override.tasks})
     terms = []
     sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
+    alike: list[tuple[Policy, list[int]]] = []  # sections of one policy: one term
     for no, section in sections.items():
-        condition = and_(_T.c.section_no == no, term(planning.policy_of(section, -1)))
+        policy = planning.policy_of(section, -1)
+        found = next((numbers for known, numbers in alike if known == policy), None)
+        if found is None:
+            alike.append((policy, [no]))
+        else:
+            found.append(no)
+    for policy, numbers in alike:
+        condition = and_(_T.c.section_no.in_(numbers), term(policy))
         terms.append(and_(condition, _T.c.no.not_in(named)) if named else condition)
     if named:
         for no, section_no in session.execute(
