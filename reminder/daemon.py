@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import datetime as dt
 import gc
 import os
@@ -55,7 +56,6 @@ from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
-RELEASE_AFTER = 500  # messages: after a run this big, give its memory back
 CANCEL_GRACE_S = 1.0  # a stop out of time: how long cancelled work may take to record
 
 
@@ -94,13 +94,25 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def release_memory(delivery: Delivery) -> None:
-    """After a big run (a catch-up), stop the render workers until a run needs them.
-
-    They start again in a fraction of a second; an idle daemon holds what it needs
-    between ticks, not one worker per CPU.
-    """
+    """After a delivery run that sent something (a catch-up), give its memory back: the
+    render workers, the forkserver and the resource tracker stop (they start again in a
+    fraction of a second with the next backlog), the garbage the run left is collected
+    and the C heap's free pages go back to the system (glibc keeps them otherwise)."""
     delivery.close()
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """glibc's ``malloc_trim(0)``: free memory at the top of the heap and in its arenas
+    returned to the system. Nothing elsewhere (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 class Daemon:
@@ -186,8 +198,8 @@ class Daemon:
             try:
                 report = await runtime.delivery.run(stop=self.stopping)
                 self.record_delivery(report)
-                if report.claimed >= RELEASE_AFTER:
-                    release_memory(runtime.delivery)
+                if report.claimed:  # in a thread: the workers' shutdown waits for them
+                    await asyncio.to_thread(release_memory, runtime.delivery)
             except Exception as error:  # leased messages return when their lease ends
                 self.failed("delivery_run_failed", error)
             self.in_use = None
