@@ -13,7 +13,9 @@
 4. Delivery runs beside the jobs, one run at a time: a tick or a digest asks for one
    and goes on. A slow server delays messages, never the ticks, digests and reloads.
 5. Tell systemd READY=1; ping WATCHDOG=1 at half the watchdog interval from the event
-   loop itself, and report STATUS= with the last tick and the queue after each tick.
+   loop itself, and report STATUS= with the last tick and the queue after a tick that
+   changed something, or every ``LAST_TICK_EVERY`` (the rule by which the last tick is
+   written to the store: an idle tick neither writes nor tells).
 6. SIGTERM/SIGINT: stop taking work; the job and the delivery run in progress finish
    their in-flight sends within ``stop_timeout_s``; past it, what is still in flight
    is dropped (its leases run out and a later run sends it), then exit 0. SIGHUP:
@@ -127,8 +129,8 @@ class Daemon:
         self.in_use: Runtime | None = None  # the runtime the delivery run works with
         self.delivered: Counter[str] = Counter()  # the last delivery run's outcomes
         self.log = get_logger()
-        self.last_tick: dict[str, Any] = {}  # in STATUS= at every tick
-        self.saved_tick: dict[str, Any] = {}  # in the store, for `reminder status`
+        self.last_tick: dict[str, Any] = {}  # the last tick, in memory
+        self.saved_tick: dict[str, Any] = {}  # in the store and STATUS=, for `status`
 
     # --- jobs: each reads the clock once ---------------------------------------------
 
@@ -198,7 +200,11 @@ class Daemon:
             try:
                 report = await runtime.delivery.run(stop=self.stopping)
                 self.record_delivery(report)
-                if report.claimed:  # in a thread: the workers' shutdown waits for them
+                if report.claimed:
+                    # the pooled connections' caches (SQLite's pages and statements, MiBs
+                    # after a catch-up) go too: the next tick opens one again
+                    self.store.dispose()
+                    # in a thread: the workers' shutdown waits for them
                     await asyncio.to_thread(release_memory, runtime.delivery)
             except Exception as error:  # leased messages return when their lease ends
                 self.failed("delivery_run_failed", error)
@@ -219,12 +225,13 @@ class Daemon:
     def record_tick(self, moment: dt.datetime, due: int, enqueued: int) -> None:
         queue = self.queue()
         self.last_tick = tick_record(moment, due, enqueued, self.delivered, queue)
-        if worth_saving(self.last_tick, self.saved_tick):
-            with self.store.write() as session:
-                save_last_tick(session, self.last_tick)
-            self.saved_tick = self.last_tick
         queued = {f"queue_{status}": n for status, n in queue.items()}
         self.log.info("tick", due=due, enqueued=enqueued, **queued)
+        if not worth_saving(self.last_tick, self.saved_tick):
+            return  # an idle tick: nothing written, nothing told (see store/meta.py)
+        with self.store.write() as session:
+            save_last_tick(session, self.last_tick)
+        self.saved_tick = self.last_tick
         local = moment.astimezone(self.runtime.settings.zone)
         waiting = ", ".join(f"{state} {count}" for state, count in queue.items() if count)
         notify(f"STATUS=last tick {local:%Y-%m-%d %H:%M:%S}; queue: {waiting or 'empty'}")
