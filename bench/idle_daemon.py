@@ -19,7 +19,9 @@ ticks on from there):
 4. SIGTERM it.
 
 ``--peer CHECKOUT`` runs the same with CHECKOUT's ``.venv/bin/reminder`` (its own
-config folder) in the same run, alternating, this checkout first.
+config folder) in the same run, alternating, this checkout first. ``--floor`` prints
+instead what importing the daemon's libraries costs, step by step (RSS of a fresh
+interpreter of this checkout's venv): the least an idle daemon can hold.
 """
 
 from __future__ import annotations
@@ -221,6 +223,40 @@ def report(name: str, result: dict[str, object]) -> None:
         print(f"    RSS {one_rss:6.1f}  PSS {pss_one}  {cmdline}")
 
 
+FLOOR_STEPS = [
+    ("the interpreter", ""),
+    ("+ SQLAlchemy", "import sqlalchemy"),
+    ("+ SQLModel (pydantic)", "import sqlmodel"),
+    ("+ pydantic-settings", "import pydantic_settings"),
+    ("+ click", "import click"),
+    ("+ structlog (without rich)", "from reminder.logs import get_logger; get_logger()"),
+    ("+ APScheduler", "import apscheduler.schedulers.asyncio"),
+    ("+ the store and settings modules", "import reminder.app, reminder.store.models"),
+    ("+ the tick and planner", "import reminder.tick"),
+    (
+        "+ delivery (Jinja2, httpx, aiosmtplib)",
+        "from reminder.logs import imports_without_rich\n"
+        "with imports_without_rich(): import reminder.delivery",
+    ),
+    ("+ the daemon (uvloop)", "import reminder.daemon, reminder.loop, uvloop"),
+]
+
+
+def floor() -> None:
+    """Each step's RSS in one fresh interpreter, imports in the daemon's order."""
+    code = ["import sys", "def rss():", "    for line in open('/proc/self/status'):"]
+    code += ["        if line.startswith('VmRSS:'): return int(line.split()[1]) / 1024"]
+    for name, step in FLOOR_STEPS:
+        code += [step, f"print({name!r}, round(rss(), 1), flush=True)"]
+    done = subprocess.run(
+        [sys.executable, "-c", "\n".join(code)], capture_output=True, text=True, check=True
+    )
+    print("the idle daemon's floor: RSS after each import, one interpreter")
+    for line in done.stdout.splitlines():
+        name, _, mib = line.rpartition(" ")
+        print(f"  {name:42} {float(mib):6.1f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle", type=float, default=120.0, help="seconds idle after catch-up")
@@ -228,7 +264,11 @@ def main() -> None:
     parser.add_argument("--tick", type=float, default=60.0, help="[daemon] tick_s")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--peer", type=Path, help="another checkout, run alternating")
+    parser.add_argument("--floor", action="store_true", help="what the imports cost, only")
     args = parser.parse_args()
+    if args.floor:
+        floor()
+        return
     if not FAKETIME.exists():
         raise SystemExit(f"needs {FAKETIME}: apt-get install faketime")
     checkouts = [("this", ROOT)] + ([("peer", args.peer.resolve())] if args.peer else [])
