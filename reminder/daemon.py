@@ -127,7 +127,7 @@ class Daemon:
         self.sending: asyncio.Task[None] | None = None  # the delivery run, if one runs
         self.send_again = False  # a job asked for delivery while a run was going on
         self.in_use: Runtime | None = None  # the runtime the delivery run works with
-        self.delivered: Counter[str] = Counter()  # the last delivery run's outcomes
+        self.delivered: Counter[str] = Counter()  # the last outcomes of a run that sent
         self.log = get_logger()
         self.last_tick: dict[str, Any] = {}  # the last tick, in memory
         self.saved_tick: dict[str, Any] = {}  # in the store and STATUS=, for `status`
@@ -213,8 +213,10 @@ class Daemon:
                 await runtime.close()
 
     def record_delivery(self, report: DeliveryReport) -> None:
-        self.delivered = report.outcomes
         if report.claimed:
+            # a run that found nothing keeps the last outcomes: the next idle tick then
+            # says what the last one said, and writes nothing
+            self.delivered = report.outcomes
             outcomes = {f"delivered_{status}": n for status, n in report.outcomes.items()}
             self.log.info(
                 "delivered", messages=report.claimed, seconds=round(report.seconds, 1), **outcomes

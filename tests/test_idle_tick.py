@@ -87,3 +87,37 @@ def test_idle_ticks_write_nothing_until_the_record_is_due(
         watcher.close()
         asyncio.run(daemon.runtime.close())
         store.dispose()
+
+
+def test_after_a_catch_up_that_sent_only_the_first_idle_tick_writes(
+    cli: Cli, isolated_env: Path
+) -> None:
+    """The catch-up's letters go out (the file channel); the tick after it writes its
+    record (nothing due now), and the idle ticks after that write nothing: a delivery run
+    that finds nothing does not change what the record says was delivered."""
+    assert cli("import", str(SEED)).code == 0
+    busy = dt.datetime(2018, 10, 8, 1, 30, tzinfo=dt.UTC)  # a Monday, 09:30 Beijing
+    store = open_store(load_config().settings.db)
+    clock = [busy]
+    daemon = Daemon(store, Runtime.load(store, lambda: clock[0]), lambda: clock[0])
+    watcher = sqlite3.connect(isolated_env / "ledger.db")
+
+    async def tick(at: dt.datetime) -> int:
+        clock[0] = at
+        daemon.tick_at(at)
+        if daemon.sending is not None:
+            await daemon.sending
+        return int(watcher.execute("PRAGMA data_version").fetchone()[0])
+
+    async def ticks() -> list[int]:
+        return [await tick(busy + n * dt.timedelta(minutes=1)) for n in range(5)]
+
+    try:
+        seen = asyncio.run(ticks())
+        assert daemon.delivered["sent"] > 0  # the catch-up sent its letters
+        assert seen[1] != seen[0]  # the first idle tick: its record is new
+        assert seen[1:] == [seen[1]] * 4
+    finally:
+        watcher.close()
+        asyncio.run(daemon.runtime.close())
+        store.dispose()
