@@ -13,7 +13,9 @@
 4. Delivery runs beside the jobs, one run at a time: a tick or a digest asks for one
    and goes on. A slow server delays messages, never the ticks, digests and reloads.
 5. Tell systemd READY=1; ping WATCHDOG=1 at half the watchdog interval from the event
-   loop itself, and report STATUS= with the last tick and the queue after each tick.
+   loop itself, and report STATUS= with the last tick and the queue after a tick that
+   changed something, or every ``LAST_TICK_EVERY`` (the rule by which the last tick is
+   written to the store: an idle tick neither writes nor tells).
 6. SIGTERM/SIGINT: stop taking work; the job and the delivery run in progress finish
    their in-flight sends within ``stop_timeout_s``; past it, what is still in flight
    is dropped (its leases run out and a later run sends it), then exit 0. SIGHUP:
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import datetime as dt
 import gc
 import os
@@ -55,7 +58,6 @@ from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
-RELEASE_AFTER = 500  # messages: after a run this big, give its memory back
 CANCEL_GRACE_S = 1.0  # a stop out of time: how long cancelled work may take to record
 
 
@@ -94,13 +96,25 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def release_memory(delivery: Delivery) -> None:
-    """After a big run (a catch-up), stop the render workers until a run needs them.
-
-    They start again in a fraction of a second; an idle daemon holds what it needs
-    between ticks, not one worker per CPU.
-    """
+    """After a delivery run that sent something (a catch-up), give its memory back: the
+    render workers, the forkserver and the resource tracker stop (they start again in a
+    fraction of a second with the next backlog), the garbage the run left is collected
+    and the C heap's free pages go back to the system (glibc keeps them otherwise)."""
     delivery.close()
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """glibc's ``malloc_trim(0)``: free memory at the top of the heap and in its arenas
+    returned to the system. Nothing elsewhere (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 class Daemon:
@@ -113,10 +127,10 @@ class Daemon:
         self.sending: asyncio.Task[None] | None = None  # the delivery run, if one runs
         self.send_again = False  # a job asked for delivery while a run was going on
         self.in_use: Runtime | None = None  # the runtime the delivery run works with
-        self.delivered: Counter[str] = Counter()  # the last delivery run's outcomes
+        self.delivered: Counter[str] = Counter()  # the last outcomes of a run that sent
         self.log = get_logger()
-        self.last_tick: dict[str, Any] = {}  # in STATUS= at every tick
-        self.saved_tick: dict[str, Any] = {}  # in the store, for `reminder status`
+        self.last_tick: dict[str, Any] = {}  # the last tick, in memory
+        self.saved_tick: dict[str, Any] = {}  # in the store and STATUS=, for `status`
 
     # --- jobs: each reads the clock once ---------------------------------------------
 
@@ -186,8 +200,12 @@ class Daemon:
             try:
                 report = await runtime.delivery.run(stop=self.stopping)
                 self.record_delivery(report)
-                if report.claimed >= RELEASE_AFTER:
-                    release_memory(runtime.delivery)
+                if report.claimed:
+                    # the pooled connections' caches (SQLite's pages and statements, MiBs
+                    # after a catch-up) go too: the next tick opens one again
+                    self.store.dispose()
+                    # in a thread: the workers' shutdown waits for them
+                    await asyncio.to_thread(release_memory, runtime.delivery)
             except Exception as error:  # leased messages return when their lease ends
                 self.failed("delivery_run_failed", error)
             self.in_use = None
@@ -195,8 +213,10 @@ class Daemon:
                 await runtime.close()
 
     def record_delivery(self, report: DeliveryReport) -> None:
-        self.delivered = report.outcomes
         if report.claimed:
+            # a run that found nothing keeps the last outcomes: the next idle tick then
+            # says what the last one said, and writes nothing
+            self.delivered = report.outcomes
             outcomes = {f"delivered_{status}": n for status, n in report.outcomes.items()}
             self.log.info(
                 "delivered", messages=report.claimed, seconds=round(report.seconds, 1), **outcomes
@@ -207,12 +227,13 @@ class Daemon:
     def record_tick(self, moment: dt.datetime, due: int, enqueued: int) -> None:
         queue = self.queue()
         self.last_tick = tick_record(moment, due, enqueued, self.delivered, queue)
-        if worth_saving(self.last_tick, self.saved_tick):
-            with self.store.write() as session:
-                save_last_tick(session, self.last_tick)
-            self.saved_tick = self.last_tick
         queued = {f"queue_{status}": n for status, n in queue.items()}
         self.log.info("tick", due=due, enqueued=enqueued, **queued)
+        if not worth_saving(self.last_tick, self.saved_tick):
+            return  # an idle tick: nothing written, nothing told (see store/meta.py)
+        with self.store.write() as session:
+            save_last_tick(session, self.last_tick)
+        self.saved_tick = self.last_tick
         local = moment.astimezone(self.runtime.settings.zone)
         waiting = ", ".join(f"{state} {count}" for state, count in queue.items() if count)
         notify(f"STATUS=last tick {local:%Y-%m-%d %H:%M:%S}; queue: {waiting or 'empty'}")

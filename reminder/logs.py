@@ -8,14 +8,19 @@ traceback: never with the frames' local variables, which structlog's rich traceb
 show by default on a terminal.
 
 structlog is imported, and set up, when the first logger is made: a command that logs
-nothing (``simulate``, ``plan``) does not pay for it.
+nothing (``simulate``, ``plan``) does not pay for it. It is imported without rich
+(``imports_without_rich``): its ``dev`` module loads rich and pygments when they are
+installed (they are, for the CLI's tables), for the rich tracebacks that are never used
+here; 4 MiB in every process that logs. httpx does the same for its own command line
+(``httpx/__init__`` imports it), so the daemon imports its modules that way too.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -46,7 +51,29 @@ def configure(*, to_stdout: bool = False, level: str = "info", force: bool = Fal
     _PENDING[:] = [(to_stdout, level, force)]
 
 
+@contextmanager
+def imports_without_rich() -> Iterator[None]:
+    """Within the block, ``import rich`` fails (as if it were not installed), unless rich
+    is loaded already: for libraries that load it only to offer it (module docstring)."""
+    hidden = "rich" not in sys.modules
+    if hidden:
+        sys.modules["rich"] = None  # type: ignore[assignment]  # what makes an import fail
+    try:
+        yield
+    finally:
+        if hidden and sys.modules.get("rich", "") is None:
+            del sys.modules["rich"]  # after the block, rich imports as usual
+
+
+def _import_without_rich() -> None:
+    """structlog's first import, without rich (see the module docstring)."""
+    if "structlog" not in sys.modules:
+        with imports_without_rich():
+            import structlog  # noqa: F401, PLC0415 - see the module docstring
+
+
 def _apply(to_stdout: bool, level: str, force: bool) -> None:
+    _import_without_rich()
     import structlog  # noqa: PLC0415 - see the module docstring
 
     if structlog.is_configured() and not force:
@@ -95,6 +122,7 @@ def _apply(to_stdout: bool, level: str, force: bool) -> None:
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:
+    _import_without_rich()
     import structlog  # noqa: PLC0415 - see the module docstring
 
     if _PENDING:

@@ -11,12 +11,17 @@ worker processes, so that the process that talks SMTP spends its time on the wir
   went to the workers: its messages go out while a worker starts or renders.
 - A worker that dies (killed, out of memory) breaks the pool: the chunk it held, and
   the rest of that run, are rendered in the sending process.
+- The workers exist only while there is a backlog: the pool starts when a chunk goes
+  to a worker (never for a run of one chunk, which is rendered here), and ``close``
+  after the run stops the workers, the forkserver and multiprocessing's resource
+  tracker, so that an idle daemon is one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import multiprocessing
 import signal
 from collections.abc import Mapping, Sequence
@@ -73,14 +78,22 @@ class RenderPool:
             )
         return self._pool
 
+    @property
+    def running(self) -> bool:
+        """Whether worker processes (or the pool that starts them) exist."""
+        return self._pool is not None
+
     async def prepare(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
         """Each row rendered and built (``Outgoing``), or a ``Result`` if it cannot be."""
-        pool = self._workers() if len(rows) >= CHUNK // 2 else None
-        if pool is None:
+        if len(rows) < CHUNK // 2:
             return self.preparer.chunk(rows, now)
         if self._first_here:
+            # before the pool is made: a run of one chunk starts no process
             self._first_here = False
             await asyncio.sleep(0)  # the batch's other chunks go to the workers first
+            return self.preparer.chunk(rows, now)
+        pool = self._workers()
+        if pool is None:
             return self.preparer.chunk(rows, now)
         loop = asyncio.get_running_loop()
         try:
@@ -95,10 +108,14 @@ class RenderPool:
             return self.preparer.chunk(rows, now)
 
     def close(self) -> None:
-        """Stop the workers once they finished what they hold."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the workers once they finished what they hold, then the forkserver and
+        the resource tracker (blocks while a worker finishes: call it in a thread)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.shutdown(wait=True, cancel_futures=True)
+        del pool
+        stop_helpers()
 
     def kill(self) -> None:
         """Stop the workers now, whatever they hold (a stop that ran out of time)."""
@@ -110,3 +127,21 @@ class RenderPool:
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.kill()
+
+
+def stop_helpers() -> None:
+    """Stop multiprocessing's forkserver and resource tracker, which outlive the pool
+    that started them (~25 MiB each, idle), once no worker is left.
+
+    The stdlib has no public way to do this: both have a ``_stop()`` (there since 3.8,
+    for the stdlib's own tests), used here if present. The pool's queues are collected
+    first so that their semaphores are unregistered: the tracker, once stopped, would
+    otherwise unlink them and warn of a leak. Both start again with the next pool.
+    """
+    gc.collect()  # the pool's queues and their semaphores
+    from multiprocessing import forkserver, resource_tracker  # noqa: PLC0415 - loaded with the pool
+
+    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
+        stop = getattr(helper, "_stop", None)
+        if stop is not None:
+            stop()

@@ -411,6 +411,55 @@ def test_ctrl_c_during_a_catch_up_stops_the_render_workers_quietly(
     assert "stopping" in events and events[-1] == "stopped"  # the run in progress ended
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (render workers, forkserver, resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_the_render_workers_stop_when_the_backlog_is_drained(
+    cli: Cli, isolated_env: Path, smtp: tuple[Handler, int], notify: NotifySocket
+) -> None:
+    """A catch-up big enough for the render workers starts them; once it is sent, the
+    workers, the forkserver and the resource tracker are gone: the idle daemon is one
+    process, and a later tick with nothing to send starts none."""
+    assert cli("import", str(SEED)).code == 0
+    fill_outbox(isolated_env / "ledger.db", 1000)
+    handler, port = smtp
+    env = env_for(
+        port, notify, REMINDER_DELIVERY__RENDER_WORKERS="2", REMINDER_DELIVERY__BATCH="400"
+    )
+    with Daemon(isolated_env, env) as daemon:
+        most = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and daemon.running():
+            most = max(most, len(children(daemon.pid)))
+            if any(e["event"] == "delivered" for e in daemon.events()):
+                break
+            time.sleep(0.1)
+        assert daemon.wait_event("delivered"), daemon.log_path.read_text()
+        assert most >= 2, "the render workers never started"  # a worker and its helpers
+        deadline = time.monotonic() + 10
+        while children(daemon.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert children(daemon.pid) == []
+        ticks = sum(1 for e in daemon.events() if e["event"] == "tick")
+        assert daemon.wait_event("tick", count=ticks + 2)  # tick_s is 1
+        assert children(daemon.pid) == []
+        assert daemon.stop() == 0
+    assert len(handler.received) >= 1000
+    log = daemon.log_path.read_text()
+    assert "leaked" not in log and "Traceback" not in log, log
+
+
 FILLED = "recipient LIKE 'unit%@example.org'"  # what fill_outbox() queued
 
 

@@ -32,7 +32,9 @@ def run_command(app: App, once: bool, at: str | None) -> None:
         if at is not None:
             raise InputError("--at goes with --once; the daemon runs on the clock")
         from reminder import logs  # noqa: PLC0415 - see the imports
-        from reminder.daemon import lock_for, serve  # noqa: PLC0415 - see the imports
+
+        with logs.imports_without_rich():  # httpx's CLI: see reminder/logs.py
+            from reminder.daemon import lock_for, serve  # noqa: PLC0415 - see the imports
 
         logs.configure(
             to_stdout=True, level=os.environ.get("REMINDER_LOG_LEVEL", "info"), force=True
