@@ -9,6 +9,11 @@ worker processes, so that the process that talks SMTP spends its time on the wir
   daemon, not each worker, decides what stops (it stops them as it exits).
 - A run's first chunk is rendered in the sending process once the batch's other chunks
   went to the workers: its messages go out while a worker starts or renders.
+- What is rendered in the sending process is rendered one chunk at a time, and yields
+  to the event loop every ``SLICE_S``, so that the sessions on the wire are fed while a
+  chunk renders (several chunks sliced side by side would hold the loop for a slice
+  each, in one turn of the loop). The templates it needs are compiled first, in a
+  thread: a compile takes tens of ms.
 - A worker that dies (killed, out of memory) breaks the pool: the chunk it held, and
   the rest of that run, are rendered in the sending process.
 """
@@ -19,6 +24,7 @@ import asyncio
 import datetime as dt
 import multiprocessing
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,6 +37,7 @@ from reminder.render import Renderer
 from reminder.settings import Settings
 
 CHUNK = 200  # messages rendered (and handed to a sender) together
+SLICE_S = 0.005  # rendering in the sending process holds the event loop at most ~this long
 
 
 def start_quiet_worker(
@@ -52,11 +59,14 @@ class RenderPool:
         self._pool: ProcessPoolExecutor | None = None
         self._failed = False  # for the rest of a run, work in this process
         self._first_here = False  # the next chunk is rendered in this process
+        self._here_lock: asyncio.Lock | None = None  # made in the loop that renders
+        self._loaded: set[tuple[str, str]] = set()  # (kind, channel): compiled here
         self.log = get_logger()
 
     def begin_run(self) -> None:
         self._failed = False
         self._first_here = True
+        self._here_lock = None  # a run's loop may be a new one (each `asyncio.run`)
 
     def _workers(self) -> ProcessPoolExecutor | None:
         workers = self.settings.delivery.workers
@@ -77,11 +87,11 @@ class RenderPool:
         """Each row rendered and built (``Outgoing``), or a ``Result`` if it cannot be."""
         pool = self._workers() if len(rows) >= CHUNK // 2 else None
         if pool is None:
-            return self.preparer.chunk(rows, now)
+            return await self._here(rows, now)
         if self._first_here:
             self._first_here = False
             await asyncio.sleep(0)  # the batch's other chunks go to the workers first
-            return self.preparer.chunk(rows, now)
+            return await self._here(rows, now)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(pool, render_chunk, rows, now)
@@ -92,7 +102,25 @@ class RenderPool:
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
             self._failed = True
-            return self.preparer.chunk(rows, now)
+            return await self._here(rows, now)
+
+    async def _here(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
+        """Rendered in this process, one chunk at a time, a slice of ~SLICE_S at a time."""
+        if self._here_lock is None:
+            self._here_lock = asyncio.Lock()
+        out: list[Outgoing | Result] = []
+        async with self._here_lock:
+            needed = {(row.kind, row.channel) for row in rows} - self._loaded
+            if needed:
+                await asyncio.to_thread(self.preparer.load, needed)
+                self._loaded |= needed
+            begun = time.perf_counter()
+            for row in rows:
+                out.extend(self.preparer.chunk((row,), now))
+                if time.perf_counter() - begun >= SLICE_S:
+                    await asyncio.sleep(0)
+                    begun = time.perf_counter()
+        return out
 
     def close(self) -> None:
         """Stop the workers once they finished what they hold."""
