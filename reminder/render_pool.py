@@ -8,7 +8,10 @@ worker processes, so that the process that talks SMTP spends its time on the wir
 - Workers ignore SIGINT: Ctrl-C on a terminal reaches the whole process group, and the
   daemon, not each worker, decides what stops (it stops them as it exits).
 - A run's first chunk is rendered in the sending process once the batch's other chunks
-  went to the workers: its messages go out while a worker starts or renders.
+  went to the workers: its messages go out while a worker starts or renders. After that,
+  the sending process takes a chunk itself whenever every worker holds one and it holds
+  none: on two CPUs a single worker would otherwise render nearly everything while the
+  sending process waits.
 - What is rendered in the sending process is rendered one chunk at a time, and yields
   to the event loop every ``SLICE_S``, so that the sessions on the wire are fed while a
   chunk renders (several chunks sliced side by side would hold the loop for a slice
@@ -61,6 +64,8 @@ class RenderPool:
         self._first_here = False  # the next chunk is rendered in this process
         self._here_lock: asyncio.Lock | None = None  # made in the loop that renders
         self._loaded: set[tuple[str, str]] = set()  # (kind, channel): compiled here
+        self._at_workers = 0  # chunks sent to the workers, not yet back
+        self._here_queued = 0  # chunks this process took to render itself
         self.log = get_logger()
 
     def begin_run(self) -> None:
@@ -88,11 +93,18 @@ class RenderPool:
         pool = self._workers() if len(rows) >= CHUNK // 2 else None
         if pool is None:
             return await self._here(rows, now)
-        if self._first_here:
+        idle_here = self._here_queued == 0 and self._at_workers >= self.settings.delivery.workers
+        if self._first_here or idle_here:
+            # this process renders too, one chunk at a time, while the workers are busy
             self._first_here = False
-            await asyncio.sleep(0)  # the batch's other chunks go to the workers first
-            return await self._here(rows, now)
+            self._here_queued += 1
+            try:
+                await asyncio.sleep(0)  # the batch's other chunks go to the workers first
+                return await self._here(rows, now)
+            finally:
+                self._here_queued -= 1
         loop = asyncio.get_running_loop()
+        self._at_workers += 1
         try:
             return await loop.run_in_executor(pool, render_chunk, rows, now)
         except BrokenProcessPool as exc:
@@ -103,6 +115,8 @@ class RenderPool:
                 self._pool = None
             self._failed = True
             return await self._here(rows, now)
+        finally:
+            self._at_workers -= 1
 
     async def _here(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
         """Rendered in this process, one chunk at a time, a slice of ~SLICE_S at a time."""
