@@ -182,7 +182,8 @@ def execute_many(connection: Connection, statement: Any, rows: Sequence[dict[str
     statement is compiled once, each column's bind processor looked up once, and the
     rows handed to the driver as they are. ``statement`` names every parameter (no
     defaults are filled in), each key of the rows being a column of the table or a
-    ``b_``-prefixed key (a WHERE clause's value, not processed).
+    ``b_``-prefixed key (a WHERE clause's value, not processed). An INSERT on PostgreSQL
+    goes through COPY (``_copy``).
     """
     if not rows:
         return
@@ -211,7 +212,25 @@ def execute_many(connection: Connection, statement: Any, rows: Sequence[dict[str
         params.append(
             tuple(values) if compiled.positional else dict(zip(names, values, strict=True))
         )
-    connection.exec_driver_sql(str(compiled), params)
+    if dialect.name == "postgresql" and statement.is_insert:
+        _copy(connection, statement.table, names, params)
+    else:
+        connection.exec_driver_sql(str(compiled), params)
+
+
+def _copy(connection: Connection, table: Table, names: list[str], params: list[Any]) -> None:
+    """New rows through PostgreSQL's COPY, in order (their ids follow it, as they follow
+    the rows of an executemany): psycopg's executemany sends one INSERT a row, and a
+    million rows took a minute that way."""
+    quote = connection.dialect.identifier_preparer
+    columns = ", ".join(quote.quote(table.c[name].name) for name in names)
+    cursor = connection.connection.cursor()
+    try:
+        with cursor.copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy:
+            for row in params:
+                copy.write_row([row[name] for name in names])
+    finally:
+        cursor.close()
 
 
 def execute_chunks(
