@@ -31,7 +31,7 @@ from reminder.store.targets import (
     new_values,
 )
 
-BATCH_ROWS = 20_000  # listed units of one batch (group members come on top)
+BATCH_ROWS = 50_000  # listed units of one batch (group members come on top)
 MOST_TASKS = 5_000  # tasks of one batch (ids in one IN list)
 
 Item = TypeVar("Item")

@@ -28,7 +28,7 @@ from sqlmodel import Session
 from reminder.errors import ConfigError, StoreError
 
 BUSY_TIMEOUT_MS = 30_000
-CHUNK_ROWS = 5000  # rows of one executemany in ``execute_chunks``
+CHUNK_ROWS = 20_000  # rows of one executemany in ``execute_chunks``
 _BEGIN_OPTION = "reminder_sqlite_begin"
 
 
