@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.scale [--rows 1000,10000,100000] [--shape seed|wide|both]
         [--db sqlite|postgres|both] [--peer CHECKOUT] [--timeout 120]
+        [--commands import,again,tick,plan,status,tasks,digest]
 
 Rows are task × unit rows (the ``task_unit`` table: a group counts as its members). For
 each database, shape and row count, a ledger is generated and each command is run on a
@@ -24,6 +25,10 @@ REMINDER_CONFIG the checkout's ``config/``, the current folder a temporary one):
 
 The wide shape's units have no contacts, so a tick or ``plan`` makes items for them but
 no letters: lighter than 100 known units a task would be.
+
+``--commands`` runs some of them only (the first import always runs: the others need
+it): ``import``, ``again`` (the second import), ``tick`` (both run --once), ``plan``,
+``status``, ``tasks``, ``digest``.
 
 The rows column is the store's count after the first import. Each figure is one run:
 wall seconds and the child's own peak RSS (``os.wait4``). A command over ``--timeout`` is
@@ -66,15 +71,16 @@ HEADER = "\t序号\n\t工作任务\n\t责任单位\n\t完成时限\n\t备注\n"
 WIDE_UNITS, WIDE_POOL = 100, 1000
 FIRST_BYTES = 4096
 QUICK, IMPORT = (1.0, 200.0), (60.0, 500.0)  # the targets: seconds, MiB
-COMMANDS: list[tuple[str, list[str], tuple[float, float] | None]] = [
-    ("import", ["import", "{ledger}"], IMPORT),
-    ("import again", ["import", "{ledger}"], IMPORT),
-    ("run --once (first tick)", ["run", "--once", "--at", IDLE], QUICK),
-    ("run --once (idle tick)", ["run", "--once", "--at", IDLE], QUICK),
-    ("plan", ["plan", "--at", IDLE], QUICK),
-    ("status", ["status"], QUICK),
-    ("tasks --json | head -c 4096", ["tasks", "--json"], None),
-    ("digest --print", ["digest", "--print"], QUICK),
+# (--commands name, label, arguments, target)
+COMMANDS: list[tuple[str, str, list[str], tuple[float, float] | None]] = [
+    ("import", "import", ["import", "{ledger}"], IMPORT),
+    ("again", "import again", ["import", "{ledger}"], IMPORT),
+    ("tick", "run --once (first tick)", ["run", "--once", "--at", IDLE], QUICK),
+    ("tick", "run --once (idle tick)", ["run", "--once", "--at", IDLE], QUICK),
+    ("plan", "plan", ["plan", "--at", IDLE], QUICK),
+    ("status", "status", ["status"], QUICK),
+    ("tasks", "tasks --json | head -c 4096", ["tasks", "--json"], None),
+    ("digest", "digest --print", ["digest", "--print"], QUICK),
 ]
 
 
@@ -322,7 +328,9 @@ def run_case(
             versions.append(Version(name, checkout, _env(checkout, url), cwd))
         counted = {version.name: f"~{rows:,}" for version in versions}
         failed: set[str] = set()
-        for label, template, target in COMMANDS:
+        for name, label, template, target in COMMANDS:
+            if name != "import" and name not in options.commands:
+                continue
             args = [str(ledger) if arg == "{ledger}" else arg for arg in template]
             for version in versions:
                 cells = [db, shape, counted[version.name], version.name, label]
@@ -350,7 +358,17 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--peer", type=Path, help="another checkout, run beside this one")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a command")
+    names = list(dict.fromkeys(name for name, *_ in COMMANDS))
+    parser.add_argument(
+        "--commands",
+        type=lambda text: text.split(","),
+        default=names,
+        help=f"some of {','.join(names)} (the first import always runs)",
+    )
     options = parser.parse_args()
+    unknown = set(options.commands) - set(names)
+    if unknown:
+        parser.error(f"--commands: unknown {', '.join(sorted(unknown))}")
     sizes = [int(float(size)) for size in options.rows.split(",")]
     shapes = ["seed", "wide"] if options.shape == "both" else [options.shape]
     dbs = ["sqlite", "postgres"] if options.db == "both" else [options.db]

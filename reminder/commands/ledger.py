@@ -92,7 +92,7 @@ def import_command(
         sha = hashlib.sha256(data).hexdigest()
         if dry_run and sqlite_file_missing(settings.db):
             # nothing stored yet: compared with an empty store, which is not created
-            report = compare(ledger, sha, [], {})
+            report = compare(ledger, sha)
         elif dry_run:
             with app.store.read() as session:
                 report, _plan = plan_import(session, ledger, sha)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import json
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from sqlmodel import Session
 from reminder.errors import ConfigError, StoreError
 
 BUSY_TIMEOUT_MS = 30_000
+CHUNK_ROWS = 20_000  # rows of one executemany in ``execute_chunks``
 _BEGIN_OPTION = "reminder_sqlite_begin"
 
 
@@ -180,7 +182,8 @@ def execute_many(connection: Connection, statement: Any, rows: Sequence[dict[str
     statement is compiled once, each column's bind processor looked up once, and the
     rows handed to the driver as they are. ``statement`` names every parameter (no
     defaults are filled in), each key of the rows being a column of the table or a
-    ``b_``-prefixed key (a WHERE clause's value, not processed).
+    ``b_``-prefixed key (a WHERE clause's value, not processed). An INSERT on PostgreSQL
+    goes through COPY (``_copy``).
     """
     if not rows:
         return
@@ -209,21 +212,53 @@ def execute_many(connection: Connection, statement: Any, rows: Sequence[dict[str
         params.append(
             tuple(values) if compiled.positional else dict(zip(names, values, strict=True))
         )
-    connection.exec_driver_sql(str(compiled), params)
+    if dialect.name == "postgresql" and statement.is_insert:
+        _copy(connection, statement.table, names, params)
+    else:
+        connection.exec_driver_sql(str(compiled), params)
+
+
+def _copy(connection: Connection, table: Table, names: list[str], params: list[Any]) -> None:
+    """New rows through PostgreSQL's COPY, in order (their ids follow it, as they follow
+    the rows of an executemany): psycopg's executemany sends one INSERT a row, and a
+    million rows took a minute that way."""
+    quote = connection.dialect.identifier_preparer
+    columns = ", ".join(quote.quote(table.c[name].name) for name in names)
+    cursor = connection.connection.cursor()
+    try:
+        with cursor.copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy:
+            for row in params:
+                copy.write_row([row[name] for name in names])
+    finally:
+        cursor.close()
+
+
+def execute_chunks(
+    connection: Connection, statement: Any, rows: Iterable[dict[str, Any]], size: int = 0
+) -> None:
+    """``execute_many`` of ``rows`` (an iterable, maybe a generator), ``size`` rows at a
+    time (``CHUNK_ROWS`` by default): the parameters of one chunk at most are in memory
+    (an import writes up to a million task_unit rows; all of their parameters at once
+    took more memory than the rest of the import)."""
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, size or CHUNK_ROWS)):
+        execute_many(connection, statement, chunk)
 
 
 def fetch_columns(connection: Connection, statement: Any) -> list[list[Any]]:
-    """The values of a SELECT without parameters, column by column (one list per
-    selected column, in order), each column's value converted once per distinct value
-    (JSON excepted).
+    """The values of a SELECT whose only parameters are integers or lists of integers,
+    column by column (one list per selected column, in order), each column's value
+    converted once per distinct value (JSON excepted).
 
     SQLAlchemy converts every value of every row; a replanning reads ~150,000 task_unit
     rows of six time columns each, whose values are mostly NULL or a few moments. Here
     each column is converted as a whole: its distinct values once, then a lookup.
     """
     dialect = connection.dialect
-    compiled = statement.compile(dialect=dialect)
-    assert not compiled.params, "fetch_columns runs statements without parameters"
+    params = statement.compile(dialect=dialect).params.values()
+    assert all(_is_ids(value) for value in params), "fetch_columns takes integers only"
+    # integers (``task_id IN (…)`` of a batch) written into the statement: safe as text
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     columns = list(statement.selected_columns)
     cursor = connection.connection.cursor()  # the driver's: rows as plain tuples
     try:
@@ -246,8 +281,14 @@ def fetch_columns(connection: Connection, statement: Any) -> list[list[Any]]:
     return values
 
 
+def _is_ids(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return all(type(item) is int for item in value)
+    return type(value) is int
+
+
 def fetch_all(connection: Connection, statement: Any) -> list[Any]:
-    """The rows of a SELECT without parameters, as named tuples (see ``fetch_columns``)."""
+    """The rows of a SELECT as named tuples (see ``fetch_columns``)."""
     names = [column.key for column in statement.selected_columns]
     Row = collections.namedtuple("Row", names)  # type: ignore[misc]
     return list(map(Row, *fetch_columns(connection, statement)))

@@ -11,11 +11,12 @@ A matched task keeps its status, completion and each remaining unit's completion
 its text, section, deadline and units are updated and the differences reported.
 Removed tasks are kept with ``removed_at`` so that their history stays readable.
 
-All of it is set-based (a province's ledger has 10,000 tasks and 150,000 task × unit
-rows): the stored tasks are read with two statements, matched by keys in memory,
-replanned in memory with ``targets.replan_tasks``, and written with one executemany
-statement per kind of change. ``plan_import`` finds what changes without writing (a dry
-run), ``apply_import`` writes it.
+All of it is set-based and bounded in memory (a province's ledger has 10,000 tasks and
+150,000 task × unit rows; the bench goes to a million): the stored tasks are read with
+one statement and matched by keys in memory; their units are read, compared, replanned
+with ``targets.replan_tasks`` and written a batch of tasks at a time (``batches``), with
+executemany statements of a few thousand rows. ``plan_import`` finds what changes without
+writing (a dry run), ``apply_import`` writes it.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ from sqlmodel import Session
 
 from reminder.ledger.model import Ledger, Task
 from reminder.rules import Rules
-from reminder.store.db import execute_many
+from reminder.store.batches import UnitWriter, batches
+from reminder.store.db import execute_chunks
 from reminder.store.models import EventRow, ImportRun, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.targets import (
     LedgerContext,
     PlannedUnit,
     UnitChanges,
-    load_state,
+    active_tasks,
+    listed_units,
     remember_planning,
     replan_tasks,
+    units_of,
 )
 from reminder.store.tasks import deadline_of
 
@@ -134,7 +138,8 @@ def _task_values(task: Task) -> dict[str, Any]:
     }
 
 
-def _differences(row: Any, units: list[Any], task: Task) -> list[str]:
+def _differences(row: Any, units: list[tuple[str, str]], task: Task) -> list[str]:
+    """What changed in a task; ``units``: its listed units as stored, (name, role)."""
     what: list[str] = []
     if row.no != task.no:
         what.append(f"renumbered from {row.no}")
@@ -144,7 +149,7 @@ def _differences(row: Any, units: list[Any], task: Task) -> list[str]:
         what.append(f"moved from section {row.section_no} to {task.section_no}")
     if deadline_of(row) != task.deadline:
         what.append(f"deadline {row.deadline_raw!r} → {task.deadline.raw!r}")
-    old_units = {unit.unit: unit.role for unit in units}
+    old_units = dict(units)
     new_units = {unit.name: unit.role.value for unit in task.units}
     what += [f"unit added: {name}" for name in new_units if name not in old_units]
     what += [f"unit removed: {name}" for name in old_units if name not in new_units]
@@ -193,32 +198,25 @@ def _new_unit(task_id: int, position: int, task: Task) -> PlannedUnit:
 
 
 def _retire(
-    connection: Connection,
-    pairs: Sequence[Pair],
-    removed: Sequence[Any],
-    units: dict[int, list[PlannedUnit]],
-    now: dt.datetime,
+    connection: Connection, pairs: Sequence[Pair], removed: Sequence[Any], now: dt.datetime
 ) -> None:
     """Park matched rows on temporary numbers (numbers stay unique among active tasks
     while they move) and mark removed tasks, with no reminder left for their units."""
     by_id = update(_TASKS).where(_TASKS.c.id == bindparam("b_id"))
-    parked = [{"b_id": row.id, "no": -row.id} for row, _ in pairs]
-    execute_many(connection, by_id.values(no=bindparam("no")), parked)
-    execute_many(
+    parked = ({"b_id": row.id, "no": -row.id} for row, _ in pairs)
+    execute_chunks(connection, by_id.values(no=bindparam("no")), parked)
+    execute_chunks(
         connection,
         by_id.values(removed_at=bindparam("removed_at")),
-        [{"b_id": row.id, "removed_at": now} for row in removed],
+        ({"b_id": row.id, "removed_at": now} for row in removed),
     )
-    execute_many(
-        connection,
-        update(_UNITS).where(_UNITS.c.id == bindparam("b_id")).values(next_at=bindparam("next_at")),
-        [
-            {"b_id": unit.id, "next_at": None}
-            for row in removed
-            for unit in units[row.id]
-            if unit.next_at is not None
-        ],
-    )
+    ids = [row.id for row in removed]
+    for start in range(0, len(ids), _CHUNK):
+        connection.execute(
+            update(_UNITS)
+            .where(_UNITS.c.task_id.in_(ids[start : start + _CHUNK]), _UNITS.c.next_at.is_not(None))
+            .values(next_at=None)
+        )
 
 
 _TASK_COLUMNS = (
@@ -229,12 +227,12 @@ _TASK_COLUMNS = (
 
 def _update_matched(connection: Connection, pairs: Sequence[Pair], now: dt.datetime) -> None:
     names = [*_TASK_COLUMNS, "updated_at"]
-    execute_many(
+    execute_chunks(
         connection,
         update(_TASKS)
         .where(_TASKS.c.id == bindparam("b_id"))
         .values({name: bindparam(name) for name in names}),
-        [_task_values(task) | {"updated_at": now, "b_id": row.id} for row, task in pairs],
+        (_task_values(task) | {"updated_at": now, "b_id": row.id} for row, task in pairs),
     )
 
 
@@ -244,12 +242,12 @@ def _insert_added(connection: Connection, added: Sequence[Task], now: dt.datetim
     if not added:
         return []
     names = [*_TASK_COLUMNS, "status", "created_at", "updated_at"]
-    rows = [
+    rows = (
         _task_values(task) | {"status": "open", "created_at": now, "updated_at": now}
         for task in added
-    ]
+    )
     statement = insert(_TASKS).values({name: bindparam(name) for name in names})
-    execute_many(connection, statement, rows)
+    execute_chunks(connection, statement, rows)
     active = select(_TASKS.c.no, _TASKS.c.id).where(_TASKS.c.removed_at.is_(None))
     ids = {int(no): int(task_id) for no, task_id in connection.execute(active)}
     return [ids[task.no] for task in added]
@@ -309,40 +307,48 @@ def plan_import(session: Session, ledger: Ledger, sha256: str) -> tuple[ImportRe
     """What importing ``ledger`` would change (no writes): the report, and the plan that
     ``apply_import`` carries out."""
     session.flush()
-    old, units = load_state(session.connection(), None)
+    connection = session.connection()
+    old = active_tasks(connection)
     pairs, removed, added = _match(old, list(ledger.tasks))
-    return _report(ledger, sha256, old, units, pairs, removed, added), _Plan(
-        pairs, removed, added, units
-    )
+    report = _report(ledger, sha256, old, pairs, removed, added)
+    report.changed = _changed(connection, pairs)
+    return report, _Plan(pairs, removed, added)
 
 
-def compare(
-    ledger: Ledger, sha256: str, old: list[Any], units: dict[int, list[PlannedUnit]]
-) -> ImportReport:
-    """The report of importing ``ledger`` over the stored tasks ``old`` (with their
-    ``units``): what a dry run prints."""
-    pairs, removed, added = _match(old, list(ledger.tasks))
-    return _report(ledger, sha256, old, units, pairs, removed, added)
+def compare(ledger: Ledger, sha256: str) -> ImportReport:
+    """The report of importing ``ledger`` into an empty store: what a dry run prints
+    when there is no store yet."""
+    return _report(ledger, sha256, [], [], [], list(ledger.tasks))
 
 
 def _report(
     ledger: Ledger,
     sha256: str,
     old: list[Any],
-    units: dict[int, list[PlannedUnit]],
     pairs: list[Pair],
     removed: list[Any],
     added: list[Task],
 ) -> ImportReport:
+    """The report but its changed tasks (``_changed``)."""
     report = ImportReport(ledger=ledger, first=not old, sha256=sha256, stored=len(old))
-    for row, task in sorted(pairs, key=lambda pair: pair[1].no):
-        what = _differences(row, [u for u in units[row.id] if u.via is None], task)
-        if what:
-            report.changed.append(Change(task.no, what))
     report.removed = [(row.no, row.text) for row in removed]
     report.added = list(added)
     report.kept_done = sum(1 for row, _task in pairs if row.status == "done")
     return report
+
+
+def _changed(connection: Connection, pairs: list[Pair]) -> list[Change]:
+    """The differences of each matched task, by number; the stored units read a batch
+    of tasks at a time."""
+    changed: list[Change] = []
+    ordered = sorted(pairs, key=lambda pair: pair[1].no)
+    for batch in batches(ordered, lambda pair: len(pair[1].units)):
+        units = listed_units(connection, [row.id for row, _ in batch])
+        for row, task in batch:
+            what = _differences(row, units.get(row.id, []), task)
+            if what:
+                changed.append(Change(task.no, what))
+    return changed
 
 
 @dataclass(slots=True)
@@ -350,7 +356,6 @@ class _Plan:
     pairs: list[Pair]
     removed: list[Any]
     added: list[Task]
-    units: dict[int, list[PlannedUnit]]
 
 
 @dataclass(slots=True)
@@ -375,6 +380,10 @@ class _TaskState:
     task: Task | None = None  # the ledger's task: what ``task_of`` would read back
 
 
+# a task to write: its id, its stored status (None: added by this import), the ledger's task
+_Work = tuple[int, str | None, Task]
+
+
 def apply_import(
     session: Session,
     report: ImportReport,
@@ -386,31 +395,50 @@ def apply_import(
     """Write what ``plan_import`` found, in the caller's transaction; with ``planning``,
     replan every task in the same pass (what ``replan_all`` does after an import)."""
     connection = session.connection()
-    _retire(connection, plan.pairs, plan.removed, plan.units, now)
+    _retire(connection, plan.pairs, plan.removed, now)
     _update_matched(connection, plan.pairs, now)
+    work: list[_Work] = [(row.id, row.status, task) for row, task in plan.pairs]
+    added = _insert_added(connection, plan.added, now)
+    work += [(task_id, None, task) for task_id, task in zip(added, plan.added, strict=True)]
+    ledger = report.ledger
+    context = LedgerContext(ledger.year, {s.no: s for s in ledger.sections})
+    writer = UnitWriter(connection)
+    # in the order of ``work``: the order of the listed units' new rows (see batches.py)
+    for batch in batches(work, lambda item: len(item[2].units)):
+        writer.write(*_batch_changes(connection, batch, context, planning))
+    writer.finish()
+    _record_run(connection, report, now, actor)
+    if planning is not None:
+        remember_planning(session, planning)
+    session.expire_all()  # ORM rows loaded before would be stale
+
+
+def _batch_changes(
+    connection: Connection,
+    batch: Sequence[_Work],
+    context: LedgerContext,
+    planning: Rules | None,
+) -> tuple[UnitChanges, dict[int, int]]:
+    """The task_unit changes of one batch of tasks (their stored units read here), and
+    the number of each of its tasks by id."""
+    stored = units_of(connection, [task_id for task_id, status, _ in batch if status is not None])
     changes = UnitChanges()
     tasks: list[_TaskState] = []
     units: dict[int, list[PlannedUnit]] = {}
-    for row, task in plan.pairs:
-        units[row.id] = _match_units(row.id, plan.units[row.id], task, changes)
-        tasks.append(_TaskState(row.id, row.status, **_task_values(task), task=task))
-    for task_id, task in zip(_insert_added(connection, plan.added, now), plan.added, strict=True):
-        units[task_id] = [_new_unit(task_id, i, task) for i in range(len(task.units))]
-        changes.listed_inserts += units[task_id]
-        tasks.append(_TaskState(task_id, "open", **_task_values(task), task=task))
+    for task_id, status, task in batch:
+        if status is None:
+            units[task_id] = [_new_unit(task_id, i, task) for i in range(len(task.units))]
+            changes.listed_inserts += units[task_id]
+        else:
+            units[task_id] = _match_units(task_id, stored.get(task_id, []), task, changes)
+        tasks.append(_TaskState(task_id, status or "open", **_task_values(task), task=task))
     if planning is not None:
-        ledger = report.ledger
-        context = LedgerContext(ledger.year, {s.no: s for s in ledger.sections})
         tasks.sort(key=lambda state: state.no)
         replan_tasks(planning, context, tasks, units, changes)
     else:  # the caller replans (``replan_all``); the listed units' changes are written
         for rows in units.values():
             changes.collect(rows)
-    changes.write(connection)
-    _record_run(connection, report, now, actor)
-    if planning is not None:
-        remember_planning(session, planning)
-    session.expire_all()  # ORM rows loaded before would be stale
+    return changes, {state.id: state.no for state in tasks}
 
 
 def import_ledger(
@@ -424,8 +452,7 @@ def import_ledger(
     """Apply ``ledger`` (whose file hashes to ``sha256``) inside the caller's transaction;
     with ``planning``, replanned too (else the caller runs ``replan_all``).
 
-    Set-based: the stored tasks are read with two statements, matched and replanned in
-    memory, and written with one executemany statement per kind of change."""
+    Set-based, a batch of tasks at a time (see the module doc)."""
     report, plan = plan_import(session, ledger, sha256)
     apply_import(session, report, plan, now, actor, planning)
     return report

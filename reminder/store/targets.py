@@ -20,7 +20,7 @@ from reminder.contacts import Contacts
 from reminder.ledger.model import Role, Section, Task, UnitKind
 from reminder.planner import Target, next_at
 from reminder.rules import Rules
-from reminder.store.db import execute_many, fetch_all, fetch_columns
+from reminder.store.db import execute_chunks, fetch_all, fetch_columns
 from reminder.store.models import MetaRow, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import latest_import, task_of
 
@@ -237,7 +237,7 @@ def load_state(
     active task has a list, maybe empty."""
     if task_ids is None:
         active = _TASKS.c.removed_at.is_(None)
-        everything = fetch_all(connection, select(_TASKS).where(active).order_by(_TASKS.c.no))
+        everything = active_tasks(connection)
         statement = (
             select(*UNIT_COLUMNS)
             .join(_TASKS, _TASKS.c.id == _UNITS.c.task_id)
@@ -248,19 +248,49 @@ def load_state(
         return everything, group_by_task(units, (row.id for row in everything))
     ids = sorted(set(task_ids))
     tasks: list[Any] = []
-    unit_rows: list[Any] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         tasks += connection.execute(
             select(_TASKS).where(_TASKS.c.id.in_(chunk)).order_by(_TASKS.c.id)
         )
-        unit_rows += connection.execute(
+    return tasks, units_of(connection, ids)
+
+
+def active_tasks(connection: Connection) -> list[Any]:
+    """The rows of the active tasks, by number."""
+    active = _TASKS.c.removed_at.is_(None)
+    return fetch_all(connection, select(_TASKS).where(active).order_by(_TASKS.c.no))
+
+
+def units_of(connection: Connection, task_ids: Sequence[int]) -> dict[int, list[PlannedUnit]]:
+    """The unit rows of some tasks (by id), grouped by task; a task with none has no
+    entry."""
+    units: list[PlannedUnit] = []
+    for start in range(0, len(task_ids), _CHUNK):
+        statement = (
             select(*UNIT_COLUMNS)
-            .where(_UNITS.c.task_id.in_(chunk))
+            .where(_UNITS.c.task_id.in_(task_ids[start : start + _CHUNK]))
             .order_by(_UNITS.c.task_id, _UNITS.c.id)
         )
-    columns = list(zip(*unit_rows, strict=True)) or [() for _ in UNIT_COLUMNS]
-    return tasks, group_by_task(planned_units(columns))
+        units += planned_units(fetch_columns(connection, statement))
+    return group_by_task(units)
+
+
+def listed_units(
+    connection: Connection, task_ids: Sequence[int]
+) -> dict[int, list[tuple[str, str]]]:
+    """The units the ledger listed on some tasks (by id), as (name, role), in the order
+    of their rows; a task with none has no entry."""
+    found: dict[int, list[tuple[str, str]]] = {}
+    for start in range(0, len(task_ids), _CHUNK):
+        statement = (
+            select(_UNITS.c.task_id, _UNITS.c.unit, _UNITS.c.role)
+            .where(_UNITS.c.task_id.in_(task_ids[start : start + _CHUNK]), _UNITS.c.via.is_(None))
+            .order_by(_UNITS.c.task_id, _UNITS.c.id)
+        )
+        for task_id, unit, role in zip(*fetch_columns(connection, statement), strict=True):
+            found.setdefault(task_id, []).append((unit, role))
+    return found
 
 
 @dataclass(slots=True)
@@ -285,24 +315,33 @@ class UnitChanges:
                 self.updates.append(row)
 
     def write(self, connection: Connection) -> None:
-        new = insert(_UNITS).values({name: bindparam(name) for name in _NEW})
-        execute_many(connection, new, [_new_values(row) for row in self.listed_inserts])
-        _delete_units(connection, self.listed_deletes)
-        execute_many(connection, new, [_new_values(row) for row in self.member_inserts])
-        execute_many(
+        insert_units(connection, map(new_values, self.listed_inserts))
+        delete_units(connection, self.listed_deletes)
+        insert_units(connection, map(new_values, self.member_inserts))
+        self.write_updates(connection)
+        delete_units(connection, self.member_deletes)
+
+    def write_updates(self, connection: Connection) -> None:
+        execute_chunks(
             connection,
             update(_UNITS)
             .where(_UNITS.c.id == bindparam("b_id"))
             .values({name: bindparam(name) for name in _WRITTEN}),
-            [
+            (
                 dict(zip(_WRITTEN, row.written(), strict=True)) | {"b_id": row.id}
                 for row in self.updates
-            ],
+            ),
         )
-        _delete_units(connection, self.member_deletes)
 
 
-def _delete_units(connection: Connection, ids: Sequence[int]) -> None:
+def insert_units(connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """New task_unit rows (``new_values``), in order, a chunk at a time."""
+    execute_chunks(
+        connection, insert(_UNITS).values({name: bindparam(name) for name in _NEW}), rows
+    )
+
+
+def delete_units(connection: Connection, ids: Sequence[int]) -> None:
     for start in range(0, len(ids), _CHUNK):
         connection.execute(delete(_UNITS).where(_UNITS.c.id.in_(ids[start : start + _CHUNK])))
 
@@ -313,7 +352,7 @@ _NEW = (
 )  # fmt: skip
 
 
-def _new_values(row: PlannedUnit) -> dict[str, Any]:
+def new_values(row: PlannedUnit) -> dict[str, Any]:
     return {
         "task_id": row.task_id,
         "unit": row.unit,
