@@ -100,7 +100,6 @@ def _both(
 CASES = [
     pytest.param("sqlite", "shipped", 100, id="sqlite-shipped-whole"),
     pytest.param("sqlite", "shipped", 2, id="sqlite-shipped-cut"),
-    pytest.param("sqlite", "overrides", 100, id="sqlite-overrides-whole"),
     pytest.param("sqlite", "overrides", 2, id="sqlite-overrides-cut"),
     pytest.param(
         "postgres", "overrides", 2, id="postgres-overrides-cut", marks=pytest.mark.postgres
