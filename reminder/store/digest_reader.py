@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Date, and_, case, func, literal, or_, select, type_coerce
@@ -21,22 +22,21 @@ from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
 from reminder.contacts import Supervisor
-from reminder.ledger.model import Section, names_section
+from reminder.ledger.model import names_section
 from reminder.records import (
     DigestCounts,
     DigestInputs,
     Escalation,
     Progress,
     Reminded,
-    StoredLedger,
     UnitTally,
     escalated_units,
 )
 from reminder.rules import LISTED, Rules
 from reminder.store.lights import by_policy, counts_down, task_light
-from reminder.store.models import EventRow, SectionRow, TaskRow, TaskUnitRow
+from reminder.store.models import EventRow, TaskRow, TaskUnitRow
 from reminder.store.overview import aware, undelivered
-from reminder.store.tasks import latest_import, stored_tasks
+from reminder.store.tasks import ledger_header, stored_tasks
 
 _T = TaskRow.__table__  # type: ignore[attr-defined]
 _U = TaskUnitRow.__table__  # type: ignore[attr-defined]
@@ -62,15 +62,16 @@ class DigestReader:
             or_(_U.c.due.is_(None), _U.c.due < day),
         )
         self.escalates = by_policy(session, planning, self._late_enough)
-        self.sections = tuple(
-            Section(no=s.no, numeral=s.numeral, title=s.title)
-            for s in session.exec(select_rows(SectionRow).order_by(col(SectionRow.no)))
-        )
+        header = ledger_header(session)
+        assert header is not None  # ``open`` says
+        self.header = header  # the ledger's title, year and sections: the same every digest
+        self.sections = header.sections
+        self.undelivered = undelivered(session)  # the same in every digest of the day
         self._tallies: _Tallies | None = None
 
     @classmethod
     def open(cls, session: Session, planning: Rules, day: dt.date) -> DigestReader | None:
-        return cls(session, planning, day) if latest_import(session) is not None else None
+        return cls(session, planning, day) if ledger_header(session) is not None else None
 
     def _late_enough(self, policy: Any) -> Any:
         """A SQL condition: overdue by the policy's ``escalate_after`` working days."""
@@ -87,8 +88,6 @@ class DigestReader:
 
     def inputs(self, supervisor: Supervisor | None, since: dt.datetime) -> DigestInputs:
         """What ``build_digest`` needs for one supervisor (None: the whole ledger)."""
-        run = latest_import(self.session)
-        assert run is not None  # ``open`` says
         scope = self._scope(supervisor)
         lights, new_overdue = self._lights(scope, since)
         done = and_(scope, _T.c.status == "done", _T.c.done_at > since)
@@ -108,9 +107,9 @@ class DigestReader:
             escalated=tuple(self._escalations(scope, tallies)),
             names=self._names(supervisor, scope),
         )
-        ledger = StoredLedger(run.title, run.year, run.source, run.at, self.sections, tasks)
+        ledger = replace(self.header, tasks=tasks)
         ids = [row.id for row in red if row.id is not None]
-        found, counted = undelivered(self.session)
+        found, counted = self.undelivered
         return DigestInputs(
             ledger, self._reminded(ids), self._progress(ids), found, counted, counts
         )
