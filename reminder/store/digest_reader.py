@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Date, and_, case, func, literal, or_, select, type_coerce
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
@@ -32,9 +32,9 @@ from reminder.records import (
     UnitTally,
     escalated_units,
 )
-from reminder.rules import LISTED, Rules
-from reminder.store.lights import by_policy, counts_down, task_light
-from reminder.store.models import EventRow, TaskRow, TaskUnitRow
+from reminder.rules import HORIZON_DAYS, LISTED, Rules
+from reminder.store.lights import by_policy, counts_down, named_tasks, task_light
+from reminder.store.models import EventRow, TaskRow, TaskUnitRow, UnitTallyRow
 from reminder.store.overview import aware, undelivered
 from reminder.store.tasks import ledger_header, stored_tasks
 
@@ -62,6 +62,8 @@ class DigestReader:
             or_(_U.c.due.is_(None), _U.c.due < day),
         )
         self.escalates = by_policy(session, planning, self._late_enough)
+        # red, its date said too: the tasks' index on due dates finds the first in order
+        self._red = and_(self.light == "red", _T.c.deadline_due < day)
         header = ledger_header(session)
         assert header is not None  # ``open`` says
         self.header = header  # the ledger's title, year and sections: the same every digest
@@ -73,7 +75,7 @@ class DigestReader:
     def open(cls, session: Session, planning: Rules, day: dt.date) -> DigestReader | None:
         return cls(session, planning, day) if ledger_header(session) is not None else None
 
-    def _late_enough(self, policy: Any) -> Any:
+    def _late_enough(self, policy: Any, table: Any = _T) -> Any:
         """A SQL condition: overdue by the policy's ``escalate_after`` working days."""
         overdue = policy.overdue
         if not overdue.escalate:
@@ -82,7 +84,7 @@ class DigestReader:
         due = day - dt.timedelta(days=1)
         for _ in range(3660):  # the latest due date that is late enough
             if calendar.working_days_between(due, day) >= overdue.escalate_after:
-                return _T.c.deadline_due <= due
+                return table.c.deadline_due <= due
             due -= dt.timedelta(days=1)
         return literal(False)
 
@@ -151,9 +153,15 @@ class DigestReader:
 
     def _first(self, scope: Any, light: str) -> list[TaskRow]:
         """The first ``LISTED`` tasks of a light, the soonest due first."""
+        # the light's dates too: the tasks' index on them finds the first in order
+        dates = (
+            _T.c.deadline_due < self.day
+            if light == "red"
+            else _T.c.deadline_due.between(self.day, self.day + dt.timedelta(days=HORIZON_DAYS))
+        )
         query = (
             select_rows(TaskRow)
-            .where(scope, self.light == light)
+            .where(scope, self.light == light, dates)
             .order_by(col(TaskRow.deadline_due), col(TaskRow.no))
             .limit(LISTED)
         )
@@ -164,32 +172,68 @@ class DigestReader:
         return list(self.session.exec(query))
 
     def tallies(self) -> _Tallies:
-        """Every unit's part in the tasks of each section, in one pass over the ledger's
-        rows, shared by the day's digests."""
+        """Every unit's part in the tasks of each section, shared by the day's digests:
+        read from ``unit_tally`` (a few thousand rows where the ledger has a million),
+        by each section's policy; the tasks a policy override names are then counted
+        again from their rows, out by their section's policy and in by their own."""
         if self._tallies is None:
-            red = and_(self.light == "red", self.late)
-            escalated = and_(red, self.escalates)
-            query = (
-                select(
-                    _T.c.section_no,
-                    _U.c.unit,
-                    _U.c.role,
-                    func.sum(case((red, 1), else_=0)),
-                    func.sum(
-                        case((and_(self.light == "yellow", _U.c.done_at.is_(None)), 1), else_=0)
-                    ),
-                    func.sum(case((escalated, 1), else_=0)),
-                    type_coerce(func.min(case((escalated, _T.c.deadline_due))), Date),
-                )
-                .select_from(_U.join(_T, _T.c.id == _U.c.task_id))
-                .where(_T.c.removed_at.is_(None), _U.c.is_target.is_(True))
-                .group_by(_T.c.section_no, _U.c.unit, _U.c.role)
+            tally = UnitTallyRow.__table__  # type: ignore[attr-defined]
+            late = and_(
+                tally.c.unit_done.is_(False),
+                tally.c.unit_reported.is_(False),
+                tally.c.unit_due < self.day,
             )
-            self._tallies = {
-                (int(no), str(unit), str(role)): (int(r), int(y), int(e), first)
-                for no, unit, role, r, y, e, first in self.session.execute(query)
-            }
+            counts = self._counts(tally, late, tally.c.n, overrides=False)
+            found: dict[tuple[int, str, str, dt.date], list[int]] = defaultdict(
+                lambda: [0, 0, 0, 0]
+            )
+            _add(found, self.session.execute(counts.where(tally.c.n != 0)), 1)
+            named = named_tasks(self.planning)
+            if named:
+                rows = _U.join(_T, _T.c.id == _U.c.task_id)
+                where = (_T.c.removed_at.is_(None), _U.c.is_target.is_(True), _T.c.no.in_(named))
+                for overrides, sign in ((False, -1), (True, 1)):
+                    query = self._counts(_T, self.late, literal(0), overrides=overrides)
+                    _add(found, self.session.execute(query.select_from(rows).where(*where)), sign)
+            tallies: _Tallies = {}
+            for (no, unit, role, due), (red, yellow, escalated, rows_left) in found.items():
+                if not rows_left:
+                    continue
+                r, y, e, first = tallies.get((no, unit, role), (0, 0, 0, None))
+                if escalated and (first is None or due < first):
+                    first = due
+                tallies[(no, unit, role)] = (r + red, y + yellow, e + escalated, first)
+            self._tallies = tallies
         return self._tallies
+
+    def _counts(self, table: Any, late: Any, rows: Any, *, overrides: bool) -> Any:
+        """red, yellow, escalated and rows of each unit, role and due date by section, in
+        ``table`` (``unit_tally`` or the tasks joined to their rows; ``rows``: the number
+        of rows one of its rows stands for)."""
+        units = table if table is not _T else _U
+        weight = table.c.n if table is not _T else literal(1)
+        light = task_light(
+            counts_down(self.session, self.planning, table, overrides=overrides), self.day, table
+        )
+        escalates = by_policy(
+            self.session,
+            self.planning,
+            lambda policy: self._late_enough(policy, table),
+            table,
+            overrides=overrides,
+        )
+        red = and_(light == "red", late)
+        yellow = and_(light == "yellow", _undone(units))
+        return select(
+            table.c.section_no,
+            units.c.unit,
+            units.c.role,
+            table.c.deadline_due,
+            func.sum(case((red, weight), else_=0)),
+            func.sum(case((yellow, weight), else_=0)),
+            func.sum(case((and_(red, escalates), weight), else_=0)),
+            func.sum(rows),
+        ).group_by(table.c.section_no, units.c.unit, units.c.role, table.c.deadline_due)
 
     def _scoped(self, supervisor: Supervisor | None) -> tuple[UnitTally, ...]:
         """The tallies of the units a supervisor watches, in its sections, itself left
@@ -248,7 +292,7 @@ class DigestReader:
         found: dict[str, list[Escalation]] = {unit: [] for unit in wanted}
         tasks = self.session.execute(
             select(_T.c.id, _T.c.no, _T.c.text, _T.c.deadline_due)
-            .where(scope, self.light == "red", self.escalates)
+            .where(scope, self._red, self.escalates)
             .order_by(_T.c.deadline_due, _T.c.no)
             .execution_options(yield_per=_CHUNK)
         )
@@ -301,3 +345,15 @@ class DigestReader:
 
 def _no(row: TaskRow) -> int:
     return row.no
+
+
+def _undone(units: Any) -> Any:
+    """A unit's part is not done (in task_unit or in unit_tally)."""
+    return units.c.unit_done.is_(False) if units is not _U else units.c.done_at.is_(None)
+
+
+def _add(found: dict[tuple[int, str, str, dt.date], list[int]], rows: Any, sign: int) -> None:
+    for no, unit, role, due, *counts in rows:
+        into = found[(int(no), str(unit), str(role), due)]
+        for k, count in enumerate(counts):
+            into[k] += sign * int(count or 0)

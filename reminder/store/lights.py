@@ -21,20 +21,37 @@ _U = TaskUnitRow.__table__  # type: ignore[attr-defined]
 _S = SectionRow.__table__  # type: ignore[attr-defined]
 
 
-def counts_down(session: Session, planning: Rules) -> Any:
+def counts_down(
+    session: Session, planning: Rules, table: Any = _T, *, overrides: bool = True
+) -> Any:
     """A SQL condition: the task's due date makes it yellow and red (as in the digest:
-    it has one, and its kind is among its policy's ``overdue.kinds``)."""
+    it has one, and its kind is among its policy's ``overdue.kinds``). ``table`` and
+    ``overrides``: as ``by_policy``'s."""
     kinds = by_policy(
-        session, planning, lambda policy: _T.c.deadline_kind.in_(sorted(policy.overdue.kinds))
+        session,
+        planning,
+        lambda policy: table.c.deadline_kind.in_(sorted(policy.overdue.kinds)),
+        table,
+        overrides=overrides,
     )
-    return and_(_T.c.deadline_due.is_not(None), kinds)
+    return and_(table.c.deadline_due.is_not(None), kinds)
 
 
-def by_policy(session: Session, planning: Rules, term: Callable[[Policy], Any]) -> Any:
+def by_policy(
+    session: Session,
+    planning: Rules,
+    term: Callable[[Policy], Any],
+    table: Any = _T,
+    *,
+    overrides: bool = True,
+) -> Any:
     """A SQL condition on a task: ``term`` of its policy. Policies differ by section and
     by the tasks an override names, so the condition has a term per section and one per
-    named task: a few terms, whatever the size of the ledger."""
-    named = sorted({no for override in planning.policy.override for no in override.tasks})
+    named task: a few terms, whatever the size of the ledger. ``table``: where the
+    task's columns are (``unit_tally``'s: it has no task numbers); without
+    ``overrides``, every task follows its section's policy, even one an override names
+    (``named_tasks``: ``DigestReader.tallies`` counts those apart)."""
+    named = named_tasks(planning) if overrides else []
     terms = []
     sections = {row.no: (row.no, row.numeral, row.title) for row in session.execute(select(_S))}
     alike: list[tuple[Policy, list[int]]] = []  # sections of one policy: one term
@@ -46,7 +63,7 @@ def by_policy(session: Session, planning: Rules, term: Callable[[Policy], Any]) 
         else:
             found.append(no)
     for policy, numbers in alike:
-        condition = and_(_T.c.section_no.in_(numbers), term(policy))
+        condition = and_(table.c.section_no.in_(numbers), term(policy))
         terms.append(and_(condition, _T.c.no.not_in(named)) if named else condition)
     if named:
         for no, section_no in session.execute(
@@ -58,6 +75,11 @@ def by_policy(session: Session, planning: Rules, term: Callable[[Policy], Any]) 
             policy = planning.policy_of(section, no)
             terms.append(and_(_T.c.no == no, _T.c.section_no == section_no, term(policy)))
     return or_(*terms) if terms else literal(False)
+
+
+def named_tasks(planning: Rules) -> list[int]:
+    """The task numbers a policy override names."""
+    return sorted({no for override in planning.policy.override for no in override.tasks})
 
 
 def _by_date(counts: Any, due: Any, today: dt.date) -> tuple[tuple[Any, str], ...]:
@@ -78,11 +100,11 @@ def unit_light(counts: Any, today: dt.date) -> Any:
     )
 
 
-def task_light(counts: Any, today: dt.date) -> Any:
+def task_light(counts: Any, today: dt.date, table: Any = _T) -> Any:
     """done, red, yellow, green of a task, in SQL: the digest's ``light``."""
     return case(
-        (_T.c.status == "done", "done"),
-        *_by_date(counts, _T.c.deadline_due, today),
+        (table.c.status == "done", "done"),
+        *_by_date(counts, table.c.deadline_due, today),
         else_="green",
     )
 

@@ -53,6 +53,7 @@ class TaskRow(SQLModel, table=True):
             sqlite_where=text("removed_at IS NULL"),
             postgresql_where=text("removed_at IS NULL"),
         ),
+        Index("ix_task_due", "deadline_due", "no"),  # a digest's first overdue tasks
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -115,6 +116,30 @@ class TaskUnitRow(SQLModel, table=True):
     reported_at: dt.datetime | None = utc_field(nullable=True)
     due: dt.date | None = None
     returned_note: str = ""
+
+
+class UnitTallyRow(SQLModel, table=True):
+    """How many target task × unit rows of the active tasks share all that a digest's
+    counts depend on: kept by triggers as those rows change (migration 0006), read by
+    ``DigestReader.tallies`` in place of the rows. A task without a due date has
+    ``NO_DUE``, a unit without its own one ``TASKS_DUE``: no NULL in the key."""
+
+    __tablename__ = "unit_tally"
+
+    section_no: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    deadline_kind: str = Field(primary_key=True)
+    deadline_due: dt.date = Field(primary_key=True)
+    status: str = Field(primary_key=True)  # the task's: open | done
+    unit: str = Field(primary_key=True)
+    role: str = Field(primary_key=True)
+    unit_done: bool = Field(primary_key=True)
+    unit_reported: bool = Field(primary_key=True)
+    unit_due: dt.date = Field(primary_key=True)
+    n: int  # 0 once its rows are gone: the row stays
+
+
+NO_DUE = dt.date(9999, 12, 31)  # in unit_tally: the task has no due date
+TASKS_DUE = dt.date(1, 1, 1)  # in unit_tally: the unit is due when its task is
 
 
 class EventRow(SQLModel, table=True):
