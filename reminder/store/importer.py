@@ -35,6 +35,7 @@ from reminder.rules import Rules
 from reminder.store.batches import UnitWriter, batches
 from reminder.store.db import execute_chunks
 from reminder.store.models import EventRow, ImportRun, SectionRow, TaskRow, TaskUnitRow
+from reminder.store.tally import rebuilt
 from reminder.store.targets import (
     LedgerContext,
     PlannedUnit,
@@ -395,6 +396,21 @@ def apply_import(
     """Write what ``plan_import`` found, in the caller's transaction; with ``planning``,
     replan every task in the same pass (what ``replan_all`` does after an import)."""
     connection = session.connection()
+    with rebuilt(connection, sum(len(task.units) for task in plan.added)):
+        _apply(connection, plan, report, planning, now)
+    _record_run(connection, report, now, actor)
+    if planning is not None:
+        remember_planning(session, planning)
+    session.expire_all()  # ORM rows loaded before would be stale
+
+
+def _apply(
+    connection: Connection,
+    plan: _Plan,
+    report: ImportReport,
+    planning: Rules | None,
+    now: dt.datetime,
+) -> None:
     _retire(connection, plan.pairs, plan.removed, now)
     _update_matched(connection, plan.pairs, now)
     work: list[_Work] = [(row.id, row.status, task) for row, task in plan.pairs]
@@ -407,10 +423,6 @@ def apply_import(
     for batch in batches(work, lambda item: len(item[2].units)):
         writer.write(*_batch_changes(connection, batch, context, planning))
     writer.finish()
-    _record_run(connection, report, now, actor)
-    if planning is not None:
-        remember_planning(session, planning)
-    session.expire_all()  # ORM rows loaded before would be stale
 
 
 def _batch_changes(
