@@ -16,6 +16,7 @@ from reminder.contacts import load_contacts
 from reminder.ledger import read_ledger
 from reminder.rules import Rules
 from reminder.settings import load_config
+from reminder.store import tasks as tasks_module
 from reminder.store.db import open_store
 from reminder.store.importer import import_ledger
 from reminder.store.models import SectionRow, TaskRow, TaskUnitRow
@@ -101,7 +102,9 @@ def test_tasks_json_contract(cli: Cli) -> None:
     ]  # fmt: skip
 
 
-def test_tasks_json_is_written_a_task_at_a_time_as_json_dumps_writes_it(cli: Cli) -> None:
+def test_tasks_json_is_written_a_task_at_a_time_as_json_dumps_writes_it(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert cli("import", str(SEED)).code == 0
     for args in [(), ("--section", "3"), ("--status", "done")]:  # many, some, none
         out = cli("tasks", "--json", *args).out
@@ -113,10 +116,16 @@ def test_tasks_json_is_written_a_task_at_a_time_as_json_dumps_writes_it(cli: Cli
         with store.read() as session:
             ledger = load_ledger(session)
             batches = list(task_batches(session, size=7))
+            # batches of about 40 rows: as many tasks as come to that, at most 7
+            monkeypatch.setattr(tasks_module, "BATCH_ROWS", 40)
+            by_rows = list(task_batches(session, size=7))
     finally:
         store.dispose()
     assert ledger is not None and len(batches) == 15
     assert [t for batch in batches for t in batch] == list(ledger.tasks)
+    assert [t for batch in by_rows for t in batch] == list(ledger.tasks)
+    sizes = {len(batch) for batch in by_rows[1:-1]}
+    assert max(sizes) <= 7 and min(sizes) < 7 and len(by_rows) > 15
 
 
 def test_tasks_filters(cli: Cli) -> None:

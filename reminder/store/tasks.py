@@ -97,19 +97,31 @@ def ledger_header(session: Session) -> StoredLedger | None:
     return StoredLedger(run.title, run.year, run.source, run.at, sections, ())
 
 
+# a batch of ``task_batches`` holds about this many task × unit rows (after its first)
+BATCH_ROWS = 10_000
+
+
 def task_batches(session: Session, size: int = 1000) -> Iterator[tuple[StoredTask, ...]]:
-    """The ledger's active tasks in order, ``size`` at a time (through the index of the
-    active task numbers): a command can print the first before it reads the last."""
+    """The ledger's active tasks in order, at most ``size`` at a time (through the index
+    of the active task numbers): a command can print the first before it reads the last.
+    The first batch is small, the next as many tasks as come to ``BATCH_ROWS`` rows at
+    the units a task had so far: a ledger of 100 units a task prints as soon as one of
+    a few units a task, and holds no more."""
     after: int | None = None
+    take, tasks, rows_read = min(size, 50), 0, 0
     while True:
         query = select(TaskRow).where(col(TaskRow.removed_at).is_(None))
         if after is not None:
             query = query.where(col(TaskRow.no) > after)
-        rows = list(session.exec(query.order_by(col(TaskRow.no)).limit(size)))
+        rows = list(session.exec(query.order_by(col(TaskRow.no)).limit(take)))
         if not rows:
             return
-        yield stored_tasks(session, rows)
+        batch = stored_tasks(session, rows)
+        yield batch
         after = rows[-1].no
+        tasks += len(batch)
+        rows_read += sum(len(task.units) + len(task.members) for task in batch)
+        take = max(1, min(size, BATCH_ROWS * tasks // max(rows_read, 1)))
 
 
 def stored_tasks(session: Session, rows: Sequence[TaskRow]) -> tuple[StoredTask, ...]:
