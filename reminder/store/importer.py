@@ -33,9 +33,9 @@ from sqlmodel import Session
 from reminder.ledger.model import Ledger, Task
 from reminder.rules import Rules
 from reminder.store.batches import UnitWriter, batches
+from reminder.store.bulk import bulk
 from reminder.store.db import execute_chunks
 from reminder.store.models import EventRow, ImportRun, SectionRow, TaskRow, TaskUnitRow
-from reminder.store.tally import rebuilt
 from reminder.store.targets import (
     LedgerContext,
     PlannedUnit,
@@ -396,7 +396,7 @@ def apply_import(
     """Write what ``plan_import`` found, in the caller's transaction; with ``planning``,
     replan every task in the same pass (what ``replan_all`` does after an import)."""
     connection = session.connection()
-    with rebuilt(connection, sum(len(task.units) for task in plan.added)):
+    with bulk(connection, sum(len(task.units) for task in plan.added)):
         _apply(connection, plan, report, planning, now)
     _record_run(connection, report, now, actor)
     if planning is not None:

@@ -13,7 +13,7 @@ yellow), a unit without its own one 0001-01-01 (late as its task).
 The tasks get an index on their due dates: a digest lists the first overdue ones.
 
 SQLite runs its triggers per row: a large import drops them, writes, counts the table
-again and creates them again, all in its transaction (``reminder.store.tally``). On
+again and creates them again, all in its transaction (``reminder.store.bulk``). On
 PostgreSQL the import's COPY fires one statement trigger with the new rows as a
 table; updates fire a row trigger only when a counted column changes.
 
