@@ -16,6 +16,13 @@ nothing is left to claim (or ``stop`` is set, or its deadline passes):
 4. Record outcomes (``Recorder``) in small batches as they come in, and renew the
    leases of what the run holds.
 
+Nothing that can wait on the disk runs on the event loop: claims, commits and lease
+renewals go, one at a time and in order, to the run's store thread, files to the file
+channel's threads, and a chunk rendered in this process yields to the loop as it goes.
+The cyclic garbage collector's full passes would still hold the loop for 100–200 ms
+each, walking every object the process made before the run (modules, templates, the
+store's metadata): a run freezes those (``gc.freeze``) and hands them back when it ends.
+
 A run with a deadline (``run --once``: ``[delivery] run_deadline_s``) that passes, or a
 run that is cancelled (a stop that ran out of time), drops what it has not sent: those
 messages keep their lease, which runs out, and a later run sends them. Nothing is lost;
@@ -26,9 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import gc
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from reminder.channels import Claimed, Outgoing, Result, Sender
@@ -160,9 +170,9 @@ class Delivery:
         while True:
             await asyncio.sleep(interval)
             try:
-                recorder.flush()
+                await recorder.flush()
                 if time.monotonic() - renewed >= lease_s / 3 - interval / 2:
-                    recorder.renew()
+                    await recorder.renew()
                     renewed = time.monotonic()
             except Exception as exc:  # the store went away for a moment: try again
                 self.log.error("delivery_record_failed", error=f"{type(exc).__name__}: {exc}")
@@ -176,7 +186,9 @@ class Delivery:
         """Deliver what is due by ``due_by`` (default: now); see the module docstring."""
         report = DeliveryReport()
         started = time.perf_counter()
-        recorder = Recorder(self.store, self.settings.delivery, self.clock)
+        gc.freeze()  # see the module docstring; undone in ``finally``
+        store_thread = ThreadPoolExecutor(1, thread_name_prefix="delivery-store")
+        recorder = Recorder(self.store, self.settings.delivery, self.clock, store_thread)
         self.pool.begin_run()
         begun = self.clock()
         cutoff = run_cutoff(due_by, begun)
@@ -188,7 +200,9 @@ class Delivery:
                     await recorder.room.wait()  # step 1 waits while a batch is unanswered
                     # a retry is due by the run's start at the latest: what fails in this
                     # run waits for a later one, even in a run for a moment ahead
-                    rows, lease_until = self.claim(cutoff, retry_by=begun)
+                    rows, lease_until = await recorder.in_store_thread(
+                        functools.partial(self.claim, cutoff, retry_by=begun)
+                    )
                     if not rows:
                         break
                     report.claimed += len(rows)
@@ -207,7 +221,11 @@ class Delivery:
             keeper.cancel()
             for task in chunks:
                 task.cancel()
-            report.cut = recorder.close()  # what was learnt is kept, whatever happened
+            try:
+                report.cut = await recorder.close()  # what was learnt is kept, whatever happened
+            finally:
+                store_thread.shutdown(wait=False)  # its last transaction was awaited
+                gc.unfreeze()
         report.outcomes = recorder.counts
         report.seconds = time.perf_counter() - started
         return report

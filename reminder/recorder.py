@@ -8,6 +8,9 @@
   a live sender. Only a sender that died (or a run cut at its deadline) leaves leases
   to run out.
 - It also paces claiming: ``room`` is clear while more than a batch is unanswered.
+- Commits run in the run's store thread (``store_thread``), one at a time and in order,
+  never on the event loop: a commit can wait on the disk (a WAL checkpoint) or on
+  another writer's lock. The recorder's own state is only touched on the loop.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import TypeVar
 
 from reminder.clock import WallClock
 from reminder.logs import get_logger
@@ -24,12 +29,22 @@ from reminder.rows import Claimed, Result
 from reminder.settings import DeliverySettings
 from reminder.store.db import Store
 
+T = TypeVar("T")
+
 
 class Recorder:
     """Outcomes of one delivery run, buffered and committed; leases of what it holds."""
 
-    def __init__(self, store: Store, settings: DeliverySettings, clock: WallClock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: DeliverySettings,
+        clock: WallClock,
+        store_thread: Executor | None = None,
+    ) -> None:
         self.store = store
+        self.store_thread = store_thread  # None: commit on the loop (tests of one piece)
+        self._flushing: asyncio.Task[None] | None = None
         self.settings = settings
         self.clock = clock
         self.attempts: dict[int, int] = {}
@@ -64,23 +79,64 @@ class Recorder:
         if self.unanswered <= self.settings.batch:
             self.room.set()
         if len(self.pending) >= self.settings.mark_every:
-            self.flush()
+            self._flush_soon()
 
-    def flush(self) -> None:
+    async def in_store_thread(self, work: Callable[[], T]) -> T:
+        """``work`` (a store transaction) in the store thread, awaited. A cancelled caller
+        does not stop it: once started, a transaction commits or rolls back whole."""
+        if self.store_thread is None:
+            return work()
+        loop = asyncio.get_running_loop()
+        return await asyncio.shield(loop.run_in_executor(self.store_thread, work))
+
+    def _flush_soon(self) -> None:
+        """Start recording what is pending, unless a flush is already on its way (that
+        one looks again when it ends)."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_in_background())
+
+    async def _flush_in_background(self) -> None:
+        while len(self.pending) >= self.settings.mark_every:  # more came in meanwhile
+            try:
+                await self._record()
+            except Exception as exc:  # kept in pending: the run's timer tries again
+                self.log.error("delivery_record_failed", error=f"{type(exc).__name__}: {exc}")
+                return
+
+    async def flush(self) -> None:
+        """Record everything reported so far; raises if the store fails (what was not
+        recorded stays pending)."""
+        if self._flushing is not None and not self._flushing.done():
+            await asyncio.wait([self._flushing])
+        await self._record()
+
+    async def _record(self) -> None:
         if not self.pending:
             return
         results, self.pending = self.pending, []
+        # no longer held from here: a renewal computed after this would find them sent
+        leases = {r.id: self.leases.pop(r.id) for r in results if r.id in self.leases}
         attempts: dict[int, int] = {}
         for result in results:
             # a message taken twice (this process stopped longer than a lease) is
             # reported twice: both outcomes are recorded, the attempts counted once
             attempts.setdefault(result.id, self.attempts.get(result.id, 0))
-        try:
+        moment = self.clock()
+
+        def commit() -> None:
             with self.store.write() as session:
-                mark(session, results, attempts, self.clock(), self.settings)
+                mark(session, results, attempts, moment, self.settings)
+
+        try:
+            await self.in_store_thread(commit)
+        except asyncio.CancelledError:
+            # the transaction goes on in the store thread: recorded, or (if it fails)
+            # sent again when their leases run out, as after a crash
+            raise
         except BaseException:
             # not recorded: kept for the next flush, their leases still renewed
             self.pending[:0] = results
+            self.leases.update(leases)
             raise
         for result in results:
             self.attempts.pop(result.id, None)
@@ -88,7 +144,6 @@ class Recorder:
 
     def _log(self, results: list[Result], attempts: dict[int, int]) -> None:
         for result in results:
-            self.leases.pop(result.id, None)
             key = self.keys.pop(result.id, "")
             if result.status == "sent":
                 kind = key.split(":", 1)[0]
@@ -99,14 +154,16 @@ class Recorder:
             else:
                 self.log.info("reminder_retry", key=key, error=result.detail)
 
-    def close(self) -> int:
+    async def close(self) -> int:
         """Record what was learnt and stop listening; how many messages are still held
         (their leases run out and they are sent again)."""
-        self.flush()
-        self.closed = True
+        try:
+            await self.flush()
+        finally:
+            self.closed = True
         return len(self.leases)
 
-    def renew(self) -> None:
+    async def renew(self) -> None:
         """Extend the leases of everything held."""
         held: dict[dt.datetime, list[int]] = defaultdict(list)
         for row_id, lease_until in self.leases.items():
@@ -114,12 +171,17 @@ class Recorder:
         if not held:
             return
         until = self.clock() + dt.timedelta(seconds=self.settings.lease_s)
-        with self.store.write() as session:
-            kept = sum(renew(session, ids, old, until) for old, ids in held.items())
+
+        def commit() -> int:
+            with self.store.write() as session:
+                return sum(renew(session, ids, old, until) for old, ids in held.items())
+
+        kept = await self.in_store_thread(commit)
         total = sum(len(ids) for ids in held.values())
         for ids in held.values():
             for row_id in ids:
-                self.leases[row_id] = until
+                if row_id in self.leases:  # not recorded meanwhile
+                    self.leases[row_id] = until
         if kept < total:
             # only if this process was stopped for longer than a lease (a suspended VM)
             self.log.warning("lease_lost", messages=total - kept)
