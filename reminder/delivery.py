@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reminder.channels import Claimed, Outgoing, Result, Sender
+from reminder.channels import Claimed, Outgoing, Result, Sender, Window
 from reminder.channels.email import SmtpSender
 from reminder.channels.files import FileSender
 from reminder.channels.mime import build_email
@@ -122,8 +122,11 @@ class Delivery:
             )
         return rows, moment + dt.timedelta(seconds=settings.lease_s)
 
-    async def send(self, outgoing: list[Outgoing], report: Callable[[Result], None]) -> None:
-        """Step 3: each message to its channel's sender, the channels side by side."""
+    async def send(
+        self, outgoing: list[Outgoing], report: Callable[[Result], None], window: Window
+    ) -> None:
+        """Step 3: each message to its channel's sender, the channels side by side, each
+        message once the recorder's in-flight window has room."""
         by_channel: dict[str, list[Outgoing]] = defaultdict(list)
         for item in outgoing:
             if item.channel not in self.senders:
@@ -131,7 +134,10 @@ class Delivery:
             else:
                 by_channel[item.channel].append(item)
         outcomes = await asyncio.gather(
-            *(self.senders[channel].send(items, report) for channel, items in by_channel.items()),
+            *(
+                self.senders[channel].send(items, report, window)
+                for channel, items in by_channel.items()
+            ),
             return_exceptions=True,  # the other channels finish what they hold
         )
         for outcome in outcomes:
@@ -154,7 +160,7 @@ class Delivery:
                     report(item)
                 else:
                     outgoing.append(item)
-            await self.send(outgoing, report)
+            await self.send(outgoing, report, recorder.window)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}".strip().removesuffix(":")
             left = [row for row in rows if row.id not in reported]

@@ -8,6 +8,12 @@
   a live sender. Only a sender that died (or a run cut at its deadline) leaves leases
   to run out.
 - It also paces claiming: ``room`` is clear while more than a batch is unanswered.
+- It holds the in-flight window: ``window`` waits while ``mark_every`` outcomes are not
+  yet committed (buffered, or in a commit on its way), and each sender waits on it before
+  it puts a message on the wire. So what a crash can repeat stays bounded by
+  ``mark_every`` plus what the senders have on the wire, as when commits ran on the
+  loop (tests/test_crash.py). A commit starts once half the window is buffered, so the
+  senders go on while it runs; they only wait when the store falls behind.
 - Commits run in the run's store thread (``store_thread``), one at a time and in order,
   never on the event loop: a commit can wait on the disk (a WAL checkpoint) or on
   another writer's lock. The recorder's own state is only touched on the loop.
@@ -55,6 +61,9 @@ class Recorder:
         self.unanswered = 0
         self.room = asyncio.Event()
         self.room.set()
+        self.committing = 0  # outcomes in the commit on its way
+        self._open = asyncio.Event()  # set while the window has room (see ``window``)
+        self._open.set()
         self.closed = False  # a cut run: what comes in later is not recorded
         self.log = get_logger().bind()  # made once: a lazy logger is rebuilt on every call
 
@@ -78,8 +87,29 @@ class Recorder:
         self.unanswered -= 1
         if self.unanswered <= self.settings.batch:
             self.room.set()
-        if len(self.pending) >= self.settings.mark_every:
+        if self.unrecorded >= self.settings.mark_every:
+            self._open.clear()
+        if len(self.pending) >= self._commit_at:
             self._flush_soon()
+
+    @property
+    def unrecorded(self) -> int:
+        """Outcomes reported but not yet committed."""
+        return len(self.pending) + self.committing
+
+    @property
+    def _commit_at(self) -> int:
+        return max(1, self.settings.mark_every // 2)
+
+    async def window(self) -> None:
+        """Wait until one more message may go on the wire: fewer than ``mark_every``
+        outcomes await their commit (see the module docstring)."""
+        while not self._open.is_set():
+            await self._open.wait()
+
+    def _reopen(self) -> None:
+        if self.closed or self.unrecorded < self.settings.mark_every:
+            self._open.set()
 
     async def in_store_thread(self, work: Callable[[], T]) -> T:
         """``work`` (a store transaction) in the store thread, awaited. A cancelled caller
@@ -96,7 +126,7 @@ class Recorder:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_in_background())
 
     async def _flush_in_background(self) -> None:
-        while len(self.pending) >= self.settings.mark_every:  # more came in meanwhile
+        while len(self.pending) >= self._commit_at:  # more came in meanwhile
             try:
                 await self._record()
             except Exception as exc:  # kept in pending: the run's timer tries again
@@ -127,6 +157,7 @@ class Recorder:
             with self.store.write() as session:
                 mark(session, results, attempts, moment, self.settings)
 
+        self.committing += len(results)
         try:
             await self.in_store_thread(commit)
         except asyncio.CancelledError:
@@ -138,6 +169,9 @@ class Recorder:
             self.pending[:0] = results
             self.leases.update(leases)
             raise
+        finally:
+            self.committing -= len(results)
+            self._reopen()
         for result in results:
             self.attempts.pop(result.id, None)
         self._log(results, attempts)
@@ -161,6 +195,7 @@ class Recorder:
             await self.flush()
         finally:
             self.closed = True
+            self._open.set()  # nothing more is recorded: no sender waits on it
         return len(self.leases)
 
     async def renew(self) -> None:

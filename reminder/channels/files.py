@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reminder.channels import Outgoing, Report, Result
+from reminder.channels import Outgoing, Report, Result, Window, always_open
 
 _SUFFIX = {"email": ".eml", "sms": ".txt"}
 SYNC_THREADS = 8  # fsyncs in flight together within one batch
@@ -145,7 +145,12 @@ class FileSender:
             raise outcome
         return outcome
 
-    async def send(self, items: Sequence[Outgoing], report: Report) -> None:
+    async def send(
+        self, items: Sequence[Outgoing], report: Report, window: Window = always_open
+    ) -> None:
+        # once for the batch: a repeat after a crash rewrites the same files (named by
+        # key), so a batch larger than the window repeats nothing a recipient sees
+        await window()
         outcomes = await asyncio.to_thread(self.write_batch, items)
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, OSError):
