@@ -6,8 +6,10 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Row, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from reminder.ledger.model import (
@@ -24,7 +26,7 @@ from reminder.records import StoredLedger, StoredTask, StoredUnit
 from reminder.store.models import ImportRun, SectionRow, TaskRow, TaskUnitRow
 
 
-def deadline_of(row: TaskRow) -> Deadline:
+def deadline_of(row: TaskRow | Row[Any]) -> Deadline:
     return Deadline(
         raw=row.deadline_raw,
         kind=DeadlineKind(row.deadline_kind),
@@ -35,11 +37,11 @@ def deadline_of(row: TaskRow) -> Deadline:
     )
 
 
-def unit_ref_of(row: TaskUnitRow) -> UnitRef:
+def unit_ref_of(row: TaskUnitRow | Row[Any]) -> UnitRef:
     return UnitRef(name=row.unit, role=Role(row.role), kind=UnitKind(row.kind), raw=row.raw)
 
 
-def task_of(row: TaskRow, units: list[TaskUnitRow]) -> Task:
+def task_of(row: TaskRow | Row[Any], units: Sequence[TaskUnitRow | Row[Any]]) -> Task:
     assert row.id is not None
     return Task(
         no=row.no,
@@ -77,11 +79,28 @@ def latest_import(session: Session) -> ImportRun | None:
 
 
 def load_ledger(session: Session) -> StoredLedger | None:
-    """The current ledger, or None before the first import."""
+    """The current ledger, or None before the first import.
+
+    Read as plain rows (SQLAlchemy Core), not as ORM objects: nothing here is written
+    back, and a 10,000-unit ledger's 30,000 identity-mapped objects cost seconds of a
+    catch-up tick (the agenda of a Monday reads the whole open ledger)."""
     header = ledger_header(session)
     if header is None:
         return None
-    return replace(header, tasks=stored_tasks(session, active_task_rows(session)))
+    tasks = TaskRow.__table__  # type: ignore[attr-defined]
+    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
+    rows = connection.execute(
+        sa_select(tasks).where(tasks.c.removed_at.is_(None)).order_by(tasks.c.no)
+    ).all()
+    grouped: dict[int, list[Row[Any]]] = defaultdict(list)
+    for unit in connection.execute(
+        sa_select(units)
+        .join(tasks, tasks.c.id == units.c.task_id)
+        .where(tasks.c.removed_at.is_(None))
+    ):
+        grouped[unit.task_id].append(unit)
+    return replace(header, tasks=_assembled(rows, grouped))
 
 
 def ledger_header(session: Session) -> StoredLedger | None:
@@ -115,6 +134,13 @@ def task_batches(session: Session, size: int = 1000) -> Iterator[tuple[StoredTas
 def stored_tasks(session: Session, rows: Sequence[TaskRow]) -> tuple[StoredTask, ...]:
     """Some tasks of the ledger with their units, in the order of ``rows``."""
     units = units_by_task(session, [row.id for row in rows if row.id is not None])
+    return _assembled(rows, units)
+
+
+def _assembled(
+    rows: Sequence[TaskRow | Row[Any]], units: Mapping[int, Sequence[TaskUnitRow | Row[Any]]]
+) -> tuple[StoredTask, ...]:
+    """Tasks with their units (ORM objects or plain rows of the same columns)."""
     tasks = []
     for row in rows:
         assert row.id is not None
@@ -133,7 +159,7 @@ def stored_tasks(session: Session, rows: Sequence[TaskRow]) -> tuple[StoredTask,
     return tuple(tasks)
 
 
-def _stored_unit(row: TaskUnitRow) -> StoredUnit:
+def _stored_unit(row: TaskUnitRow | Row[Any]) -> StoredUnit:
     return StoredUnit(
         unit_ref_of(row), row.done_at, row.done_note, row.via, row.reported_at, row.due
     )
