@@ -124,7 +124,9 @@ class SmsSettings(_Section):
     ok_json: dict[str, Any] = {}  # keys the gateway's JSON answer must have, e.g. {Code = "OK"}
     signature: str = ""  # "" → 【the office's short name】
     max_segments: int = Field(default=3, ge=1, le=10)
-    concurrency: int = Field(default=4, ge=1, le=64)
+    # requests in flight at once, for the whole sender: a gateway answers in ~50 ms over
+    # the internet, so 16 carry ~300 SMS a second; lower it to a gateway's rate limit
+    concurrency: int = Field(default=16, ge=1, le=64)
     timeout_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
