@@ -221,7 +221,21 @@ class Renderer:
         for part in parts:
             file = f"{name}.{part}.j2"
             with contextlib.suppress(Exception):
-                self._env_for(file).get_template(file)
+                self._compile_with_references(file)
+
+    def _compile_with_references(self, file: str) -> None:
+        """``file`` and the templates it imports, includes or extends (``_letter.j2``):
+        those are compiled when first rendered otherwise, on the event loop (~40 ms)."""
+        env = self._env_for(file)
+        todo, seen = [file], set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            env.get_template(name)
+            source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+            todo += [r for r in meta.find_referenced_templates(env.parse(source)) if r]
 
     def part(self, name: str, part: str, context: Mapping[str, Any]) -> str:
         return self._part(name, part, {**self._globals, **context})
