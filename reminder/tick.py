@@ -35,7 +35,7 @@ from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.models import TaskRow, TaskUnitRow
 from reminder.store.targets import LedgerContext, ensure_planned, target_of
-from reminder.store.tasks import task_of
+from reminder.store.tasks import TASK_COLUMNS, UNIT_COLUMNS, task_of
 
 BATCH = 500
 
@@ -148,11 +148,16 @@ def _targets_of(
     units = TaskUnitRow.__table__  # type: ignore[attr-defined]
     task_ids = sorted({row.task_id for row in due_rows})
     task_rows = {
-        row.id: row for row in connection.execute(select(tasks).where(tasks.c.id.in_(task_ids)))
+        row.id: row
+        for row in connection.execute(
+            select(*(tasks.c[name] for name in TASK_COLUMNS)).where(tasks.c.id.in_(task_ids))
+        )
     }
     listed: dict[int, list[Row[Any]]] = {task_id: [] for task_id in task_ids}
     for unit in connection.execute(
-        select(units).where(units.c.task_id.in_(task_ids), units.c.via.is_(None))
+        select(*(units.c[name] for name in UNIT_COLUMNS)).where(
+            units.c.task_id.in_(task_ids), units.c.via.is_(None)
+        )
     ):
         listed[unit.task_id].append(unit)
     ledger_tasks = {task_id: task_of(task_rows[task_id], listed[task_id]) for task_id in task_ids}
