@@ -16,6 +16,13 @@ nothing is left to claim (or ``stop`` is set, or its deadline passes):
 4. Record outcomes (``Recorder``) in small batches as they come in, and renew the
    leases of what the run holds.
 
+Nothing that can wait on the disk runs on the event loop: claims, commits and lease
+renewals go, one at a time and in order, to the run's store thread, files to the file
+channel's threads, and a chunk rendered in this process yields to the loop as it goes.
+The cyclic garbage collector's full passes would still hold the loop for 100–200 ms
+each, walking every object the process made before the run (modules, templates, the
+store's metadata): a run freezes those (``gc.freeze``) and hands them back when it ends.
+
 A run with a deadline (``run --once``: ``[delivery] run_deadline_s``) that passes, or a
 run that is cancelled (a stop that ran out of time), drops what it has not sent: those
 messages keep their lease, which runs out, and a later run sends them. Nothing is lost;
@@ -26,12 +33,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import gc
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reminder.channels import Claimed, Outgoing, Result, Sender
+from reminder.channels import Claimed, Outgoing, Result, Sender, Window
 from reminder.channels.email import SmtpSender
 from reminder.channels.files import FileSender
 from reminder.channels.mime import build_email
@@ -112,8 +122,11 @@ class Delivery:
             )
         return rows, moment + dt.timedelta(seconds=settings.lease_s)
 
-    async def send(self, outgoing: list[Outgoing], report: Callable[[Result], None]) -> None:
-        """Step 3: each message to its channel's sender, the channels side by side."""
+    async def send(
+        self, outgoing: list[Outgoing], report: Callable[[Result], None], window: Window
+    ) -> None:
+        """Step 3: each message to its channel's sender, the channels side by side, each
+        message once the recorder's in-flight window has room."""
         by_channel: dict[str, list[Outgoing]] = defaultdict(list)
         for item in outgoing:
             if item.channel not in self.senders:
@@ -121,7 +134,10 @@ class Delivery:
             else:
                 by_channel[item.channel].append(item)
         outcomes = await asyncio.gather(
-            *(self.senders[channel].send(items, report) for channel, items in by_channel.items()),
+            *(
+                self.senders[channel].send(items, report, window)
+                for channel, items in by_channel.items()
+            ),
             return_exceptions=True,  # the other channels finish what they hold
         )
         for outcome in outcomes:
@@ -144,7 +160,7 @@ class Delivery:
                     report(item)
                 else:
                     outgoing.append(item)
-            await self.send(outgoing, report)
+            await self.send(outgoing, report, recorder.window)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}".strip().removesuffix(":")
             left = [row for row in rows if row.id not in reported]
@@ -160,9 +176,9 @@ class Delivery:
         while True:
             await asyncio.sleep(interval)
             try:
-                recorder.flush()
+                await recorder.flush()
                 if time.monotonic() - renewed >= lease_s / 3 - interval / 2:
-                    recorder.renew()
+                    await recorder.renew()
                     renewed = time.monotonic()
             except Exception as exc:  # the store went away for a moment: try again
                 self.log.error("delivery_record_failed", error=f"{type(exc).__name__}: {exc}")
@@ -176,7 +192,9 @@ class Delivery:
         """Deliver what is due by ``due_by`` (default: now); see the module docstring."""
         report = DeliveryReport()
         started = time.perf_counter()
-        recorder = Recorder(self.store, self.settings.delivery, self.clock)
+        gc.freeze()  # see the module docstring; undone in ``finally``
+        store_thread = ThreadPoolExecutor(1, thread_name_prefix="delivery-store")
+        recorder = Recorder(self.store, self.settings.delivery, self.clock, store_thread)
         self.pool.begin_run()
         begun = self.clock()
         cutoff = run_cutoff(due_by, begun)
@@ -188,7 +206,9 @@ class Delivery:
                     await recorder.room.wait()  # step 1 waits while a batch is unanswered
                     # a retry is due by the run's start at the latest: what fails in this
                     # run waits for a later one, even in a run for a moment ahead
-                    rows, lease_until = self.claim(cutoff, retry_by=begun)
+                    rows, lease_until = await recorder.in_store_thread(
+                        functools.partial(self.claim, cutoff, retry_by=begun)
+                    )
                     if not rows:
                         break
                     report.claimed += len(rows)
@@ -207,7 +227,11 @@ class Delivery:
             keeper.cancel()
             for task in chunks:
                 task.cancel()
-            report.cut = recorder.close()  # what was learnt is kept, whatever happened
+            try:
+                report.cut = await recorder.close()  # what was learnt is kept, whatever happened
+            finally:
+                store_thread.shutdown(wait=False)  # its last transaction was awaited
+                gc.unfreeze()
         report.outcomes = recorder.counts
         report.seconds = time.perf_counter() - started
         return report

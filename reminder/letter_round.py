@@ -47,7 +47,7 @@ from reminder.policy import Kind
 from reminder.recipients import Item
 from reminder.rules import Rules
 from reminder.settings import Settings
-from reminder.store.db import insert_new
+from reminder.store.db import execute_many, insert_new
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import ledger_facts, load_ledger
 from reminder.web.links import Links, save_links
@@ -259,18 +259,26 @@ def _mark(session: Session, sent: Sequence[Letter], result: Composition, now: dt
     keys = [letter.message.key for letter in sent]
     found = select(outbox.c.key, outbox.c.id).where(outbox.c.key.in_(keys))
     ids: dict[str, int] = {str(key): int(row_id) for key, row_id in connection.execute(found)}
+    # through the driver's executemany (``execute_many``): a catch-up marks tens of
+    # thousands of items, and SQLAlchemy's processing of each row's parameters cost more
+    # than SQLite's update
     lettered = [
-        {"item_id": i.id, "letter_id": ids[letter.message.key]}
+        {
+            "b_id": i.id,
+            "b_pending": "pending",
+            "status": "lettered",
+            "letter_id": ids[letter.message.key],
+        }
         for letter in sent
         for i in letter.items
     ]
-    if lettered:
-        connection.execute(
-            update(item)
-            .where(item.c.id == bindparam("item_id"), item.c.status == "pending")
-            .values(status="lettered", letter_id=bindparam("letter_id")),
-            lettered,
-        )
+    execute_many(
+        connection,
+        update(item)
+        .where(item.c.id == bindparam("b_id"), item.c.status == bindparam("b_pending"))
+        .values(status=bindparam("status"), letter_id=bindparam("letter_id")),
+        lettered,
+    )
     if result.dropped:
         connection.execute(
             update(item)
@@ -280,9 +288,16 @@ def _mark(session: Session, sent: Sequence[Letter], result: Composition, now: dt
     counted = told(sent)  # a letter whose key was taken already: its items wait
     if counted:
         units = TaskUnitRow.__table__  # type: ignore[attr-defined]
-        connection.execute(
+        execute_many(
+            connection,
             update(units)
-            .where(units.c.task_id == bindparam("t"), units.c.unit == bindparam("u"))
-            .values(reminded=units.c.reminded + bindparam("overdue"), last_reminded_at=now),
-            [{"t": t, "u": u, "overdue": n} for (t, u), n in counted.items()],
+            .where(units.c.task_id == bindparam("b_t"), units.c.unit == bindparam("b_u"))
+            .values(
+                reminded=units.c.reminded + bindparam("b_overdue"),
+                last_reminded_at=bindparam("last_reminded_at"),
+            ),
+            [
+                {"b_t": t, "b_u": u, "b_overdue": n, "last_reminded_at": now}
+                for (t, u), n in counted.items()
+            ],
         )

@@ -9,7 +9,7 @@ pool): each worker builds its own ``Preparer`` once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from reminder.channels.mime import build_email
 from reminder.contacts import Contacts
@@ -19,6 +19,9 @@ from reminder.render import Renderer, TemplateProblem
 from reminder.rows import Claimed, Outgoing, Result
 from reminder.settings import Settings
 from reminder.text import fit
+
+_PARTS = {"email": ("subject", "text", "html"), "sms": ("sms",)}
+_ROBOT_PARTS = ("subject", "md")
 
 
 class Preparer:
@@ -51,7 +54,7 @@ class Preparer:
             scheduled_day=row.scheduled_for.astimezone(self.zone).date().isoformat(),
         )
         if row.channel == "email":
-            parts = self.renderer.render(row.kind, values, ("subject", "text", "html"))
+            parts = self.renderer.render(row.kind, values, _PARTS["email"])
             smtp = self.settings.smtp
             data, _ = build_email(
                 from_name=smtp.from_name,
@@ -68,14 +71,19 @@ class Preparer:
             )
             return base._replace(subject=parts.subject, data=data)
         if row.channel == "sms":
-            parts = self.renderer.render(row.kind, values, ("sms",))
+            parts = self.renderer.render(row.kind, values, _PARTS["sms"])
             link = str(row.payload.get("link") or "")
             body = fit(self.signature + parts.sms, self.settings.sms.max_segments, link)
             return base._replace(body=body)
-        parts = self.renderer.render(row.kind, values, ("subject", "md"))
+        parts = self.renderer.render(row.kind, values, _ROBOT_PARTS)
         mention = row.payload.get("mention") or {}
         mobile = str(mention.get("mobile") or "") if row.channel == "dingtalk" else ""
         return base._replace(subject=parts.subject, body=parts.md, mention=mobile)
+
+    def load(self, kinds: Iterable[tuple[str, str]]) -> None:
+        """Compile the templates of these (kind, channel) pairs ahead of rendering."""
+        for kind, channel in kinds:
+            self.renderer.load(kind, _PARTS.get(channel, _ROBOT_PARTS))
 
     def chunk(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
         out: list[Outgoing | Result] = []

@@ -8,7 +8,15 @@ worker processes, so that the process that talks SMTP spends its time on the wir
 - Workers ignore SIGINT: Ctrl-C on a terminal reaches the whole process group, and the
   daemon, not each worker, decides what stops (it stops them as it exits).
 - A run's first chunk is rendered in the sending process once the batch's other chunks
-  went to the workers: its messages go out while a worker starts or renders.
+  went to the workers: its messages go out while a worker starts or renders. After that,
+  the sending process takes a chunk itself whenever every worker holds one and it holds
+  none: on two CPUs a single worker would otherwise render nearly everything while the
+  sending process waits.
+- What is rendered in the sending process is rendered one chunk at a time, and yields
+  to the event loop every ``SLICE_S``, so that the sessions on the wire are fed while a
+  chunk renders (several chunks sliced side by side would hold the loop for a slice
+  each, in one turn of the loop). The templates it needs are compiled first, in a
+  thread: a compile takes tens of ms.
 - A worker that dies (killed, out of memory) breaks the pool: the chunk it held, and
   the rest of that run, are rendered in the sending process.
 - The workers exist only while there is a backlog: the pool starts when a chunk goes
@@ -24,6 +32,7 @@ import datetime as dt
 import gc
 import multiprocessing
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,6 +45,7 @@ from reminder.render import Renderer
 from reminder.settings import Settings
 
 CHUNK = 200  # messages rendered (and handed to a sender) together
+SLICE_S = 0.005  # rendering in the sending process holds the event loop at most ~this long
 
 
 def start_quiet_worker(
@@ -57,11 +67,16 @@ class RenderPool:
         self._pool: ProcessPoolExecutor | None = None
         self._failed = False  # for the rest of a run, work in this process
         self._first_here = False  # the next chunk is rendered in this process
+        self._here_lock: asyncio.Lock | None = None  # made in the loop that renders
+        self._loaded: set[tuple[str, str]] = set()  # (kind, channel): compiled here
+        self._at_workers = 0  # chunks sent to the workers, not yet back
+        self._here_queued = 0  # chunks this process took to render itself
         self.log = get_logger()
 
     def begin_run(self) -> None:
         self._failed = False
         self._first_here = True
+        self._here_lock = None  # a run's loop may be a new one (each `asyncio.run`)
 
     def _workers(self) -> ProcessPoolExecutor | None:
         workers = self.settings.delivery.workers
@@ -86,16 +101,19 @@ class RenderPool:
     async def prepare(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
         """Each row rendered and built (``Outgoing``), or a ``Result`` if it cannot be."""
         if len(rows) < CHUNK // 2:
-            return self.preparer.chunk(rows, now)
+            return await self._here(rows, now)
         if self._first_here:
             # before the pool is made: a run of one chunk starts no process
             self._first_here = False
-            await asyncio.sleep(0)  # the batch's other chunks go to the workers first
-            return self.preparer.chunk(rows, now)
+            return await self._here_too(rows, now, first=True)
         pool = self._workers()
         if pool is None:
-            return self.preparer.chunk(rows, now)
+            return await self._here(rows, now)
+        if self._here_queued == 0 and self._at_workers >= self.settings.delivery.workers:
+            # this process renders too, one chunk at a time, while the workers are busy
+            return await self._here_too(rows, now)
         loop = asyncio.get_running_loop()
+        self._at_workers += 1
         try:
             return await loop.run_in_executor(pool, render_chunk, rows, now)
         except BrokenProcessPool as exc:
@@ -105,7 +123,40 @@ class RenderPool:
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
             self._failed = True
-            return self.preparer.chunk(rows, now)
+            return await self._here(rows, now)
+        finally:
+            self._at_workers -= 1
+
+    async def _here_too(
+        self, rows: Sequence[Claimed], now: dt.datetime, *, first: bool = False
+    ) -> list[Outgoing | Result]:
+        """A chunk rendered here beside the workers (``first``: the batch's other
+        chunks go to the workers before it)."""
+        self._here_queued += 1
+        try:
+            if first:
+                await asyncio.sleep(0)
+            return await self._here(rows, now)
+        finally:
+            self._here_queued -= 1
+
+    async def _here(self, rows: Sequence[Claimed], now: dt.datetime) -> list[Outgoing | Result]:
+        """Rendered in this process, one chunk at a time, a slice of ~SLICE_S at a time."""
+        if self._here_lock is None:
+            self._here_lock = asyncio.Lock()
+        out: list[Outgoing | Result] = []
+        async with self._here_lock:
+            needed = {(row.kind, row.channel) for row in rows} - self._loaded
+            if needed:
+                await asyncio.to_thread(self.preparer.load, needed)
+                self._loaded |= needed
+            begun = time.perf_counter()
+            for row in rows:
+                out.extend(self.preparer.chunk((row,), now))
+                if time.perf_counter() - begun >= SLICE_S:
+                    await asyncio.sleep(0)
+                    begun = time.perf_counter()
+        return out
 
     def close(self) -> None:
         """Stop the workers once they finished what they hold, then the forkserver and

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, bindparam, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Row, bindparam, select, update
+from sqlmodel import Session
 
 from reminder.letter_round import compose_letters, enqueue_items, plan_agendas
 from reminder.letters import Letter
@@ -35,7 +35,7 @@ from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.models import TaskRow, TaskUnitRow
 from reminder.store.targets import LedgerContext, ensure_planned, target_of
-from reminder.store.tasks import task_of, units_by_task
+from reminder.store.tasks import TASK_COLUMNS, UNIT_COLUMNS, task_of
 
 BATCH = 500
 
@@ -141,12 +141,25 @@ def _due_rows(session: Session, now: dt.datetime, limit: int | None, lock: bool)
 def _targets_of(
     session: Session, due_rows: Sequence[Row[Any]], context: LedgerContext
 ) -> list[Target]:
-    """The planner's view of each due row, its task loaded once."""
+    """The planner's view of each due row, its task loaded once (plain rows, no ORM
+    objects: a catch-up reads thousands of tasks and writes none of them back)."""
+    connection = session.connection()
+    tasks = TaskRow.__table__  # type: ignore[attr-defined]
+    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
     task_ids = sorted({row.task_id for row in due_rows})
     task_rows = {
-        row.id: row for row in session.exec(select(TaskRow).where(col(TaskRow.id).in_(task_ids)))
+        row.id: row
+        for row in connection.execute(
+            select(*(tasks.c[name] for name in TASK_COLUMNS)).where(tasks.c.id.in_(task_ids))
+        )
     }
-    listed = units_by_task(session, task_ids, listed_only=True)
+    listed: dict[int, list[Row[Any]]] = {task_id: [] for task_id in task_ids}
+    for unit in connection.execute(
+        select(*(units.c[name] for name in UNIT_COLUMNS)).where(
+            units.c.task_id.in_(task_ids), units.c.via.is_(None)
+        )
+    ):
+        listed[unit.task_id].append(unit)
     ledger_tasks = {task_id: task_of(task_rows[task_id], listed[task_id]) for task_id in task_ids}
     return [
         target_of(row, task_rows[row.task_id], ledger_tasks[row.task_id], context)

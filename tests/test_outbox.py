@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reminder.channels import Outgoing, Report, Result
+from reminder.channels import Outgoing, Report, Result, Window, always_open
 from reminder.contacts import load_contacts
 from reminder.delivery import Delivery
 from reminder.outbox import anything_to_claim, backoff_s, claim, mark, renew
@@ -255,7 +255,9 @@ class BrokenSender:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def send(self, items: Sequence[Outgoing], report: Report) -> None:
+    async def send(
+        self, items: Sequence[Outgoing], report: Report, window: Window = always_open
+    ) -> None:
         self.calls += 1
         report(Result.sent(items[0], 250, "ok"))
         raise RuntimeError("a bug in a sender")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import aiosmtplib
 
-from reminder.channels import Outgoing, Report, Result
+from reminder.channels import Outgoing, Report, Result, Window, always_open
 from reminder.channels.pipelining import Pipelined
 from reminder.errors import DeliveryError
 from reminder.logs import get_logger
@@ -122,6 +122,7 @@ class OneByOne:
 
 
 Connection = Pipelined | OneByOne
+Job = tuple[Outgoing, Report, Window, asyncio.Future[None]]  # a message, and its outcome's way
 
 
 class SmtpSender:
@@ -143,9 +144,7 @@ class SmtpSender:
     def __init__(self, settings: SmtpSettings, password: str | None) -> None:
         self.settings = settings
         self._password = password
-        self._queue: asyncio.Queue[tuple[Outgoing, Report, asyncio.Future[None]] | None] | None = (
-            None
-        )
+        self._queue: asyncio.Queue[Job | None] | None = None
         self._sessions: list[asyncio.Task[None]] = []
         self._down_until = 0.0
         self._down_reason: DeliveryError | None = None
@@ -271,15 +270,13 @@ class SmtpSender:
         self._proven = True
         return connection
 
-    async def _session(
-        self, queue: asyncio.Queue[tuple[Outgoing, Report, asyncio.Future[None]] | None]
-    ) -> None:
+    async def _session(self, queue: asyncio.Queue[Job | None]) -> None:
         connection: Connection | None = None
-        following: tuple[Outgoing, Report, asyncio.Future[None]] | None = None
+        following: Job | None = None
         try:
             job = await queue.get()
             while job is not None:
-                item, report, done = job
+                item, report, window, done = job
                 # a message already waiting is this session's next (None: the end): its
                 # envelope can go in the same write as the end of this one
                 waiting = not queue.empty()
@@ -288,6 +285,7 @@ class SmtpSender:
                 outcome: list[Result] = []
                 try:
                     try:
+                        await window()  # the in-flight window (see reminder.channels)
                         connection = await self._deliver(connection, item, outcome.append, then)
                     except Exception as exc:  # a bug, or an error classify() does not know
                         # _deliver closed the connection it used; the message is tried
@@ -309,8 +307,8 @@ class SmtpSender:
                         done.set_result(None)
                 job = following if waiting else await queue.get()
         finally:
-            if following is not None and not following[2].done():  # cancelled meanwhile
-                following[2].set_result(None)
+            if following is not None and not following[3].done():  # cancelled meanwhile
+                following[3].set_result(None)
             task = asyncio.current_task()
             if connection is not None and task is not None and task.cancelling():
                 connection.close()  # abort(): no QUIT to a server that may never answer
@@ -320,7 +318,9 @@ class SmtpSender:
                 except (aiosmtplib.SMTPException, OSError):
                     connection.close()
 
-    async def send(self, items: Sequence[Outgoing], report: Report) -> None:
+    async def send(
+        self, items: Sequence[Outgoing], report: Report, window: Window = always_open
+    ) -> None:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._opening = asyncio.Lock()
@@ -332,7 +332,7 @@ class SmtpSender:
         waiting = []
         for item in items:
             done: asyncio.Future[None] = loop.create_future()
-            self._queue.put_nowait((item, report, done))
+            self._queue.put_nowait((item, report, window, done))
             waiting.append(done)
         # every message is answered before a failure to record one is raised
         for failure in await asyncio.gather(*waiting, return_exceptions=True):

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from reminder.channels import Outgoing, Report, Result
+from reminder.channels import Outgoing, Report, Result, Window, always_open
 from reminder.channels.http import post, system_now
 from reminder.contacts import Contacts
 from reminder.errors import ConfigError, DeliveryError
@@ -137,13 +137,16 @@ class RobotSender:
         else:
             report(Result(item.id, "dead", code, str(answer)[:200]))
 
-    async def send(self, items: Sequence[Outgoing], report: Report) -> None:
+    async def send(
+        self, items: Sequence[Outgoing], report: Report, window: Window = always_open
+    ) -> None:
         by_robot: dict[str, list[Outgoing]] = collections.defaultdict(list)
         for item in items:
             by_robot[item.to].append(item)
 
         async def one_robot(queue: list[Outgoing]) -> None:
             for item in queue:  # in order, one at a time per robot
+                await window()
                 await self._send_one(item, report)
 
         await asyncio.gather(*(one_robot(queue) for queue in by_robot.values()))

@@ -22,7 +22,7 @@ import httpx
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from reminder.channels import Outgoing, Report, Result
+from reminder.channels import Outgoing, Report, Result, Window, always_open
 from reminder.channels.http import post, system_now
 from reminder.errors import ConfigError, DeliveryError
 from reminder.settings import SmsSettings
@@ -44,6 +44,7 @@ class SmsSender:
             self._body = env.from_string(settings.body)
         except Exception as exc:  # jinja2's syntax errors: report as configuration
             raise ConfigError(f"[sms] body: not a valid template: {exc}") from None
+        self._requests: asyncio.Semaphore | None = None
         self._client = httpx.AsyncClient(
             timeout=settings.timeout_s,
             limits=httpx.Limits(max_connections=settings.concurrency),
@@ -100,14 +101,22 @@ class SmsSender:
             return
         report(Result.sent(item, response.status_code, response.text[:200]))
 
-    async def send(self, items: Sequence[Outgoing], report: Report) -> None:
-        semaphore = asyncio.Semaphore(self.settings.concurrency)
+    async def send(
+        self, items: Sequence[Outgoing], report: Report, window: Window = always_open
+    ) -> None:
+        if self._requests is None:  # made in the loop that sends
+            self._requests = asyncio.Semaphore(self.settings.concurrency)
+        requests = self._requests
 
         async def one(item: Outgoing) -> None:
-            async with semaphore:
+            # ``concurrency`` requests in flight for the sender as a whole, however many
+            # chunks send side by side (one semaphore per call gave chunks × concurrency)
+            async with requests:
+                await window()
                 await self._send_one(item, report)
 
         await asyncio.gather(*(one(item) for item in items))
 
     async def close(self) -> None:
+        self._requests = None  # the next run may be on another loop
         await self._client.aclose()
