@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -76,9 +77,23 @@ def submit(driver: WebDriver, button: Any) -> None:
     page = driver.find_element(By.TAG_NAME, "html")
     button.click()
     wait = WebDriverWait(driver, 20)
-    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda _: _left(page))
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
     wait.until(expected_conditions.presence_of_element_located((By.TAG_NAME, "footer")))
+
+
+def _left(page: Any) -> bool:
+    """Whether the browser has left a page: its element is stale, or (ChromeDriver 156,
+    in a race with the navigation) "does not belong to the document"."""
+    try:
+        page.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def notice(driver: WebDriver) -> str:
