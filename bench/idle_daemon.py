@@ -15,7 +15,9 @@ ticks on from there):
    WAL) had changed, and the STATUS= messages;
 3. read the daemon's and each descendant's memory: RSS (VmRSS) and PSS (from
    /proc/PID/smaps_rollup, which shares out the pages that the processes share, so the
-   fairer sum), and print them per process and summed;
+   fairer sum), and print them per process and summed; and the CPU time the daemon and
+   its children that ended (its sessions) used over the idle wait, and how many
+   sessions it started meanwhile;
 4. SIGTERM it.
 
 ``--peer CHECKOUT`` runs the same with CHECKOUT's ``.venv/bin/reminder`` (its own
@@ -104,6 +106,12 @@ def memory(pid: int) -> tuple[str, float, float | None]:
     return cmdline.strip()[:90], rss or 0.0, pss
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds of a process and of its children that ended (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def events(log: Path) -> list[dict[str, object]]:
     found = []
     for line in log.read_text(encoding="utf-8").splitlines():
@@ -170,8 +178,12 @@ def one_run(checkout: Path, at: str, idle_s: float, tick_s: float) -> dict[str, 
         try:
             caught_up = wait_catch_up(folder, log, process, timeout=300)
             took = time.monotonic() - started
+            cpu_before = cpu_s(process.pid)
+            sessions_before = count(log, "session_started")
             ticks, wrote, statuses = idle(folder, log, notes, idle_s)
             tree = [memory(pid) for pid in descendants(process.pid)]
+            idle_cpu = cpu_s(process.pid) - cpu_before
+            sessions = count(log, "session_started") - sessions_before
         finally:
             process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=60)
@@ -185,7 +197,13 @@ def one_run(checkout: Path, at: str, idle_s: float, tick_s: float) -> dict[str, 
         "idle_ticks": ticks,
         "wrote": wrote,
         "statuses": statuses,
+        "idle_cpu_s": idle_cpu,
+        "sessions": sessions,
     }
+
+
+def count(log: Path, event: str) -> int:
+    return sum(1 for e in events(log) if e["event"] == event)
 
 
 def idle(folder: Path, log: Path, notes: Notes, idle_s: float) -> tuple[int, int, int]:
@@ -229,7 +247,8 @@ def report(name: str, result: dict[str, object]) -> None:
         f"{name}: caught up {result['sent']} messages in {result['catch_up_s']:.1f} s; "
         f"after the idle wait: {len(tree)} processes, RSS {rss:.1f} MiB, PSS {pss_text} MiB; "
         f"{result['idle_ticks']} ticks since, {result['wrote']} of them wrote to the store, "
-        f"{result['statuses']} STATUS= sent"
+        f"{result['statuses']} STATUS= sent; CPU while idle {result['idle_cpu_s']:.2f} s "
+        f"(sessions started while idle: {result['sessions']})"
     )
     for cmdline, one_rss, one_pss in tree:
         pss_one = f"{one_pss:6.1f}" if one_pss is not None else "   n/a"
