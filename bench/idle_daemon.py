@@ -10,14 +10,15 @@ ticks on from there):
 1. import the bundled ledger, start `reminder run` with ``NOTIFY_SOCKET`` set, as
    systemd would, and wait for the catch-up to finish (a delivery run logged and
    nothing left pending in the outbox);
-2. wait ``--idle`` seconds (the issue's target is stated two minutes after a
-   catch-up), counting the ticks, those after which the store's files (ledger.db, its
-   WAL) had changed, and the STATUS= messages;
+2. once no session process runs any more (the catch-up's exits a few seconds after
+   its last send; a daemon of one process has none), wait ``--idle`` seconds (the
+   issue's target is stated two minutes after a catch-up), counting the ticks, those
+   after which the store's files (ledger.db, its WAL) had changed, and the STATUS=
+   messages;
 3. read the daemon's and each descendant's memory: RSS (VmRSS) and PSS (from
    /proc/PID/smaps_rollup, which shares out the pages that the processes share, so the
    fairer sum), and print them per process and summed; and the CPU time the daemon and
-   its children that ended (its sessions) used over the idle wait, and how many
-   sessions it started meanwhile;
+   its sessions that ended used over the idle wait, and how many sessions it started;
 4. SIGTERM it.
 
 ``--peer CHECKOUT`` runs the same with CHECKOUT's ``.venv/bin/reminder`` (its own
@@ -106,10 +107,22 @@ def memory(pid: int) -> tuple[str, float, float | None]:
     return cmdline.strip()[:90], rss or 0.0, pss
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds of a process and of its children that ended (user + system)."""
+def cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process, and of its children that ended."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in fields[11:13]) / tick, sum(int(x) for x in fields[13:15]) / tick
+
+
+def sessions_alive(pid: int) -> bool:
+    """Whether a session process (``reminder.session``) runs below ``pid``."""
+    for child in descendants(pid)[1:]:
+        try:
+            if b"reminder.session" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def events(log: Path) -> list[dict[str, object]]:
@@ -178,11 +191,15 @@ def one_run(checkout: Path, at: str, idle_s: float, tick_s: float) -> dict[str, 
         try:
             caught_up = wait_catch_up(folder, log, process, timeout=300)
             took = time.monotonic() - started
-            cpu_before = cpu_s(process.pid)
+            ended = time.monotonic() + 60  # the catch-up's session exits (none with a peer
+            while sessions_alive(process.pid) and time.monotonic() < ended:  # of one process)
+                time.sleep(0.1)
+            own, children = cpu_s(process.pid)
             sessions_before = count(log, "session_started")
             ticks, wrote, statuses = idle(folder, log, notes, idle_s)
             tree = [memory(pid) for pid in descendants(process.pid)]
-            idle_cpu = cpu_s(process.pid) - cpu_before
+            own_after, children_after = cpu_s(process.pid)
+            idle_cpu = (own_after - own, children_after - children)
             sessions = count(log, "session_started") - sessions_before
         finally:
             process.send_signal(signal.SIGTERM)
@@ -243,12 +260,14 @@ def report(name: str, result: dict[str, object]) -> None:
     rss = sum(r for _, r, _ in tree)
     pss = None if any(p is None for *_, p in tree) else sum(p or 0.0 for *_, p in tree)
     pss_text = f"{pss:.1f}" if pss is not None else "n/a"
+    cpu: tuple[float, float] = result["idle_cpu_s"]  # type: ignore[assignment]
+    own, children = cpu
     print(
         f"{name}: caught up {result['sent']} messages in {result['catch_up_s']:.1f} s; "
         f"after the idle wait: {len(tree)} processes, RSS {rss:.1f} MiB, PSS {pss_text} MiB; "
         f"{result['idle_ticks']} ticks since, {result['wrote']} of them wrote to the store, "
-        f"{result['statuses']} STATUS= sent; CPU while idle {result['idle_cpu_s']:.2f} s "
-        f"(sessions started while idle: {result['sessions']})"
+        f"{result['statuses']} STATUS= sent; CPU while idle: the daemon {own:.2f} s, "
+        f"sessions {children:.2f} s ({result['sessions']} started)"
     )
     for cmdline, one_rss, one_pss in tree:
         pss_one = f"{one_pss:6.1f}" if one_pss is not None else "   n/a"

@@ -21,6 +21,11 @@
    is dropped (its leases run out and a later run sends it), then exit 0. SIGHUP:
    reload config, contacts and templates between jobs; a reload that fails (templates
    included) keeps the old ones and says why.
+
+On SQLite, `reminder run` (``supervise``) runs this daemon in sessions
+(``reminder.session``): processes that exit once nothing is due, under a lasting
+supervisor of a fifth of the memory (``reminder.supervisor``) that starts one when
+something may be due (``reminder.wake``). On PostgreSQL it is one process (``serve``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from reminder.delivery import Delivery, close_all, make_senders
 from reminder.digest_round import enqueue_reports
 from reminder.errors import ReminderError
 from reminder.logs import get_logger
+from reminder.loop import run_async
 from reminder.render import Renderer
 from reminder.rows import DeliveryReport
 from reminder.rules import Rules
@@ -455,14 +461,17 @@ def supervise(store: Store, lock: DaemonLock | None) -> NoReturn:
     """`reminder run`: load and check what a start checks (templates rendered against
     the ledger, exit 78 if one fails), then become the supervisor (``exec``: the same
     process, the lock's descriptor inherited), which starts sessions for the work
-    (``reminder.supervisor``, ``reminder.session``)."""
+    (``reminder.supervisor``, ``reminder.session``). On PostgreSQL, which gives the
+    supervisor no cheap way to see a write, the daemon runs in this process (``serve``)."""
     loaded, accepted, _renderer = load_checked(store, now)
     settings = loaded.settings
+    database = sqlite_file(settings.db)
+    if database is None:  # PostgreSQL: no files to watch, the daemon stays one process
+        sys.exit(run_async(serve(store)))
     state = os.memfd_create("reminder-state", 0)
     os.write(state, pickle.dumps({"accepted": accepted}))
     os.lseek(state, 0, os.SEEK_SET)
     os.set_inheritable(state, True)
-    database = sqlite_file(settings.db)
     orders = {
         "lock_path": str(lock.path) if lock is not None else None,
         "lock_fd": lock.handover() if lock is not None else None,

@@ -10,14 +10,16 @@ with SQLAlchemy, pydantic, Jinja2, the SMTP and HTTP clients) runs in a session 
 1. Tell systemd READY=1; start a session at once (the catch-up).
 2. Every ``tick_s``, with no session running: start one if the moment the last session
    gave (``reminder.wake.next_wake``) has come, or the SQLite store's files changed
-   since it ended (someone wrote: an import, `done`, `retry`, an answer on the web), or
-   the store is PostgreSQL (nothing to watch); else log an idle tick and sleep on.
+   since it looked (someone wrote: an import, `done`, `retry`, an answer on the web);
+   else log an idle tick and sleep on. (Only SQLite stores come here: on PostgreSQL
+   there is no file to watch, and the daemon stays one process.)
 3. A session gets what the last one handed back, through a memfd: the configuration
    accepted at the start or the last reload, and the last tick's record (so an idle
    tick neither writes nor tells). Its NOTIFY_SOCKET is this process's relay, which
-   passes on what it says (STATUS=, WATCHDOG=1: while a session works, its event loop
-   feeds the watchdog; this process feeds it only between sessions). It dies with this
-   process (``PR_SET_PDEATHSIG``: SIGTERM, so it stops as a daemon stops).
+   passes on what it says (STATUS=, WATCHDOG=1: once a session's event loop feeds the
+   watchdog, this process stops feeding it until the session ends, so a session that
+   hangs stops the pings). It dies with this process (``PR_SET_PDEATHSIG``: SIGTERM, so
+   it stops as a daemon stops).
 4. SIGHUP: a running session reloads itself; else a session starts and reloads (one
    that fails keeps the accepted configuration, as the daemon always did).
 5. SIGTERM/SIGINT: STOPPING=1; a running session gets SIGTERM and stops as the daemon
@@ -83,6 +85,8 @@ class Supervisor:
         self.relay.setblocking(False)
         self.sessions = 0
         self.hangups_sent = 0  # to the running session
+        self.session_pings = asyncio.Event()  # the running session feeds the watchdog
+        self.interval: float | None = None  # the watchdog's, None without one
 
     # --- signals -------------------------------------------------------------------
 
@@ -117,7 +121,10 @@ class Supervisor:
                 return
             except OSError:
                 return
-            notify(data.decode(errors="replace"))
+            told = data.decode(errors="replace")
+            if "WATCHDOG=1" in told.splitlines():
+                self.session_pings.set()
+            notify(told)
 
     # --- the loop ------------------------------------------------------------------
 
@@ -131,7 +138,7 @@ class Supervisor:
         notify("READY=1", "STATUS=started")
         self.log.info("started", pid=os.getpid(), sqlite=self.database is not None)
         watcher = self.hold_wal()
-        interval = watchdog_interval_s()
+        interval = self.interval = watchdog_interval_s()
         next_tick = loop.time()
         reason: str | None = "catch_up"
         while not self.stopping.is_set():
@@ -180,8 +187,8 @@ class Supervisor:
             return await self.wait_tick(at, interval)
         now = time.time()
         files = store_files(self.database)
-        if files is None:
-            return "postgresql"
+        if files is None:  # nothing to watch: look at every tick
+            return "every_tick"
         if self.next_wake is None or now >= self.next_wake:
             return "due"
         if files != self.files:
@@ -221,7 +228,24 @@ class Supervisor:
             os.close(given)
             os.close(handed)
 
+    async def _feed_until_the_session_does(self) -> None:
+        """The watchdog fed while a session starts (its imports take a second or more),
+        until its own event loop does: a session that hangs then stops the pings."""
+        while self.interval and not self.session_pings.is_set():
+            notify("WATCHDOG=1")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.session_pings.wait(), timeout=self.interval)
+
     async def _wait_session(self) -> int:
+        assert self.session is not None
+        self.session_pings.clear()
+        feeding = asyncio.ensure_future(self._feed_until_the_session_does())
+        try:
+            return await self._session_end()
+        finally:
+            feeding.cancel()
+
+    async def _session_end(self) -> int:
         assert self.session is not None
         waiting = asyncio.ensure_future(self.session.wait())
         await asyncio.wait(

@@ -16,9 +16,8 @@ earliest of:
    and it bounds how late anything this list missed can be.
 
 Anything else that changes what is due is a write to the store (an import, `done`,
-`retry`, an answer on the web), which the supervisor sees in the files' state
-(``reminder.supervisor.store_files``); on PostgreSQL, where it cannot, it starts a
-session every tick.
+`retry`, an answer on the web), which the supervisor sees in the SQLite files' state
+(``reminder.supervisor.store_files``). (On PostgreSQL the daemon is one process.)
 """
 
 from __future__ import annotations
