@@ -42,7 +42,6 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -51,18 +50,14 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
-from reminder.app import App, refuse_broken_templates
 from reminder.clock import WallClock, now
-from reminder.contacts import Contacts
-from reminder.delivery import Delivery, close_all, make_senders
+from reminder.delivery import Delivery, close_all
 from reminder.digest_round import enqueue_reports
 from reminder.errors import ReminderError
 from reminder.logs import get_logger
 from reminder.loop import run_async
-from reminder.render import Renderer
 from reminder.rows import DeliveryReport
-from reminder.rules import Rules
-from reminder.settings import Settings
+from reminder.runtime import Runtime, load_checked
 from reminder.store.db import Store
 from reminder.store.meta import save_last_tick, tick_record, worth_saving
 from reminder.store.overview import queue_counts
@@ -70,75 +65,9 @@ from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
+__all__ = ["Daemon", "Runtime", "lock_for", "serve", "sqlite_file", "supervise"]
+
 CANCEL_GRACE_S = 1.0  # a stop out of time: how long cancelled work may take to record
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """What a start or a reload read and accepted: settings, contacts, the rules and the
-    templates folder's sources. A session hands it on to the next (pickled, through the
-    supervisor), so every session works on what was accepted, whatever is edited on disk
-    before the next reload."""
-
-    settings: Settings
-    contacts: Contacts
-    planning: Rules
-    templates: dict[str, str] | None
-
-
-def load_checked(store: Store, clock: WallClock) -> tuple[Loaded, bytes, Renderer]:
-    """Config, contacts and templates read anew, the templates rendered against the
-    ledger (at the moment ``clock`` says): a ``ConfigError`` names what fails. Also the
-    ``Loaded`` pickled as read (once used, its caches hold what does not pickle)."""
-    app = App()  # a fresh App reads config, contacts and templates anew
-    settings = app.config.settings
-    loaded = Loaded(settings, app.contacts, app.planning, app.renderer.sources)
-    accepted = pickle.dumps(loaded)
-    refuse_broken_templates(store, app.planning, app.renderer, settings, clock())
-    return loaded, accepted, app.renderer
-
-
-@dataclass(slots=True)
-class Runtime:
-    """Everything a reload replaces."""
-
-    settings: Settings
-    planning: Rules
-    delivery: Delivery
-    accepted: bytes  # the ``Loaded`` pickled as it was read, before use filled its caches
-
-    @classmethod
-    def load(cls, store: Store, clock: WallClock) -> Runtime:
-        """Config, contacts and templates read anew, the templates rendered against the
-        ledger (at the moment ``clock`` says) before anything uses them."""
-        loaded, accepted, renderer = load_checked(store, clock)
-        return cls.of(store, accepted, clock, loaded, renderer)
-
-    @classmethod
-    def of(
-        cls,
-        store: Store,
-        accepted: bytes,
-        clock: WallClock,
-        loaded: Loaded | None = None,
-        renderer: Renderer | None = None,
-    ) -> Runtime:
-        """The runtime of what a start or reload accepted (its templates already checked):
-        ``accepted`` is the pickled ``Loaded``."""
-        if loaded is None:
-            loaded = pickle.loads(accepted)  # our own bytes, from our supervisor
-            assert isinstance(loaded, Loaded)
-        if renderer is None:
-            renderer = Renderer(loaded.templates)
-        senders = make_senders(loaded.settings, loaded.contacts)
-        delivery = Delivery(store, loaded.settings, loaded.contacts, renderer, senders, clock)
-        return cls(loaded.settings, loaded.planning, delivery, accepted)
-
-    async def close(self) -> None:
-        # the render pool's shutdown waits for its workers: in a thread, so that a stop's
-        # time limit (``wait_for``) still holds over it
-        await asyncio.to_thread(self.delivery.close)
-        await close_all(self.delivery.senders)
 
 
 def sqlite_file(url: str) -> Path | None:

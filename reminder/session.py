@@ -63,7 +63,8 @@ def die_with_parent(parent: int) -> None:
 async def work(orders: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """Steps 2 to 5; what to hand back (the header and the state)."""
     from reminder.clock import now  # noqa: PLC0415 - after the parent check
-    from reminder.daemon import Daemon, Runtime  # noqa: PLC0415
+    from reminder.daemon import Daemon  # noqa: PLC0415
+    from reminder.runtime import Runtime  # noqa: PLC0415
     from reminder.store.db import open_store  # noqa: PLC0415
 
     loaded = pickle.loads(given["accepted"])  # our own bytes, from our supervisor
