@@ -73,6 +73,7 @@ class Supervisor:
         self.database = Path(orders["sqlite"]) if orders.get("sqlite") else None
         self.state = state  # opaque: what the last session handed back
         self.next_wake: float | None = None  # epoch seconds; None: at once
+        self.ended_at = 0.0  # when the last session ended (epoch seconds)
         self.files: FileState | None = None
         self.log = logs.get_logger()
         self.stopping = asyncio.Event()
@@ -191,6 +192,8 @@ class Supervisor:
             return "every_tick"
         if self.next_wake is None or now >= self.next_wake:
             return "due"
+        if now < self.ended_at - 1:  # the clock went back: the wake moment means nothing
+            return "clock_changed"
         if files != self.files:
             return "store_changed"
         self.log.info("tick", work=False, next_wake=_iso(self.next_wake))
@@ -223,7 +226,8 @@ class Supervisor:
             self.log.info("session_started", pid=self.session.pid, reason=reason)
             code = await self._wait_session()
             self.session = None
-            self._ended(code, os.pread(handed, 1 << 24, 0))
+            self.ended_at = time.time()
+            self._ended(code, os.pread(handed, os.fstat(handed).st_size, 0))
         finally:
             os.close(given)
             os.close(handed)
