@@ -115,13 +115,16 @@ def cpu_s(pid: int) -> tuple[float, float]:
 
 
 def sessions_alive(pid: int) -> bool:
-    """Whether a session process (``reminder.session``) runs below ``pid``."""
+    """Whether a session process (``reminder.session``) is below ``pid``, running or
+    ended and not yet reaped (its CPU is counted as its parent's when it is)."""
     for child in descendants(pid)[1:]:
         try:
-            if b"reminder.session" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return True
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
+        if b"reminder.session" in cmdline or state == "Z":
+            return True
     return False
 
 
