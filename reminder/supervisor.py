@@ -252,11 +252,12 @@ class Supervisor:
     async def _session_end(self) -> int:
         assert self.session is not None
         waiting = asyncio.ensure_future(self.session.wait())
-        await asyncio.wait(
-            {waiting, asyncio.ensure_future(self.stopping.wait())},
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if not waiting.done():  # stopping: the session got SIGTERM
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not waiting.done():  # stopping
+            # (again, if a stop came while the session was being started: it stops once)
+            self._signal_session(signal.SIGTERM)
             done, _ = await asyncio.wait({waiting}, timeout=self.stop_timeout_s + STOP_GRACE_S)
             if not done:
                 self.log.warning("session_killed", pid=self.session.pid)
