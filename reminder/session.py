@@ -6,7 +6,9 @@ delivery, leases, reloads and stop), run until it has nothing left to do now:
 
 1. Stop when the supervisor does (``PR_SET_PDEATHSIG``: SIGTERM, as systemd would send).
 2. Build the runtime from the configuration the supervisor hands on (accepted at the
-   start or the last reload); reload first if the supervisor was sent SIGHUP.
+   start or the last reload); reload first if the supervisor was sent SIGHUP. A state
+   this code cannot read (the package was upgraded under the daemon) is logged
+   (``state_unreadable``) and the configuration loaded and checked as at a start.
 3. Start the daemon's jobs (a tick every ``tick_s``, the digest's cron, the watchdog),
    run the reports and a tick at once, and let the delivery run they ask for end.
 4. Ask when a tick could next find work (``reminder.wake.next_wake``); if that moment
@@ -64,12 +66,21 @@ async def work(orders: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str,
     """Steps 2 to 5; what to hand back (the header and the state)."""
     from reminder.clock import now  # noqa: PLC0415 - after the parent check
     from reminder.daemon import Daemon  # noqa: PLC0415
+    from reminder.logs import get_logger  # noqa: PLC0415
     from reminder.runtime import Runtime  # noqa: PLC0415
+    from reminder.settings import load_config  # noqa: PLC0415
     from reminder.store.db import open_store  # noqa: PLC0415
 
-    loaded = pickle.loads(given["accepted"])  # our own bytes, from our supervisor
-    store = open_store(loaded.settings.db)
-    daemon = Daemon(store, Runtime.of(store, given["accepted"], now, loaded), now)
+    try:
+        loaded = pickle.loads(given["accepted"])  # our own bytes, from our supervisor
+    except Exception as error:  # the package was upgraded under a running daemon
+        get_logger().warning("state_unreadable", error=f"{type(error).__name__}: {error}")
+        store = open_store(load_config().settings.db)
+        runtime = Runtime.load(store, now)  # as at a start
+    else:
+        store = open_store(loaded.settings.db)
+        runtime = Runtime.of(store, given["accepted"], now, loaded)
+    daemon = Daemon(store, runtime, now)
     daemon.announce_stop = False  # the supervisor says it
     for key in ("last_tick", "saved_tick"):
         setattr(daemon, key, given.get(key, {}))
