@@ -24,7 +24,8 @@ ticks on from there):
 ``--peer CHECKOUT`` runs the same with CHECKOUT's ``.venv/bin/reminder`` (its own
 config folder) in the same run, alternating, this checkout first. ``--floor`` prints
 instead what importing the daemon's libraries costs, step by step (RSS of a fresh
-interpreter of this checkout's venv): the least an idle daemon can hold.
+interpreter of this checkout's venv): the least a process that does the daemon's
+work (a session) can hold.
 """
 
 from __future__ import annotations
