@@ -147,3 +147,26 @@ def test_a_session_stops_when_its_supervisor_is_killed(
     with sqlite3.connect(db) as con:
         dead = con.execute(f"SELECT count(*) FROM outbox WHERE {FILLED} AND status = 'dead'")
         assert dead.fetchone()[0] == 0
+
+
+def test_on_postgresql_the_daemon_stays_one_process(
+    cli: Cli,
+    isolated_env: Path,
+    pg_url: str,
+    smtp: tuple[Handler, int],
+    notify: NotifySocket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No files to watch: the daemon runs its work itself, as before (no supervisor)."""
+    monkeypatch.setenv("REMINDER_DB", pg_url)
+    assert cli("import", str(SEED)).code == 0
+    _handler, port = smtp
+    with Daemon(isolated_env, env_for(port, notify)) as daemon:
+        assert notify.wait_for("READY=1"), daemon.log_path.read_text()
+        assert daemon.wait_event("tick", count=3), daemon.log_path.read_text()
+        assert daemon.stop() == 0
+    events = daemon.events()
+    assert not [e for e in events if e["event"] == "session_started"]
+    assert all("work" not in e for e in events if e["event"] == "tick")
+    names = [e["event"] for e in events]
+    assert "stopping" in names and names[-1] == "stopped"
