@@ -131,6 +131,13 @@ def test_a_session_stops_when_its_supervisor_is_killed(
         )
         with Daemon(isolated_env, env) as daemon:
             assert stalled.wait_for(2), daemon.log_path.read_text()
+            # the watchdog goes on being fed while the session works (its own loop's
+            # pings, passed on: the supervisor stops feeding it once they come)
+            pings = len(notify.lines("WATCHDOG=1"))
+            deadline = time.monotonic() + 10
+            while len(notify.lines("WATCHDOG=1")) < pings + 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(notify.lines("WATCHDOG=1")) >= pings + 3
             [session, *_] = children(daemon.pid)
             daemon.signal(signal.SIGKILL)
             assert daemon.process is not None
