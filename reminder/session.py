@@ -102,9 +102,13 @@ async def work(orders: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str,
     settling = loop.create_task(settle(daemon))
     stopping = loop.create_task(daemon.stopping.wait())
     await asyncio.wait({settling, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    wake, files = (None, None)
+    wake, files = (None, None)  # None: the supervisor's next tick starts another session
     if settling.done() and not settling.cancelled():
-        wake, files = settling.result()
+        failure = settling.exception()
+        if failure is None:
+            wake, files = settling.result()
+        elif isinstance(failure, Exception):  # the store went away, a bug: said, not lost
+            daemon.failed("wake_failed", failure)
     daemon.stopping.set()  # the session ends: as a stop, without saying so
     await daemon.wind_down(scheduler, (settling, stopping, watchdog))  # type: ignore[arg-type]
     store.dispose()
