@@ -10,18 +10,22 @@ ticks on from there):
 1. import the bundled ledger, start `reminder run` with ``NOTIFY_SOCKET`` set, as
    systemd would, and wait for the catch-up to finish (a delivery run logged and
    nothing left pending in the outbox);
-2. wait ``--idle`` seconds (the issue's target is stated two minutes after a
-   catch-up), counting the ticks, those after which the store's files (ledger.db, its
-   WAL) had changed, and the STATUS= messages;
+2. once no session process runs any more (the catch-up's exits a few seconds after
+   its last send; a daemon of one process has none), wait ``--idle`` seconds (the
+   issue's target is stated two minutes after a catch-up), counting the ticks, those
+   after which the store's files (ledger.db, its WAL) had changed, and the STATUS=
+   messages;
 3. read the daemon's and each descendant's memory: RSS (VmRSS) and PSS (from
    /proc/PID/smaps_rollup, which shares out the pages that the processes share, so the
-   fairer sum), and print them per process and summed;
+   fairer sum), and print them per process and summed; and the CPU time the daemon and
+   its sessions that ended used over the idle wait, and how many sessions it started;
 4. SIGTERM it.
 
 ``--peer CHECKOUT`` runs the same with CHECKOUT's ``.venv/bin/reminder`` (its own
 config folder) in the same run, alternating, this checkout first. ``--floor`` prints
 instead what importing the daemon's libraries costs, step by step (RSS of a fresh
-interpreter of this checkout's venv): the least an idle daemon can hold.
+interpreter of this checkout's venv): the least a process that does the daemon's
+work (a session) can hold.
 """
 
 from __future__ import annotations
@@ -104,6 +108,27 @@ def memory(pid: int) -> tuple[str, float, float | None]:
     return cmdline.strip()[:90], rss or 0.0, pss
 
 
+def cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process, and of its children that ended."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in fields[11:13]) / tick, sum(int(x) for x in fields[13:15]) / tick
+
+
+def sessions_alive(pid: int) -> bool:
+    """Whether a session process (``reminder.session``) is below ``pid``, running or
+    ended and not yet reaped (its CPU is counted as its parent's when it is)."""
+    for child in descendants(pid)[1:]:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"reminder.session" in cmdline or state == "Z":
+            return True
+    return False
+
+
 def events(log: Path) -> list[dict[str, object]]:
     found = []
     for line in log.read_text(encoding="utf-8").splitlines():
@@ -170,8 +195,16 @@ def one_run(checkout: Path, at: str, idle_s: float, tick_s: float) -> dict[str, 
         try:
             caught_up = wait_catch_up(folder, log, process, timeout=300)
             took = time.monotonic() - started
+            ended = time.monotonic() + 60  # the catch-up's session exits (none with a peer
+            while sessions_alive(process.pid) and time.monotonic() < ended:  # of one process)
+                time.sleep(0.1)
+            own, children = cpu_s(process.pid)
+            sessions_before = count(log, "session_started")
             ticks, wrote, statuses = idle(folder, log, notes, idle_s)
             tree = [memory(pid) for pid in descendants(process.pid)]
+            own_after, children_after = cpu_s(process.pid)
+            idle_cpu = (own_after - own, children_after - children)
+            sessions = count(log, "session_started") - sessions_before
         finally:
             process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=60)
@@ -185,7 +218,13 @@ def one_run(checkout: Path, at: str, idle_s: float, tick_s: float) -> dict[str, 
         "idle_ticks": ticks,
         "wrote": wrote,
         "statuses": statuses,
+        "idle_cpu_s": idle_cpu,
+        "sessions": sessions,
     }
+
+
+def count(log: Path, event: str) -> int:
+    return sum(1 for e in events(log) if e["event"] == event)
 
 
 def idle(folder: Path, log: Path, notes: Notes, idle_s: float) -> tuple[int, int, int]:
@@ -225,11 +264,14 @@ def report(name: str, result: dict[str, object]) -> None:
     rss = sum(r for _, r, _ in tree)
     pss = None if any(p is None for *_, p in tree) else sum(p or 0.0 for *_, p in tree)
     pss_text = f"{pss:.1f}" if pss is not None else "n/a"
+    cpu: tuple[float, float] = result["idle_cpu_s"]  # type: ignore[assignment]
+    own, children = cpu
     print(
         f"{name}: caught up {result['sent']} messages in {result['catch_up_s']:.1f} s; "
         f"after the idle wait: {len(tree)} processes, RSS {rss:.1f} MiB, PSS {pss_text} MiB; "
         f"{result['idle_ticks']} ticks since, {result['wrote']} of them wrote to the store, "
-        f"{result['statuses']} STATUS= sent"
+        f"{result['statuses']} STATUS= sent; CPU while idle: the daemon {own:.2f} s, "
+        f"sessions {children:.2f} s ({result['sessions']} started)"
     )
     for cmdline, one_rss, one_pss in tree:
         pss_one = f"{one_pss:6.1f}" if one_pss is not None else "   n/a"

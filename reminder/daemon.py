@@ -21,6 +21,11 @@
    is dropped (its leases run out and a later run sends it), then exit 0. SIGHUP:
    reload config, contacts and templates between jobs; a reload that fails (templates
    included) keeps the old ones and says why.
+
+On SQLite, `reminder run` (``supervise``) runs this daemon in sessions
+(``reminder.session``): processes that exit once nothing is due, under a lasting
+supervisor of a fifth of the memory (``reminder.supervisor``) that starts one when
+something may be due (``reminder.wake``). On PostgreSQL it is one process (``serve``).
 """
 
 from __future__ import annotations
@@ -30,27 +35,29 @@ import contextlib
 import ctypes
 import datetime as dt
 import gc
+import json
 import os
+import pickle
 import signal
+import sys
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
-from reminder.app import App, refuse_broken_templates
 from reminder.clock import WallClock, now
-from reminder.delivery import Delivery, close_all, make_senders
+from reminder.delivery import Delivery, close_all
 from reminder.digest_round import enqueue_reports
 from reminder.errors import ReminderError
 from reminder.logs import get_logger
+from reminder.loop import run_async
 from reminder.rows import DeliveryReport
-from reminder.rules import Rules
-from reminder.settings import Settings
+from reminder.runtime import Runtime, load_checked
 from reminder.store.db import Store
 from reminder.store.meta import save_last_tick, tick_record, worth_saving
 from reminder.store.overview import queue_counts
@@ -58,34 +65,9 @@ from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
+__all__ = ["Daemon", "Runtime", "lock_for", "serve", "sqlite_file", "supervise"]
+
 CANCEL_GRACE_S = 1.0  # a stop out of time: how long cancelled work may take to record
-
-
-@dataclass(slots=True)
-class Runtime:
-    """Everything a reload replaces."""
-
-    settings: Settings
-    planning: Rules
-    delivery: Delivery
-
-    @classmethod
-    def load(cls, store: Store, clock: WallClock) -> Runtime:
-        """Config, contacts and templates read anew, the templates rendered against the
-        ledger (at the moment ``clock`` says) before anything uses them."""
-        app = App()  # a fresh App reads config, contacts and templates anew
-        settings = app.config.settings
-        planning = app.planning
-        refuse_broken_templates(store, planning, app.renderer, settings, clock())
-        senders = make_senders(settings, app.contacts)
-        delivery = Delivery(store, settings, app.contacts, app.renderer, senders, clock)
-        return cls(settings, planning, delivery)
-
-    async def close(self) -> None:
-        # the render pool's shutdown waits for its workers: in a thread, so that a stop's
-        # time limit (``wait_for``) still holds over it
-        await asyncio.to_thread(self.delivery.close)
-        await close_all(self.delivery.senders)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -131,6 +113,9 @@ class Daemon:
         self.log = get_logger()
         self.last_tick: dict[str, Any] = {}  # the last tick, in memory
         self.saved_tick: dict[str, Any] = {}  # in the store and STATUS=, for `status`
+        self.reloads: set[asyncio.Task[None]] = set()  # SIGHUP's reloads in progress
+        self.announce_stop = True  # a session leaves it to the supervisor
+        self.hangups_answered = 0  # SIGHUPs whose reload ended
 
     # --- jobs: each reads the clock once ---------------------------------------------
 
@@ -249,6 +234,12 @@ class Daemon:
             unconfirmed = calendar.unconfirmed_years(years, today)
             self.log.warning("calendar_unconfirmed", years=unconfirmed, hint=warning)
 
+    def look_around(self, moment: dt.datetime) -> None:
+        """What a start warns about: no ledger yet, a calendar not known for its years."""
+        if not self.has_ledger():
+            self.log.warning("no_ledger", hint="reminder import FILE; the daemon picks it up")
+        self.check_calendar(moment)
+
     def has_ledger(self) -> bool:
         with self.store.read() as session:
             return latest_import(session) is not None
@@ -261,8 +252,9 @@ class Daemon:
 
     def request_stop(self, signum: int) -> None:
         if not self.stopping.is_set():
-            self.log.info("stopping", signal=signal.Signals(signum).name)
-            notify("STOPPING=1")
+            if self.announce_stop:
+                self.log.info("stopping", signal=signal.Signals(signum).name)
+                notify("STOPPING=1")
             self.stopping.set()
 
     async def reload(self) -> None:
@@ -282,6 +274,12 @@ class Daemon:
             await old.close()
         self.log.info("reloaded")
         self.check_calendar(moment)
+
+    def answered(self, task: asyncio.Task[None]) -> None:
+        """A SIGHUP's reload ended (a session tells its supervisor how many did)."""
+        self.reloads.discard(task)
+        if not task.cancelled():
+            self.hangups_answered += 1
 
     async def watchdog(self, interval_s: float) -> None:
         while not self.stopping.is_set():
@@ -317,47 +315,64 @@ class Daemon:
     async def run(self) -> int:
         """Steps 2 to 6 of the module docstring."""
         loop = asyncio.get_running_loop()
+        started = self.clock()
+        scheduler, watchdog = self.start(first_tick=started, announce=True)
+        catch_up = loop.create_task(self.reports())
+        await self.stopping.wait()
+        await self.wind_down(scheduler, (catch_up, watchdog))
+        self.log.info("stopped")
+        return 0
+
+    def start(
+        self, first_tick: dt.datetime, announce: bool
+    ) -> tuple[AsyncIOScheduler, asyncio.Task[None] | None]:
+        """Signals, the scheduler (a tick every ``tick_s`` from ``first_tick``, the digest's
+        cron) and the watchdog; with ``announce``, READY=1 and what a start logs."""
+        loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
-        reloads: set[asyncio.Task[None]] = set()
 
         def on_hangup() -> None:
             task = loop.create_task(self.reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
+            self.reloads.add(task)
+            task.add_done_callback(self.answered)
 
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
         settings = self.runtime.settings
         zone = settings.zone
-        started = self.clock()
         scheduler = AsyncIOScheduler(timezone=zone, event_loop=loop)
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600}
         scheduler.add_job(
             self.tick,
             IntervalTrigger(seconds=settings.daemon.tick_s, timezone=zone),
             id="tick",
-            next_run_time=started.astimezone(zone),
+            next_run_time=first_tick.astimezone(zone),
             **common,
         )
         at = settings.digest.at
         trigger = CronTrigger(hour=at.hour, minute=at.minute, second=at.second, timezone=zone)
         scheduler.add_job(self.reports, trigger, id="digest", **common)
         scheduler.start()
-        notify("READY=1", "STATUS=started")
-        self.log.info("started", pid=os.getpid(), sqlite=self.store.is_sqlite)
-        if not self.has_ledger():
-            self.log.warning("no_ledger", hint="reminder import FILE; the daemon picks it up")
-        self.check_calendar(started)
+        if announce:
+            notify("READY=1", "STATUS=started")
+            self.log.info("started", pid=os.getpid(), sqlite=self.store.is_sqlite)
+            self.look_around(self.clock())
         interval = watchdog_interval_s()
         watchdog = loop.create_task(self.watchdog(interval)) if interval else None
-        catch_up = loop.create_task(self.reports())
-        await self.stopping.wait()
+        return scheduler, watchdog
+
+    async def wind_down(
+        self, scheduler: AsyncIOScheduler, tasks: Iterable[asyncio.Task[None] | None]
+    ) -> None:
+        """Step 6, once ``stopping`` is set: nothing new starts, what is in progress
+        finishes its in-flight sends (or is dropped past ``stop_timeout_s``), all closed."""
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + self.runtime.settings.daemon.stop_timeout_s
         scheduler.pause()  # nothing new starts …
         # … and what is in progress finishes its in-flight sends, with time left to close
         finished = await self.finish(deadline - loop.time() - CANCEL_GRACE_S)
         scheduler.shutdown(wait=False)
-        for task in (catch_up, watchdog, *reloads):
+        for task in (*tasks, *self.reloads):
             if task is not None:
                 task.cancel()
         if finished:
@@ -369,8 +384,35 @@ class Daemon:
             for runtime in {id(r): r for r in (self.runtime, self.in_use) if r}.values():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(close_all(runtime.delivery.senders), CANCEL_GRACE_S)
-        self.log.info("stopped")
-        return 0
+
+
+def supervise(store: Store, lock: DaemonLock | None) -> NoReturn:
+    """`reminder run`: load and check what a start checks (templates rendered against
+    the ledger, exit 78 if one fails), then become the supervisor (``exec``: the same
+    process, the lock's descriptor inherited), which starts sessions for the work
+    (``reminder.supervisor``, ``reminder.session``). On PostgreSQL, which gives the
+    supervisor no cheap way to see a write, the daemon runs in this process (``serve``)."""
+    loaded, accepted, _renderer = load_checked(store, now)
+    settings = loaded.settings
+    database = sqlite_file(settings.db)
+    if database is None:  # PostgreSQL: no files to watch, the daemon stays one process
+        sys.exit(run_async(serve(store)))
+    state = os.memfd_create("reminder-state", 0)
+    os.write(state, pickle.dumps({"accepted": accepted}))
+    os.lseek(state, 0, os.SEEK_SET)
+    os.set_inheritable(state, True)
+    orders = {
+        "lock_path": str(lock.path) if lock is not None else None,
+        "lock_fd": lock.handover() if lock is not None else None,
+        "state_fd": state,
+        "tick_s": settings.daemon.tick_s,
+        "stop_timeout_s": settings.daemon.stop_timeout_s,
+        "sqlite": str(database) if database is not None else None,
+    }
+    store.dispose()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "reminder.supervisor", json.dumps(orders)])
 
 
 async def serve(store: Store, clock: WallClock = now) -> int:

@@ -82,6 +82,22 @@ class DaemonLock:
         handle.flush()
         self._handle = handle
 
+    @classmethod
+    def adopt(cls, path: Path, fd: int) -> DaemonLock:
+        """The lock a process held before it became this one (``exec``: the descriptor,
+        and with it the lock, was inherited)."""
+        lock = cls.__new__(cls)
+        lock.path = path
+        lock._handle = os.fdopen(fd, "a+", encoding="utf-8")
+        return lock
+
+    def handover(self) -> int:
+        """The descriptor that holds the lock, kept open across ``exec``."""
+        assert self._handle is not None
+        fd = self._handle.fileno()
+        os.set_inheritable(fd, True)
+        return fd
+
     def _still_there(self, handle: IO[str]) -> bool:
         try:
             return os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino

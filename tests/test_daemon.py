@@ -412,16 +412,20 @@ def test_ctrl_c_during_a_catch_up_stops_the_render_workers_quietly(
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (render workers, forkserver, resource tracker)."""
-    found = []
+    """Every process below ``pid``: the session that does the work, and below it the
+    render workers, forkserver and resource tracker."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
             except OSError:  # ended meanwhile
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        found += frontier
     return found
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import sys
 
 import click
 
@@ -34,7 +33,7 @@ def run_command(app: App, once: bool, at: str | None) -> None:
         from reminder import logs  # noqa: PLC0415 - see the imports
 
         with logs.imports_without_rich():  # httpx's CLI: see reminder/logs.py
-            from reminder.daemon import lock_for, serve  # noqa: PLC0415 - see the imports
+            from reminder.daemon import lock_for, supervise  # noqa: PLC0415 - see the imports
 
         logs.configure(
             to_stdout=True, level=os.environ.get("REMINDER_LOG_LEVEL", "info"), force=True
@@ -43,11 +42,10 @@ def run_command(app: App, once: bool, at: str | None) -> None:
         if lock is not None:
             lock.acquire()
         try:
-            code = run_async(serve(app.store))
+            supervise(app.store, lock)  # becomes the supervisor: returns only if it fails
         finally:
             if lock is not None:
                 lock.release()
-        sys.exit(code)
     from reminder.tick import run_tick  # noqa: PLC0415 - see the imports
 
     moment = parse_moment(app, at, "--at")
