@@ -38,6 +38,7 @@ from reminder.supervisor import FileState, store_files
 
 if TYPE_CHECKING:
     from reminder.daemon import Daemon
+    from reminder.store.db import Store
 
 PR_SET_PDEATHSIG = 1
 EARLY_HANGUPS: list[int] = []  # SIGHUPs that came before the daemon's handlers were set
@@ -64,27 +65,7 @@ def die_with_parent(parent: int) -> None:
 
 async def work(orders: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """Steps 2 to 5; what to hand back (the header and the state)."""
-    from reminder.clock import now  # noqa: PLC0415 - after the parent check
-    from reminder.daemon import Daemon  # noqa: PLC0415
-    from reminder.logs import get_logger  # noqa: PLC0415
-    from reminder.runtime import Runtime  # noqa: PLC0415
-    from reminder.settings import load_config  # noqa: PLC0415
-    from reminder.store.db import open_store  # noqa: PLC0415
-
-    try:
-        loaded = pickle.loads(given["accepted"])  # our own bytes, from our supervisor
-    except Exception as error:  # the package was upgraded under a running daemon
-        get_logger().warning("state_unreadable", error=f"{type(error).__name__}: {error}")
-        store = open_store(load_config().settings.db)
-        runtime = Runtime.load(store, now)  # as at a start
-    else:
-        store = open_store(loaded.settings.db)
-        runtime = Runtime.of(store, given["accepted"], now, loaded)
-    daemon = Daemon(store, runtime, now)
-    daemon.announce_stop = False  # the supervisor says it
-    for key in ("last_tick", "saved_tick"):
-        setattr(daemon, key, given.get(key, {}))
-    daemon.delivered.update(given.get("delivered", {}))
+    store, daemon = _daemon(given)
     if orders.get("reload"):
         await daemon.reload()
     settings = daemon.runtime.settings
@@ -112,6 +93,39 @@ async def work(orders: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str,
     daemon.stopping.set()  # the session ends: as a stop, without saying so
     await daemon.wind_down(scheduler, (settling, stopping, watchdog))  # type: ignore[arg-type]
     store.dispose()
+    return _handback(daemon, wake, files)
+
+
+def _daemon(given: dict[str, Any]) -> tuple[Store, Daemon]:
+    """The store and the daemon of this session, from the state its supervisor gave."""
+    from reminder.clock import now  # noqa: PLC0415 - after the parent check
+    from reminder.daemon import Daemon  # noqa: PLC0415
+    from reminder.logs import get_logger  # noqa: PLC0415
+    from reminder.runtime import Runtime  # noqa: PLC0415
+    from reminder.settings import load_config  # noqa: PLC0415
+    from reminder.store.db import open_store  # noqa: PLC0415
+
+    try:
+        loaded = pickle.loads(given["accepted"])  # our own bytes, from our supervisor
+    except Exception as error:  # the package was upgraded under a running daemon
+        get_logger().warning("state_unreadable", error=f"{type(error).__name__}: {error}")
+        store = open_store(load_config().settings.db)
+        runtime = Runtime.load(store, now)  # as at a start
+    else:
+        store = open_store(loaded.settings.db)
+        runtime = Runtime.of(store, given["accepted"], now, loaded)
+    daemon = Daemon(store, runtime, now)
+    daemon.announce_stop = False  # the supervisor says it
+    for key in ("last_tick", "saved_tick"):
+        setattr(daemon, key, given.get(key, {}))
+    daemon.delivered.update(given.get("delivered", {}))
+    return store, daemon
+
+
+def _handback(
+    daemon: Daemon, wake: dt.datetime | None, files: FileState | None
+) -> tuple[dict[str, Any], bytes]:
+    """What the supervisor reads of an ended session: the header and the state."""
     settings = daemon.runtime.settings
     header = {
         "next_wake": wake.timestamp() if wake is not None else None,
