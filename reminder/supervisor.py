@@ -66,6 +66,11 @@ def store_files(database: Path | None) -> FileState | None:
     return state
 
 
+# sessions failed in a row before the supervisor exits (EX_SOFTWARE) for a restart
+FAILING_SESSIONS = 3
+EX_SOFTWARE = 70
+
+
 class Supervisor:
     def __init__(self, orders: dict[str, Any], state: bytes) -> None:
         self.tick_s = float(orders["tick_s"])
@@ -88,6 +93,8 @@ class Supervisor:
         self.hangups_sent = 0  # to the running session
         self.session_pings = asyncio.Event()  # the running session feeds the watchdog
         self.interval: float | None = None  # the watchdog's, None without one
+        self.failures = 0  # sessions failed in a row
+        self.code = 0  # the supervisor's exit status
 
     # --- signals -------------------------------------------------------------------
 
@@ -155,7 +162,7 @@ class Supervisor:
         if watcher is not None:
             watcher.close()
         self.log.info("stopped")
-        return 0
+        return self.code
 
     def hold_wal(self) -> sqlite3.Connection | None:
         """A connection that has read the SQLite store once and stays open, reading
@@ -172,6 +179,8 @@ class Supervisor:
         """Sleep until ``at`` (pinging the watchdog) or a signal; then whether a session
         must start, and why (None: an idle tick)."""
         loop = asyncio.get_running_loop()
+        if self.next_wake is not None and self.next_wake > time.time():  # e.g. the digest:
+            at = min(at, loop.time() + self.next_wake - time.time())  # on time, not a tick late
         while not self.woken.is_set() and loop.time() < at:
             if interval:
                 notify("WATCHDOG=1")
@@ -264,6 +273,18 @@ class Supervisor:
                 self._signal_session(signal.SIGKILL)
         return await waiting
 
+    def _give_up(self) -> None:
+        """Sessions keep failing (a secret file gone, a package upgraded under the daemon):
+        exit non-zero rather than feed the watchdog of a daemon that sends nothing, so
+        that systemd restarts it (a start that fails says why, exit 78) and the failure
+        shows in `systemctl status`."""
+        message = f"{self.failures} sessions in a row failed: stopping for a restart"
+        self.log.error("sessions_failing", failures=self.failures, error=message)
+        notify(f"STATUS={message}", "STOPPING=1")
+        self.code = EX_SOFTWARE
+        self.stopping.set()
+        self.woken.set()
+
     def _ended(self, code: int, result: bytes) -> None:
         """What a session handed back: the next state, when to wake, the files' state."""
         if code != 0 or not result:
@@ -271,7 +292,11 @@ class Supervisor:
                 self.log.error("session_failed", code=code)
                 self.next_wake = None  # the next tick tries again
                 self.reload = self.reload or self.hangups_sent > 0
+                self.failures += 1
+                if self.failures >= FAILING_SESSIONS:
+                    self._give_up()
             return
+        self.failures = 0
         header, _, state = result.partition(b"\n")
         told = json.loads(header)
         if self.hangups_sent > told["hangups"]:  # one came as it ended: reload next

@@ -6,6 +6,8 @@ SQLite store, a fake systemd notify socket (as in test_daemon.py).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from reminder import supervisor as supervisor_module
 from tests.conftest import SEED, Cli
 from tests.daemon_process import Daemon, NotifySocket
 from tests.smtp_server import Handler, smtp_server
@@ -177,3 +180,45 @@ def test_on_postgresql_the_daemon_stays_one_process(
     assert all("work" not in e for e in events if e["event"] == "tick")
     names = [e["event"] for e in events]
     assert "stopping" in names and names[-1] == "stopped"
+
+
+def test_sessions_that_keep_failing_stop_the_supervisor_for_a_restart() -> None:
+    """A session that fails (a secret file gone, a package upgraded under the daemon) is
+    tried again at the next tick; after FAILING_SESSIONS in a row the supervisor exits
+    EX_SOFTWARE instead of feeding the watchdog of a daemon that sends nothing (the unit
+    restarts it: Restart=on-failure). A session that succeeds in between resets the
+    count."""
+    watched = supervisor_module.Supervisor({"tick_s": 60, "stop_timeout_s": 5}, b"")
+    try:
+        ok = json.dumps(
+            {"next_wake": None, "files": None, "tick_s": 60, "stop_timeout_s": 5, "hangups": 0}
+        ).encode()
+        for _ in range(supervisor_module.FAILING_SESSIONS - 1):
+            watched._ended(1, b"")
+        watched._ended(0, ok + b"\n")  # one that worked: the count starts again
+        for _ in range(supervisor_module.FAILING_SESSIONS - 1):
+            watched._ended(1, b"")
+        assert not watched.stopping.is_set() and watched.code == 0
+        watched._ended(1, b"")
+        assert watched.stopping.is_set() and watched.code == supervisor_module.EX_SOFTWARE
+    finally:
+        watched.relay.close()
+
+
+def test_the_supervisor_wakes_at_the_next_wake_not_at_the_next_tick() -> None:
+    """A digest at 08:30 goes out at 08:30, not at the first tick after it."""
+    watched = supervisor_module.Supervisor({"tick_s": 60, "stop_timeout_s": 5}, b"")
+
+    async def woke() -> tuple[str | None, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        watched.next_wake = time.time() + 0.5
+        reason = await watched.wait_tick(started + 60, None)  # the next tick: a minute on
+        return reason, loop.time() - started
+
+    try:
+        reason, waited = asyncio.run(woke())
+    finally:
+        watched.relay.close()
+    assert reason == "every_tick"  # no SQLite file to watch here: a session is started
+    assert 0.4 < waited < 30
