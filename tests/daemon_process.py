@@ -130,8 +130,12 @@ class Daemon:
         return self.process is not None and self.process.poll() is None
 
     def events(self) -> list[dict[str, Any]]:
+        """The log's events so far: its whole lines (the daemon may be writing the last
+        one, cut anywhere, even inside a character)."""
+        written = self.log_path.read_bytes()
+        whole = written[: written.rfind(b"\n") + 1].decode("utf-8")
         found = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+        for line in whole.splitlines():
             if line.startswith("{"):
                 found.append(json.loads(line))
         return found
