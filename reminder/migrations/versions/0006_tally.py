@@ -61,26 +61,46 @@ def _upsert(select: str) -> str:
     )
 
 
-def _changed(columns: tuple[str, ...]) -> str:
-    return " OR ".join(f"OLD.{name} IS DISTINCT FROM NEW.{name}" for name in columns)
+def _changed(columns: tuple[str, ...], *, sqlite: bool) -> str:
+    differs = "IS NOT" if sqlite else "IS DISTINCT FROM"
+    return " OR ".join(f"OLD.{name} {differs} NEW.{name}" for name in columns)
+
+
+def _rows(table: str, sign: str, *, sqlite: bool) -> str:
+    """Count the target rows of ``table`` (task_unit, or a statement's transition table)."""
+    return _upsert(
+        f"SELECT {_values('t', 'u', sqlite=sqlite)}, {sign}count(*) "
+        f"FROM {table} u JOIN task t ON t.id = u.task_id "
+        f"WHERE u.is_target AND t.removed_at IS NULL GROUP BY {_ORDINALS}"
+    )
+
+
+def _unit(row: str, sign: str, *, sqlite: bool) -> str:
+    """Count one task_unit row (a trigger's OLD or NEW)."""
+    return _upsert(
+        f"SELECT {_values('t', row, sqlite=sqlite)}, {sign}1 FROM task t "
+        f"WHERE t.id = {row}.task_id AND t.removed_at IS NULL AND {row}.is_target"
+    )
+
+
+def _task(row: str, sign: str, *, sqlite: bool) -> str:
+    """Count the target rows of one task (a trigger's OLD or NEW)."""
+    return _upsert(
+        f"SELECT {_values(row, 'u', sqlite=sqlite)}, {sign}count(*) FROM task_unit u "
+        f"WHERE u.task_id = {row}.id AND u.is_target AND {row}.removed_at IS NULL "
+        f"GROUP BY {_ORDINALS}"
+    )
 
 
 def _sqlite() -> list[str]:
     def unit(row: str, sign: str) -> str:
-        return _upsert(
-            f"SELECT {_values('t', row, sqlite=True)}, {sign}1 FROM task t "
-            f"WHERE t.id = {row}.task_id AND t.removed_at IS NULL AND {row}.is_target"
-        )
+        return _unit(row, sign, sqlite=True)
 
     def task(row: str, sign: str) -> str:
-        return _upsert(
-            f"SELECT {_values(row, 'u', sqlite=True)}, {sign}count(*) FROM task_unit u "
-            f"WHERE u.task_id = {row}.id AND u.is_target AND {row}.removed_at IS NULL "
-            f"GROUP BY {_ORDINALS}"
-        )
+        return _task(row, sign, sqlite=True)
 
     def changed(columns: tuple[str, ...]) -> str:
-        return " OR ".join(f"OLD.{name} IS NOT NEW.{name}" for name in columns)
+        return _changed(columns, sqlite=True)
 
     return [
         f"CREATE TRIGGER unit_tally_insert AFTER INSERT ON task_unit BEGIN {unit('NEW', '')}; END",
@@ -101,29 +121,15 @@ def _postgresql() -> list[str]:
             f"BEGIN {body}; RETURN NULL; END $$"
         )
 
-    def rows(table: str, sign: str) -> str:  # a statement's transition table
-        return _upsert(
-            f"SELECT {_values('t', 'u', sqlite=False)}, {sign}count(*) "
-            f"FROM {table} u JOIN task t ON t.id = u.task_id "
-            f"WHERE u.is_target AND t.removed_at IS NULL GROUP BY {_ORDINALS}"
-        )
-
     def unit(row: str, sign: str) -> str:
-        return _upsert(
-            f"SELECT {_values('t', row, sqlite=False)}, {sign}1 FROM task t "
-            f"WHERE t.id = {row}.task_id AND t.removed_at IS NULL AND {row}.is_target"
-        )
+        return _unit(row, sign, sqlite=False)
 
     def task(row: str, sign: str) -> str:
-        return _upsert(
-            f"SELECT {_values(row, 'u', sqlite=False)}, {sign}count(*) FROM task_unit u "
-            f"WHERE u.task_id = {row}.id AND u.is_target AND {row}.removed_at IS NULL "
-            f"GROUP BY {_ORDINALS}"
-        )
+        return _task(row, sign, sqlite=False)
 
     return [
-        function("unit_tally_inserted", rows("new_rows", "")),
-        function("unit_tally_deleted", rows("old_rows", "-")),
+        function("unit_tally_inserted", _rows("new_rows", "", sqlite=False)),
+        function("unit_tally_deleted", _rows("old_rows", "-", sqlite=False)),
         function("unit_tally_updated", f"{unit('OLD', '-')}; {unit('NEW', '')}"),
         function("unit_tally_task", f"{task('OLD', '-')}; {task('NEW', '')}"),
         "CREATE TRIGGER unit_tally_insert AFTER INSERT ON task_unit "
@@ -133,10 +139,10 @@ def _postgresql() -> list[str]:
         "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT "
         "EXECUTE FUNCTION unit_tally_deleted()",
         f"CREATE TRIGGER unit_tally_update AFTER UPDATE OF {', '.join(_UNIT_COUNTED)} "
-        f"ON task_unit FOR EACH ROW WHEN ({_changed(_UNIT_COUNTED)}) "
+        f"ON task_unit FOR EACH ROW WHEN ({_changed(_UNIT_COUNTED, sqlite=False)}) "
         "EXECUTE FUNCTION unit_tally_updated()",
         f"CREATE TRIGGER unit_tally_task AFTER UPDATE OF {', '.join(_TASK_COUNTED)} "
-        f"ON task FOR EACH ROW WHEN ({_changed(_TASK_COUNTED)}) "
+        f"ON task FOR EACH ROW WHEN ({_changed(_TASK_COUNTED, sqlite=False)}) "
         "EXECUTE FUNCTION unit_tally_task()",
     ]
 
@@ -158,13 +164,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_task_due", "task", ["deadline_due", "no"])
     sqlite = op.get_bind().dialect.name == "sqlite"
-    op.execute(
-        _upsert(
-            f"SELECT {_values('t', 'u', sqlite=sqlite)}, count(*) "
-            "FROM task_unit u JOIN task t ON t.id = u.task_id "
-            f"WHERE u.is_target AND t.removed_at IS NULL GROUP BY {_ORDINALS}"
-        )
-    )
+    op.execute(_rows("task_unit", "", sqlite=sqlite))  # the rows already there
     for statement in _sqlite() if sqlite else _postgresql():
         op.execute(statement)
 
