@@ -22,6 +22,8 @@ from reminder.rules import Rules
 from reminder.settings import load_config
 from reminder.store.db import open_store
 from reminder.store.overview import digest_inputs
+from tests.daemon_process import NotifySocket
+from tests.smtp_server import Handler, smtp_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "data" / "jiyuan-2018-ledger.txt"
@@ -114,6 +116,21 @@ def pg_url() -> Iterator[str]:
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Handler, int]]:
+    """An SMTP server in the test process (aiosmtpd): its handler and port."""
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture
+def notify(isolated_env: Path) -> Iterator[NotifySocket]:
+    """systemd's notify socket, as a daemon under test sees it."""
+    sock = NotifySocket(isolated_env / "notify.sock")
+    yield sock
+    sock.close()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,24 +22,11 @@ from reminder.channels.mime import message_id
 from tests.conftest import SEED, Cli
 from tests.daemon_process import SCRIPT, Daemon, NotifySocket, daemon_env, full_socket
 from tests.known_ledger import MIDNIGHT, OVERDUE_DAYS, UNREACHABLE, import_known, known_config
-from tests.smtp_server import Handler, Received, smtp_server
+from tests.smtp_server import Handler, Received
 from tests.stalled_smtp import stalled_server
 from tests.test_crash import fill_outbox, unsent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Handler, int]]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture
-def notify(isolated_env: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(isolated_env / "notify.sock")
-    yield sock
-    sock.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from reminder import supervisor as supervisor_module
 from tests.conftest import SEED, Cli
 from tests.daemon_process import Daemon, NotifySocket
-from tests.smtp_server import Handler, smtp_server
+from tests.smtp_server import Handler
 from tests.stalled_smtp import stalled_server
 from tests.test_crash import fill_outbox
 from tests.test_daemon import FILLED, children, env_for, leased
@@ -41,19 +40,6 @@ HEAVY = (
     "rich",
     "uvloop",
 )
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Handler, int]]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture
-def notify(isolated_env: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(isolated_env / "notify.sock")
-    yield sock
-    sock.close()
 
 
 def test_the_supervisor_imports_none_of_the_heavy_libraries() -> None:
