@@ -1,11 +1,12 @@
 """The idle daemon after a catch-up: memory of all its processes, store writes, STATUS=.
 
     .venv/bin/python -m bench.idle_daemon [--idle 120] [--at "2018-10-08 09:25"]
-        [--tick 60] [--runs 1] [--peer CHECKOUT]
+        [--tick 60] [--runs 1] [--peer CHECKOUT] [--db sqlite|postgres]
 
 In a fresh folder, with the embedded defaults (SQLite, the file channel) and the clock
 set to ``--at`` Beijing time by libfaketime (Debian package ``faketime``; the clock
-ticks on from there):
+ticks on from there); with ``--db postgres`` the store is a new schema in the database
+``test`` on 127.0.0.1:5432 (as tests/conftest.py's ``pg_url``), dropped afterwards:
 
 1. import the bundled ledger, start `reminder run` with ``NOTIFY_SOCKET`` set, as
    systemd would, and wait for the catch-up to finish (a delivery run logged and
@@ -13,8 +14,10 @@ ticks on from there):
 2. once no session process runs any more (the catch-up's exits a few seconds after
    its last send; a daemon of one process has none), wait ``--idle`` seconds (the
    issue's target is stated two minutes after a catch-up), counting the ticks, those
-   after which the store's files (ledger.db, its WAL) had changed, and the STATUS=
-   messages;
+   after which the store had changed (SQLite: its files, ledger.db and its WAL;
+   PostgreSQL: the rows inserted, updated and deleted in the schema's tables, from
+   ``pg_stat_user_tables``, which a backend reports within seconds and when it exits),
+   and the STATUS= messages;
 3. read the daemon's and each descendant's memory: RSS (VmRSS) and PSS (from
    /proc/PID/smaps_rollup, which shares out the pages that the processes share, so the
    fairer sum), and print them per process and summed; and the CPU time the daemon and
@@ -137,80 +140,135 @@ def events(log: Path) -> list[dict[str, object]]:
     return found
 
 
-def owed(db: Path) -> int:
-    """Messages not yet sent (pending, being sent or to retry), read-only."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        query = "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending', 'retry')"
-        return int(con.execute(query).fetchone()[0])
+OWED = "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending', 'retry')"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-def files_state(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    return tuple(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(folder.glob("ledger.db*"))
-        if p.name != "ledger.db.lock"
-    )
+class SqliteStore:
+    """ledger.db in the run's folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.url = "sqlite:///ledger.db"
+
+    def owed(self) -> int:
+        """Messages not yet sent (pending, being sent or to retry), read-only."""
+        db = self.folder / "ledger.db"
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return int(con.execute(OWED).fetchone()[0])
+
+    def state(self) -> object:
+        return tuple(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(self.folder.glob("ledger.db*"))
+            if p.name != "ledger.db.lock"
+        )
+
+    def close(self) -> None:
+        pass
 
 
-def one_run(checkout: Path, at: str, idle_s: float, tick_s: float) -> dict[str, object]:
-    reminder = checkout / ".venv" / "bin" / "reminder"
-    moment = dt.datetime.fromisoformat(at).replace(tzinfo=BEIJING).astimezone(dt.UTC)
+class PostgresStore:
+    """A new schema in the database ``test``, dropped by ``close``."""
+
+    def __init__(self) -> None:
+        import psycopg  # noqa: PLC0415 - PostgreSQL runs only
+
+        self.schema = f"bench_idle_{os.urandom(6).hex()}"
+        self.url = f"{PG_ADMIN}?options=-csearch_path%3D{self.schema}"
+        self.connection = psycopg.connect(PG_ADMIN.replace("+psycopg", ""), autocommit=True)
+        self.connection.execute(f'CREATE SCHEMA "{self.schema}"')
+        self.connection.execute(f"SET search_path = {self.schema}")
+
+    def owed(self) -> int:
+        found = self.connection.execute(OWED).fetchone()
+        return int(found[0]) if found else 0
+
+    def state(self) -> object:
+        """Rows written to the schema's tables, as the statistics have them now."""
+        self.connection.execute("SELECT pg_stat_clear_snapshot()")
+        found = self.connection.execute(
+            "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables "
+            "WHERE schemaname = %s",
+            (self.schema,),
+        ).fetchone()
+        return int(found[0] or 0) if found else 0
+
+    def close(self) -> None:
+        self.connection.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
+        self.connection.close()
+
+
+def one_run(checkout: Path, at: str, idle_s: float, tick_s: float, db: str) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="reminder-idle-") as tmp:
         folder = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDER_")}
-        env |= {
-            "REMINDER_CONFIG": str(checkout / "config"),
-            "REMINDER_DB": "sqlite:///ledger.db",
-            "REMINDER_DAEMON__TICK_S": str(tick_s),
-            "LD_PRELOAD": str(FAKETIME),
-            "FAKETIME": f"@{moment:%Y-%m-%d %H:%M:%S}",
-            "FAKETIME_DONT_RESET": "1",
-            "TZ": "UTC",
-        }
-        seed = checkout / "data" / "jiyuan-2018-ledger.txt"
-        subprocess.run(
-            [str(reminder), "import", str(seed)],
-            cwd=folder,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        sock_path = folder / "notify.sock"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(sock_path))
-        sock.settimeout(0.2)
-        notes = Notes(sock)
-        threading.Thread(target=notes.read, daemon=True).start()
-        log = folder / "daemon.log"
-        started = time.monotonic()
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [str(reminder), "run"],
-                cwd=folder,
-                env=env | {"NOTIFY_SOCKET": str(sock_path)},
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
+        store = SqliteStore(folder) if db == "sqlite" else PostgresStore()
         try:
-            caught_up = wait_catch_up(folder, log, process, timeout=300)
-            took = time.monotonic() - started
-            ended = time.monotonic() + 60  # the catch-up's session exits (none with a peer
-            while sessions_alive(process.pid) and time.monotonic() < ended:  # of one process)
-                time.sleep(0.1)
-            own, children = cpu_s(process.pid)
-            sessions_before = count(log, "session_started")
-            ticks, wrote, statuses = idle(folder, log, notes, idle_s)
-            tree = [memory(pid) for pid in descendants(process.pid)]
-            own_after, children_after = cpu_s(process.pid)
-            idle_cpu = (own_after - own, children_after - children)
-            sessions = count(log, "session_started") - sessions_before
+            return run_in(checkout, at, idle_s, tick_s, folder, store)
         finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=60)
-            sock.close()
-        if code != 0:
-            raise SystemExit(f"exit {code}: {log.read_text()[-2000:]}")
+            store.close()
+
+
+def run_in(
+    checkout: Path,
+    at: str,
+    idle_s: float,
+    tick_s: float,
+    folder: Path,
+    store: SqliteStore | PostgresStore,
+) -> dict[str, object]:
+    """Steps 1 to 4 of the module docstring, in ``folder`` on ``store``."""
+    reminder = checkout / ".venv" / "bin" / "reminder"
+    moment = dt.datetime.fromisoformat(at).replace(tzinfo=BEIJING).astimezone(dt.UTC)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDER_")}
+    env |= {
+        "REMINDER_CONFIG": str(checkout / "config"),
+        "REMINDER_DB": store.url,
+        "REMINDER_DAEMON__TICK_S": str(tick_s),
+        "LD_PRELOAD": str(FAKETIME),
+        "FAKETIME": f"@{moment:%Y-%m-%d %H:%M:%S}",
+        "FAKETIME_DONT_RESET": "1",
+        "TZ": "UTC",
+    }
+    seed = checkout / "data" / "jiyuan-2018-ledger.txt"
+    subprocess.run(
+        [str(reminder), "import", str(seed)],
+        cwd=folder,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    sock, notes = listen(folder / "notify.sock")
+    log = folder / "daemon.log"
+    started = time.monotonic()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(reminder), "run"],
+            cwd=folder,
+            env=env | {"NOTIFY_SOCKET": str(folder / "notify.sock")},
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        caught_up = wait_catch_up(store, log, process, timeout=300)
+        took = time.monotonic() - started
+        ended = time.monotonic() + 60  # the catch-up's session exits (none with a peer
+        while sessions_alive(process.pid) and time.monotonic() < ended:  # of one process)
+            time.sleep(0.1)
+        own, children = cpu_s(process.pid)
+        sessions_before = count(log, "session_started")
+        ticks, wrote, statuses = idle(store, log, notes, idle_s)
+        tree = [memory(pid) for pid in descendants(process.pid)]
+        own_after, children_after = cpu_s(process.pid)
+        idle_cpu = (own_after - own, children_after - children)
+        sessions = count(log, "session_started") - sessions_before
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        sock.close()
+    if code != 0:
+        raise SystemExit(f"exit {code}: {log.read_text()[-2000:]}")
     return {
         "sent": caught_up,
         "catch_up_s": took,
@@ -223,21 +281,33 @@ def one_run(checkout: Path, at: str, idle_s: float, tick_s: float) -> dict[str, 
     }
 
 
+def listen(path: Path) -> tuple[socket.socket, Notes]:
+    """systemd's notify socket, read in a thread."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    notes = Notes(sock)
+    threading.Thread(target=notes.read, daemon=True).start()
+    return sock, notes
+
+
 def count(log: Path, event: str) -> int:
     return sum(1 for e in events(log) if e["event"] == event)
 
 
-def idle(folder: Path, log: Path, notes: Notes, idle_s: float) -> tuple[int, int, int]:
-    """Step 2: the ticks in ``idle_s`` seconds, how many of them changed the store's files
-    (ledger.db and its WAL, looked at after each tick), and the STATUS= sent."""
+def idle(
+    store: SqliteStore | PostgresStore, log: Path, notes: Notes, idle_s: float
+) -> tuple[int, int, int]:
+    """Step 2: the ticks in ``idle_s`` seconds, how many of them changed the store
+    (looked at after each tick), and the STATUS= sent."""
     since = time.monotonic()
-    state, seen, ticks, wrote = files_state(folder), None, 0, 0
+    state, seen, ticks, wrote = store.state(), None, 0, 0
     while time.monotonic() - since < idle_s:
         count = sum(1 for e in events(log) if e["event"] == "tick")
         if seen is not None and count > seen:
             ticks += count - seen
             time.sleep(0.5)  # the tick's delivery run (it finds nothing) ends meanwhile
-            now_state = files_state(folder)
+            now_state = store.state()
             wrote += now_state != state
             state = now_state
         seen = count
@@ -245,7 +315,12 @@ def idle(folder: Path, log: Path, notes: Notes, idle_s: float) -> tuple[int, int
     return ticks, wrote, notes.count("STATUS=", since)
 
 
-def wait_catch_up(folder: Path, log: Path, process: subprocess.Popen[bytes], timeout: float) -> int:
+def wait_catch_up(
+    store: SqliteStore | PostgresStore,
+    log: Path,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+) -> int:
     """Wait for a delivery run that sent something and an outbox with nothing owed;
     the number of messages that run sent."""
     deadline = time.monotonic() + timeout
@@ -253,7 +328,7 @@ def wait_catch_up(folder: Path, log: Path, process: subprocess.Popen[bytes], tim
         if process.poll() is not None:
             raise SystemExit(f"the daemon exited: {log.read_text()[-2000:]}")
         delivered = [e for e in events(log) if e["event"] == "delivered"]
-        if delivered and owed(folder / "ledger.db") == 0:
+        if delivered and store.owed() == 0:
             return sum(int(e["messages"]) for e in delivered)  # type: ignore[call-overload]
         time.sleep(0.2)
     raise SystemExit(f"no catch-up within {timeout} s: {log.read_text()[-2000:]}")
@@ -320,6 +395,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--peer", type=Path, help="another checkout, run alternating")
     parser.add_argument("--floor", action="store_true", help="what the imports cost, only")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     if args.floor:
         floor()
@@ -327,12 +403,15 @@ def main() -> None:
     if not FAKETIME.exists():
         raise SystemExit(f"needs {FAKETIME}: apt-get install faketime")
     checkouts = [("this", ROOT)] + ([("peer", args.peer.resolve())] if args.peer else [])
-    print(f"load {os.getloadavg()[0]:.2f}; at {args.at} Beijing; idle {args.idle:.0f} s")
+    print(
+        f"load {os.getloadavg()[0]:.2f}; at {args.at} Beijing; idle {args.idle:.0f} s;"
+        f" store {args.db}"
+    )
     for number in range(1, args.runs + 1):
         for name, checkout in checkouts:
             report(
                 f"run {number} {name} ({checkout})",
-                one_run(checkout, args.at, args.idle, args.tick),
+                one_run(checkout, args.at, args.idle, args.tick, args.db),
             )
             sys.stdout.flush()
     print(f"load {os.getloadavg()[0]:.2f}")

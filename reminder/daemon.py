@@ -22,10 +22,10 @@
    reload config, contacts and templates between jobs; a reload that fails (templates
    included) keeps the old ones and says why.
 
-On SQLite, `reminder run` (``supervise``) runs this daemon in sessions
-(``reminder.session``): processes that exit once nothing is due, under a lasting
-supervisor of a fifth of the memory (``reminder.supervisor``) that starts one when
-something may be due (``reminder.wake``). On PostgreSQL it is one process (``serve``).
+`reminder run` (``supervise``) runs this daemon in sessions (``reminder.session``):
+processes that exit once nothing is due, under a lasting supervisor of a fifth of the
+memory (``reminder.supervisor``) that starts one when something may be due
+(``reminder.wake``), on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from reminder.delivery import Delivery, close_all
 from reminder.digest_round import enqueue_reports
 from reminder.errors import ReminderError
 from reminder.logs import get_logger
-from reminder.loop import run_async
 from reminder.rows import DeliveryReport
 from reminder.runtime import Runtime, load_checked
 from reminder.store.db import Store
@@ -65,7 +64,7 @@ from reminder.store.tasks import latest_import, ledger_years
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 from reminder.tick import run_tick
 
-__all__ = ["Daemon", "Runtime", "lock_for", "serve", "sqlite_file", "supervise"]
+__all__ = ["Daemon", "Runtime", "lock_for", "sqlite_file", "supervise"]
 
 CANCEL_GRACE_S = 1.0  # a stop out of time: how long cancelled work may take to record
 
@@ -114,7 +113,6 @@ class Daemon:
         self.last_tick: dict[str, Any] = {}  # the last tick, in memory
         self.saved_tick: dict[str, Any] = {}  # in the store and STATUS=, for `status`
         self.reloads: set[asyncio.Task[None]] = set()  # SIGHUP's reloads in progress
-        self.announce_stop = True  # a session leaves it to the supervisor
         self.hangups_answered = 0  # SIGHUPs whose reload ended
 
     # --- jobs: each reads the clock once ---------------------------------------------
@@ -252,10 +250,7 @@ class Daemon:
 
     def request_stop(self, signum: int) -> None:
         if not self.stopping.is_set():
-            if self.announce_stop:
-                self.log.info("stopping", signal=signal.Signals(signum).name)
-                notify("STOPPING=1")
-            self.stopping.set()
+            self.stopping.set()  # the supervisor says it, and tells systemd
 
     async def reload(self) -> None:
         moment = self.clock()
@@ -312,22 +307,9 @@ class Daemon:
 
     # --- the main loop -----------------------------------------------------------------
 
-    async def run(self) -> int:
-        """Steps 2 to 6 of the module docstring."""
-        loop = asyncio.get_running_loop()
-        started = self.clock()
-        scheduler, watchdog = self.start(first_tick=started, announce=True)
-        catch_up = loop.create_task(self.reports())
-        await self.stopping.wait()
-        await self.wind_down(scheduler, (catch_up, watchdog))
-        self.log.info("stopped")
-        return 0
-
-    def start(
-        self, first_tick: dt.datetime, announce: bool
-    ) -> tuple[AsyncIOScheduler, asyncio.Task[None] | None]:
+    def start(self, first_tick: dt.datetime) -> tuple[AsyncIOScheduler, asyncio.Task[None] | None]:
         """Signals, the scheduler (a tick every ``tick_s`` from ``first_tick``, the digest's
-        cron) and the watchdog; with ``announce``, READY=1 and what a start logs."""
+        cron) and the watchdog (READY=1 and the start's log are the supervisor's)."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
@@ -353,10 +335,6 @@ class Daemon:
         trigger = CronTrigger(hour=at.hour, minute=at.minute, second=at.second, timezone=zone)
         scheduler.add_job(self.reports, trigger, id="digest", **common)
         scheduler.start()
-        if announce:
-            notify("READY=1", "STATUS=started")
-            self.log.info("started", pid=os.getpid(), sqlite=self.store.is_sqlite)
-            self.look_around(self.clock())
         interval = watchdog_interval_s()
         watchdog = loop.create_task(self.watchdog(interval)) if interval else None
         return scheduler, watchdog
@@ -390,24 +368,19 @@ def supervise(store: Store, lock: DaemonLock | None) -> NoReturn:
     """`reminder run`: load and check what a start checks (templates rendered against
     the ledger, exit 78 if one fails), then become the supervisor (``exec``: the same
     process, the lock's descriptor inherited), which starts sessions for the work
-    (``reminder.supervisor``, ``reminder.session``). On PostgreSQL, which gives the
-    supervisor no cheap way to see a write, the daemon runs in this process (``serve``)."""
+    (``reminder.supervisor``, ``reminder.session``). It sees a write as the SQLite
+    store's files changing, or on PostgreSQL as a notification (``reminder.listener``)."""
     loaded, accepted, _renderer = load_checked(store, now)
     settings = loaded.settings
     database = sqlite_file(settings.db)
-    if database is None:  # PostgreSQL: no files to watch, the daemon stays one process
-        sys.exit(run_async(serve(store)))
-    state = os.memfd_create("reminder-state", 0)
-    os.write(state, pickle.dumps({"accepted": accepted}))
-    os.lseek(state, 0, os.SEEK_SET)
-    os.set_inheritable(state, True)
     orders = {
         "lock_path": str(lock.path) if lock is not None else None,
         "lock_fd": lock.handover() if lock is not None else None,
-        "state_fd": state,
+        "state_fd": _handed(pickle.dumps({"accepted": accepted})),
         "tick_s": settings.daemon.tick_s,
         "stop_timeout_s": settings.daemon.stop_timeout_s,
         "sqlite": str(database) if database is not None else None,
+        "dsn_fd": _handed(libpq_dsn(settings.db).encode()) if database is None else None,
     }
     store.dispose()
     for stream in (sys.stdout, sys.stderr):
@@ -415,9 +388,18 @@ def supervise(store: Store, lock: DaemonLock | None) -> NoReturn:
     os.execv(sys.executable, [sys.executable, "-m", "reminder.supervisor", json.dumps(orders)])
 
 
-async def serve(store: Store, clock: WallClock = now) -> int:
-    runtime = Runtime.load(store, clock)
-    return await Daemon(store, runtime, clock).run()
+def _handed(data: bytes) -> int:
+    """A descriptor holding ``data``, which the supervisor inherits and reads."""
+    handed = os.memfd_create("reminder-orders", 0)
+    os.write(handed, data)
+    os.lseek(handed, 0, os.SEEK_SET)
+    os.set_inheritable(handed, True)
+    return handed
+
+
+def libpq_dsn(url: str) -> str:
+    """The store's URL as libpq takes it (the supervisor's psycopg, without SQLAlchemy)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def lock_for(store_url: str) -> DaemonLock | None:

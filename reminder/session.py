@@ -71,7 +71,7 @@ async def work(orders: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str,
     settings = daemon.runtime.settings
     started = daemon.clock()
     scheduler, watchdog = daemon.start(
-        first_tick=started + dt.timedelta(seconds=settings.daemon.tick_s), announce=False
+        first_tick=started + dt.timedelta(seconds=settings.daemon.tick_s)
     )
     while EARLY_HANGUPS:  # a SIGHUP while this process started: answered now
         EARLY_HANGUPS.pop()
@@ -115,7 +115,6 @@ def _daemon(given: dict[str, Any]) -> tuple[Store, Daemon]:
         store = open_store(loaded.settings.db)
         runtime = Runtime.of(store, given["accepted"], now, loaded)
     daemon = Daemon(store, runtime, now)
-    daemon.announce_stop = False  # the supervisor says it
     for key in ("last_tick", "saved_tick"):
         setattr(daemon, key, given.get(key, {}))
     daemon.delivered.update(given.get("delivered", {}))

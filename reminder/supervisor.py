@@ -10,9 +10,10 @@ with SQLAlchemy, pydantic, Jinja2, the SMTP and HTTP clients) runs in a session 
 1. Tell systemd READY=1; start a session at once (the catch-up).
 2. Every ``tick_s``, with no session running: start one if the moment the last session
    gave (``reminder.wake.next_wake``) has come, or the SQLite store's files changed
-   since it looked (someone wrote: an import, `done`, `retry`, an answer on the web);
-   else log an idle tick and sleep on. (Only SQLite stores come here: on PostgreSQL
-   there is no file to watch, and the daemon stays one process.)
+   since it looked (someone wrote: an import, `done`, `retry`, an answer on the web),
+   or, on PostgreSQL, someone else's write was notified (``reminder.listener``: one
+   connection that LISTENs; the sessions connect as ``reminder-session``, whose writes
+   notify nobody); else log an idle tick and sleep on.
 3. A session gets what the last one handed back, through a memfd: the configuration
    accepted at the start or the last reload, and the last tick's record (so an idle
    tick neither writes nor tells). Its NOTIFY_SOCKET is this process's relay, which
@@ -44,9 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from reminder import logs
+from reminder.listener import SESSION_NAME, Listener
 from reminder.systemd import DaemonLock, notify, watchdog_interval_s
 
 FileState = list[list[Any]]
+LISTEN_WAIT_S = 15.0  # PostgreSQL: how long the first session waits for the listening
 STOP_GRACE_S = 5.0  # past stop_timeout_s: how long a session may take to exit
 SESSION_ENV = "REMINDER_SESSION"  # the session's orders (JSON)
 
@@ -73,14 +76,19 @@ EX_SOFTWARE = 70
 
 class Supervisor:
     def __init__(self, orders: dict[str, Any], state: bytes) -> None:
+        self.log = logs.get_logger()
         self.tick_s = float(orders["tick_s"])
         self.stop_timeout_s = float(orders["stop_timeout_s"])
         self.database = Path(orders["sqlite"]) if orders.get("sqlite") else None
+        self.listener: Listener | None = None
+        if orders.get("dsn_fd") is not None:  # PostgreSQL
+            with os.fdopen(orders["dsn_fd"], "rb") as given:
+                dsn = given.read().decode()
+            self.listener = Listener(dsn, self.log, retry_s=self.tick_s)
         self.state = state  # opaque: what the last session handed back
         self.next_wake: float | None = None  # epoch seconds; None: at once
         self.ended_at = 0.0  # when the last session ended (epoch seconds)
         self.files: FileState | None = None
-        self.log = logs.get_logger()
         self.stopping = asyncio.Event()
         self.woken = asyncio.Event()  # a signal came: look again before the next tick
         self.reload = False
@@ -146,6 +154,7 @@ class Supervisor:
         notify("READY=1", "STATUS=started")
         self.log.info("started", pid=os.getpid(), sqlite=self.database is not None)
         watcher = self.hold_wal()
+        await self.listen()
         interval = self.interval = watchdog_interval_s()
         next_tick = loop.time()
         reason: str | None = "catch_up"
@@ -161,6 +170,8 @@ class Supervisor:
         self.relay.close()
         if watcher is not None:
             watcher.close()
+        if self.listener is not None:
+            await self.listener.stop()
         self.log.info("stopped")
         return self.code
 
@@ -174,6 +185,15 @@ class Supervisor:
         watcher = sqlite3.connect(self.database)
         watcher.execute("PRAGMA data_version").fetchone()
         return watcher
+
+    async def listen(self) -> None:
+        """PostgreSQL: listen before the first session, so that no write between its
+        start and the listening goes unheard (a failure is said, and the sessions go on)."""
+        if self.listener is None:
+            return
+        self.listener.start()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.listener.attempted.wait(), timeout=LISTEN_WAIT_S)
 
     async def wait_tick(self, at: float, interval: float | None) -> str | None:
         """Sleep until ``at`` (pinging the watchdog) or a signal; then whether a session
@@ -196,13 +216,13 @@ class Supervisor:
         if loop.time() < at:  # woken for nothing
             return await self.wait_tick(at, interval)
         now = time.time()
-        files = store_files(self.database)
-        if files is None:  # nothing to watch: look at every tick
-            return "every_tick"
+        files = store_files(self.database)  # None on PostgreSQL: the listener hears
         if self.next_wake is None or now >= self.next_wake:
             return "due"
         if now < self.ended_at - 1:  # the clock went back: the wake moment means nothing
             return "clock_changed"
+        if self.listener is not None and self.listener.changed:
+            return "store_changed"
         if files != self.files:
             return "store_changed"
         self.log.info("tick", work=False, next_wake=_iso(self.next_wake))
@@ -223,7 +243,10 @@ class Supervisor:
             env |= {
                 "NOTIFY_SOCKET": self.relay_name,
                 SESSION_ENV: json.dumps(orders | {"result_fd": handed}),
+                "PGAPPNAME": SESSION_NAME,  # PostgreSQL: its writes notify nobody
             }
+            if self.listener is not None:
+                self.listener.session_started()
             self.session = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -315,8 +338,9 @@ def _iso(epoch: float) -> str:
 
 def main() -> None:
     """``python -m reminder.supervisor ORDERS``: ORDERS (JSON) names the lock's path and
-    descriptor, the descriptor of the first state, ``tick_s``, ``stop_timeout_s`` and the
-    SQLite file (or null)."""
+    descriptor, the descriptor of the first state, ``tick_s``, ``stop_timeout_s``, the
+    SQLite file (or null) and, on PostgreSQL, the descriptor to read the libpq
+    connection string from (``dsn_fd``: not on the command line, which anyone may read)."""
     orders = json.loads(sys.argv[1])
     logs.configure(to_stdout=True, level=os.environ.get("REMINDER_LOG_LEVEL", "info"), force=True)
     lock = None

@@ -86,7 +86,8 @@ def fill_outbox(db: Path | str, count: int) -> list[str]:
                     "last_error": "",
                 }
             )
-        connection.execute(insert(OutboxRow.__table__), rows)  # type: ignore[attr-defined]
+        if rows:
+            connection.execute(insert(OutboxRow.__table__), rows)  # type: ignore[attr-defined]
         # every task done: the ticks of the runs below plan nothing of their own
         connection.exec_driver_sql("UPDATE task SET status = 'done'")
     store.dispose()

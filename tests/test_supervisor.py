@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from reminder import supervisor as supervisor_module
+from reminder.store.db import open_store
 from tests.conftest import SEED, Cli
 from tests.daemon_process import Daemon, NotifySocket
 from tests.smtp_server import Handler
@@ -145,7 +147,7 @@ def test_a_session_stops_when_its_supervisor_is_killed(
         assert dead.fetchone()[0] == 0
 
 
-def test_on_postgresql_the_daemon_stays_one_process(
+def test_on_postgresql_a_write_by_another_process_wakes_a_session(
     cli: Cli,
     isolated_env: Path,
     pg_url: str,
@@ -153,19 +155,59 @@ def test_on_postgresql_the_daemon_stays_one_process(
     notify: NotifySocket,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No files to watch: the daemon runs its work itself, as before (no supervisor)."""
+    """The same on PostgreSQL: the supervisor LISTENs (migration 0007's triggers notify);
+    idle ticks start no session; another process's write starts one, which sends what it
+    queued; the sessions' own writes wake none."""
     monkeypatch.setenv("REMINDER_DB", pg_url)
     assert cli("import", str(SEED)).code == 0
-    _handler, port = smtp
+    fill_outbox(pg_url, 0)  # every task done: the daemon's own ticks plan nothing
+    handler, port = smtp
     with Daemon(isolated_env, env_for(port, notify)) as daemon:
         assert notify.wait_for("READY=1"), daemon.log_path.read_text()
-        assert daemon.wait_event("tick", count=3), daemon.log_path.read_text()
+        assert daemon.wait_event("session_started")
+        deadline = time.monotonic() + 30
+        while children(daemon.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert children(daemon.pid) == [], daemon.log_path.read_text()
+        ticks = sum(1 for e in daemon.events() if e["event"] == "tick")
+        assert daemon.wait_event("tick", count=ticks + 3)  # tick_s is 1
+        assert sessions(daemon) == ["catch_up"]
+        assert supervisor_queries(pg_url) == ["LISTEN reminder_store"]
+
+        before = len(handler.received)  # the catch-up's digests
+        keys = fill_outbox(pg_url, 3)
+        assert handler.wait_for(before + 3), daemon.log_path.read_text()
+        assert sessions(daemon)[1:] == ["store_changed"]
+        deadline = time.monotonic() + 30
+        while children(daemon.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ticks = sum(1 for e in daemon.events() if e["event"] == "tick")
+        assert daemon.wait_event("tick", count=ticks + 3)
+        assert sessions(daemon) == ["catch_up", "store_changed"]  # its own writes: none
         assert daemon.stop() == 0
-    events = daemon.events()
-    assert not [e for e in events if e["event"] == "session_started"]
-    assert all("work" not in e for e in events if e["event"] == "tick")
-    names = [e["event"] for e in events]
+    store = open_store(pg_url)
+    with store.read() as session:
+        sent = set(session.scalars(text("SELECT key FROM outbox WHERE status = 'sent'")))
+    store.dispose()
+    assert set(keys) <= sent
+    names = [e["event"] for e in daemon.events()]
     assert "stopping" in names and names[-1] == "stopped"
+    assert "session_failed" not in names and "listen_failed" not in names
+
+
+def supervisor_queries(pg_url: str) -> list[str]:
+    """What the supervisor's connection last ran (pg_stat_activity), the listening one."""
+    store = open_store(pg_url)
+    with store.read() as session:
+        found = session.execute(
+            text(
+                "SELECT query FROM pg_stat_activity WHERE application_name = "
+                "'reminder-supervisor' AND datname = current_database()"
+            )
+        )
+        queries = [query for (query,) in found]
+    store.dispose()
+    return queries
 
 
 def test_sessions_that_keep_failing_stop_the_supervisor_for_a_restart() -> None:
@@ -206,5 +248,5 @@ def test_the_supervisor_wakes_at_the_next_wake_not_at_the_next_tick() -> None:
         reason, waited = asyncio.run(woke())
     finally:
         watched.relay.close()
-    assert reason == "every_tick"  # no SQLite file to watch here: a session is started
+    assert reason == "due"
     assert 0.4 < waited < 30
