@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 ## http://127.0.0.1:8080 where the letters' links point); one Ctrl-C stops both
 run: $(STAMP)
 	test -f ledger.db || $(BIN)/reminder import data/jiyuan-2018-ledger.txt
+	$(BIN)/reminder db upgrade
 	@$(BIN)/reminder web & web=$$!; \
 	trap 'kill $$web 2>/dev/null; wait $$web 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/reminder run

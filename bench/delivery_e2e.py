@@ -27,6 +27,10 @@ Alertmanager: a config whose route sends each alert as one e-mail to the sink
 fed N alerts (N = the e-mails ours put on the wire in the same round) over its HTTP API
 v2 in posts of 1,000, timed from the first post until the sink has counted N. Its
 start-up is not in its time (ours is in ours).
+
+Each contender's CPU time is printed too (user + system): ours, the command's and its
+render workers' (``RUSAGE_CHILDREN`` over the run); Alertmanager's from /proc over its
+timed part. smtp-sink's (and the gateway's) is in neither.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -180,6 +185,19 @@ class Outcome:
     mails: int  # counted at the sink
     sms: int  # at the gateway, or files written
     line: str  # what the command printed last
+    cpu_s: float  # CPU seconds (user + system) of the contender, its children included
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's children that ended and were reaped (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds of a running process (user + system, and its children waited for)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def ours(prepared: Prepared, folder: Path, run: int) -> Outcome:
@@ -200,6 +218,7 @@ def ours(prepared: Prepared, folder: Path, run: int) -> Outcome:
     sink = Sink(folder)
     env["REMINDER_SMTP__PORT"] = str(sink.port)
     try:
+        before = children_cpu_s()  # the run's only child reaped in between
         started = time.perf_counter()
         result = subprocess.run(
             [str(REMINDER), "run", "--once", "--at", TICK],
@@ -210,6 +229,7 @@ def ours(prepared: Prepared, folder: Path, run: int) -> Outcome:
             check=False,
         )
         seconds = time.perf_counter() - started
+        cpu = children_cpu_s() - before
         mails = sink.messages()
     finally:
         sink.stop()
@@ -218,7 +238,7 @@ def ours(prepared: Prepared, folder: Path, run: int) -> Outcome:
         raise RuntimeError(f"reminder run --once failed: {result.stderr[-2000:]}")
     last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     shutil.rmtree(work)
-    return Outcome(seconds, mails, sms, last)
+    return Outcome(seconds, mails, sms, last, cpu)
 
 
 ALERTMANAGER_CONFIG = """\
@@ -296,6 +316,7 @@ def alertmanager(folder: Path, n: int, run: int) -> Outcome:
                 for i in range(start, min(n, start + 1000))
             ]
             posts.append(json.dumps(alerts, ensure_ascii=False).encode())
+        idle_cpu = proc_cpu_s(process.pid)  # its start-up, not counted (nor in its time)
         started = time.perf_counter()
         for body in posts:
             request = urllib.request.Request(
@@ -310,12 +331,13 @@ def alertmanager(folder: Path, n: int, run: int) -> Outcome:
             time.sleep(0.05)
         seconds = time.perf_counter() - started
         mails = counted(sink)
+        cpu = proc_cpu_s(process.pid) - idle_cpu
     finally:
         process.terminate()
         process.wait(10)
         sink.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return Outcome(seconds, mails, 0, "")
+    return Outcome(seconds, mails, 0, "", cpu)
 
 
 def load() -> str:
@@ -346,7 +368,8 @@ def main() -> None:
                 mails = got.mails
                 print(
                     f"round {run}: {variant:8} {rate:7.0f} e-mails/s ({got.mails} at the sink,"
-                    f" {got.sms} SMS, {got.seconds:.1f} s start to exit; {got.line})"
+                    f" {got.sms} SMS, {got.seconds:.1f} s start to exit, CPU {got.cpu_s:.1f} s"
+                    f" = {1e6 * got.cpu_s / max(got.mails, 1):.0f} µs an e-mail; {got.line})"
                     f" load {load()}"
                 )
             theirs = alertmanager(folder, mails, run)
@@ -356,7 +379,8 @@ def main() -> None:
                 ratios[variant].append(rates[variant][-1] / am)
             print(
                 f"round {run}: alertmanager {am:7.0f} e-mails/s ({theirs.mails} at the sink,"
-                f" {theirs.seconds:.1f} s from the first post) load {load()}"
+                f" {theirs.seconds:.1f} s from the first post, CPU {theirs.cpu_s:.1f} s ="
+                f" {1e6 * theirs.cpu_s / max(theirs.mails, 1):.0f} µs an e-mail) load {load()}"
             )
     am = statistics.median(rates["alertmanager"])
     print(f"median of {args.runs}: alertmanager {am:.0f}/s")

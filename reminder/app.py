@@ -15,7 +15,7 @@ from reminder.errors import ConfigError, InputError
 from reminder.records import StoredLedger
 from reminder.rules import Rules
 from reminder.settings import Config, Settings, load_config
-from reminder.store.db import Store, describe, open_store
+from reminder.store.db import SchemaUse, Store, describe, open_store
 from reminder.store.overview import digest_inputs
 from reminder.store.tasks import latest_import, ledger_facts, load_ledger
 
@@ -48,9 +48,13 @@ class App:
     def contacts(self) -> Contacts:
         return load_contacts(self.config.contacts_path)
 
+    creates_store = False  # `reminder import`: a store without a schema is created
+
     @cached_property
     def store(self) -> Store:
-        store = open_store(self.config.settings.db)
+        """The store, its schema checked (never changed: `reminder db upgrade` does)."""
+        schema: SchemaUse = "create" if self.creates_store else "check"
+        store = open_store(self.config.settings.db, schema=schema)
         context = click.get_current_context(silent=True)
         if context is not None:  # close pooled connections when the command ends
             context.find_root().call_on_close(store.dispose)

@@ -41,10 +41,12 @@ COMMANDS = {
     "review": "answers",
     "history": "answers",
     "export": "answers",
+    "db": "db",
 }
 SHORT_HELP = {
     "calendar": "A year's days off and make-up working days, and where they come from.",
     "check": "Report config and ledger problems; exit 1 if any is an error.",
+    "db": "The store's schema: `reminder db upgrade` creates it or brings it to this version.",
     "digest": "Send today's digests (and escalation lists) now, if not sent yet; or print them.",
     "done": "Mark a task (or one unit's part of it) done: its reminders stop.",
     "export": "Write the board as a workbook (通报: units ranked; every task × unit by state).",

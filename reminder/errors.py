@@ -63,6 +63,14 @@ class StoreError(ReminderError, RuntimeError):
     exit_code = 74  # EX_IOERR
 
 
+class SchemaError(StoreError):
+    """The store's schema is not the one this version uses: `reminder db upgrade` makes
+    it so (or it is newer than this version knows)."""
+
+    exit_code = 78  # EX_CONFIG: systemd does not restart into it (RestartPreventExitStatus)
+    missing = False  # there is no store yet (rather than one of another version)
+
+
 class AlreadyRunningError(StoreError):
     """A second daemon was started on the same SQLite file."""
 

@@ -109,10 +109,10 @@ def _daemon(given: dict[str, Any]) -> tuple[Store, Daemon]:
         loaded = pickle.loads(given["accepted"])  # our own bytes, from our supervisor
     except Exception as error:  # the package was upgraded under a running daemon
         get_logger().warning("state_unreadable", error=f"{type(error).__name__}: {error}")
-        store = open_store(load_config().settings.db)
+        store = open_store(load_config().settings.db, schema="check")
         runtime = Runtime.load(store, now)  # as at a start
     else:
-        store = open_store(loaded.settings.db)
+        store = open_store(loaded.settings.db, schema="check")
         runtime = Runtime.of(store, given["accepted"], now, loaded)
     daemon = Daemon(store, runtime, now)
     for key in ("last_tick", "saved_tick"):

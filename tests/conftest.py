@@ -118,6 +118,35 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
+def downgrade(url: str, revision: str, *statements: str) -> None:
+    """The store at ``url`` taken back to ``revision`` (as an older version left it), and
+    ``statements`` run on it there."""
+    from alembic import command
+
+    from reminder.store.migrate import alembic_config
+
+    engine = create_engine(url)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def revision_at(url: str) -> str | None:
+    from reminder.store.migrate import current_revision
+
+    engine = create_engine(url)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def smtp() -> Iterator[tuple[Handler, int]]:
     """An SMTP server in the test process (aiosmtpd): its handler and port."""

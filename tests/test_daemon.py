@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from reminder.channels.mime import message_id
-from tests.conftest import SEED, Cli
+from tests.conftest import SEED, Cli, downgrade, revision_at
 from tests.daemon_process import SCRIPT, Daemon, NotifySocket, daemon_env, full_socket
 from tests.known_ledger import MIDNIGHT, OVERDUE_DAYS, UNREACHABLE, import_known, known_config
 from tests.smtp_server import Handler, Received
@@ -314,14 +314,41 @@ def test_sighup_reloads_and_a_bad_reload_keeps_the_old_config(
 
 
 def test_without_a_ledger_it_starts_and_waits(
-    isolated_env: Path, smtp: tuple[Handler, int], notify: NotifySocket
+    cli: Cli, isolated_env: Path, smtp: tuple[Handler, int], notify: NotifySocket
 ) -> None:
+    assert cli("db", "upgrade").code == 0  # a store, nothing imported
     _handler, port = smtp
     with Daemon(isolated_env, env_for(port, notify)) as daemon:
         assert notify.wait_for("READY=1")
         assert daemon.wait_event("no_ledger")
         assert daemon.wait_event("tick")
         assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("revision", [None, "0005"])
+def test_without_an_upgraded_store_it_refuses_to_start_with_exit_78(
+    cli: Cli,
+    isolated_env: Path,
+    smtp: tuple[Handler, int],
+    notify: NotifySocket,
+    revision: str | None,
+) -> None:
+    """No store, or one a version behind: one line saying to run `reminder db upgrade`;
+    the store is left as it was (not created, not upgraded)."""
+    db = isolated_env / "ledger.db"
+    if revision is not None:
+        assert cli("import", str(SEED)).code == 0
+        downgrade(f"sqlite:///{db}", revision)
+    _handler, port = smtp
+    result = run_until_exit(isolated_env, env_for(port, notify))
+    assert result.returncode == 78, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "run `reminder db upgrade`" in line and "Traceback" not in result.stderr
+    assert not notify.seen("READY=1")
+    if revision is None:
+        assert not db.exists()
+    else:
+        assert revision_at(f"sqlite:///{db}") == revision
 
 
 def test_a_bad_config_stops_it_at_once_with_exit_78(

@@ -14,7 +14,7 @@ import click
 
 from reminder.app import App, now, pass_app
 from reminder.contacts import Problem, load_contacts
-from reminder.errors import ConfigError, InputError, LedgerError
+from reminder.errors import ConfigError, InputError, LedgerError, SchemaError
 from reminder.ledger import parse_ledger
 from reminder.loop import paused_collector
 from reminder.records import StoredLedger, StoredTask
@@ -86,6 +86,7 @@ def import_command(
     """Read a ledger (.txt, .docx, .xlsx, .csv) into the store, in one transaction."""
     started = time.perf_counter()
     settings = app.config.settings
+    app.creates_store = True  # the first step on a new machine (never an upgrade)
     data = read_file(file)
     with paused_collector():
         ledger = parse_ledger(data, str(file), app.contacts.directory, settings.ledger.season, year)
@@ -197,17 +198,25 @@ def check_command(app: App) -> None:
 
     settings = app.config.settings
     today = now().astimezone(settings.zone).date()
-    with app.store.read() as session:
-        inputs = digest_inputs(session)
-        ledger = inputs.ledger if inputs else None
-        facts = ledger_facts(ledger) if ledger else {}
-        calendar = app.planning.calendar.warning(ledger_years(session), today)
+    inputs, schema = None, None
+    calendar = app.planning.calendar.warning(set(), today)
+    try:
+        store = app.store
+    except SchemaError as refused:  # none yet: said as "no ledger imported yet" below
+        schema = None if refused.missing else Problem("error", "store", str(refused))
+    else:
+        with store.read() as session:
+            inputs = digest_inputs(session)
+            calendar = app.planning.calendar.warning(ledger_years(session), today)
+    ledger = inputs.ledger if inputs else None
     templates = []
     if inputs is not None:
+        facts = ledger_facts(ledger) if ledger else {}
         templates = rendering_problems(
             app.renderer, inputs, facts, app.planning, settings.office, today
         )
-    problems = run_check(app.contacts, ledger, templates)
+    problems = [schema] if schema is not None else []
+    problems += run_check(app.contacts, ledger, templates)
     problems += channel_problems(app.config, app.contacts, os.environ, loose_secrets(os.environ))
     if calendar:
         problems.append(Problem("warning", "calendar", calendar))

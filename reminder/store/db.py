@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, Connection, Engine, Table, bindparam, create_engine, event, select
 from sqlalchemy.engine import make_url
@@ -101,6 +101,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.found_revision: str | None = None  # the schema's, when it was opened
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._writer = (
@@ -133,19 +134,32 @@ def describe(url: str) -> str:
         return "<invalid URL>"
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open (and create or upgrade) the store; errors name the database, not a traceback."""
-    from reminder.store.migrate import upgrade  # noqa: PLC0415 - alembic only when opening
+SchemaUse = Literal["check", "create", "upgrade"]
 
+
+def open_store(url: str, *, schema: SchemaUse = "create") -> Store:
+    """Open the store; errors name the database, not a traceback. ``schema``: what is
+    done about its schema (``reminder.store.migrate``): ``check`` it is at this
+    version's head (a SQLite file that does not exist is not created), ``create`` it
+    if the store has none, or ``upgrade`` it (`reminder db upgrade`)."""
+    from reminder.store import migrate  # noqa: PLC0415 - alembic only when opening
+
+    where = describe(url)
+    if schema == "check" and sqlite_file_missing(url):
+        raise migrate.refusal(where, None)
     store = Store(url)
-    if not migrate:
-        return store
     try:
-        upgrade(store.engine)
+        if schema == "check":
+            migrate.check(store.engine, where)
+            store.found_revision = migrate.SCHEMA_HEAD
+        else:
+            store.found_revision = migrate.upgrade(
+                store.engine, store._writer, where, create_only=schema == "create"
+            )
     except (OperationalError, DatabaseError) as exc:
         store.dispose()
         reason = str(exc.orig) if exc.orig is not None else str(exc)
-        raise StoreError(f"{describe(url)}: cannot open the store: {reason}") from None
+        raise StoreError(f"{where}: cannot open the store: {reason}") from None
     except BaseException:
         store.dispose()
         raise
@@ -329,7 +343,7 @@ def sqlite_file_missing(url: str) -> bool:
     would create it, and its -wal and -shm files)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return False
     database = parsed.database or ""
     if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
