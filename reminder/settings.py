@@ -156,7 +156,9 @@ class RobotSettings(_Section):
 
 class DeliverySettings(_Section):
     batch: int = Field(default=1000, ge=1)  # messages claimed at once
-    lease_s: float = Field(default=300.0, gt=0)  # a claim not marked by then is taken again
+    # a claim not marked or renewed by then is taken again (a live sender renews its
+    # leases every third of this: a dead one's messages go to the others within it)
+    lease_s: float = Field(default=20.0, gt=0)
     mark_every: int = Field(default=200, ge=1)  # outcomes committed together (the in-flight window)
     max_attempts: int = Field(default=8, ge=1)
     backoff_s: float = Field(default=60.0, gt=0)  # first retry; doubles each attempt …
