@@ -116,7 +116,10 @@ def _apply(to_stdout: bool, level: str, force: bool) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=lambda *_args: structlog.PrintLogger(stream()),
+        # one write() a line, its newline included (print() writes the newline apart: a
+        # session and its supervisor share the journal's stream, and their lines would
+        # interleave between the two writes)
+        logger_factory=lambda *_args: structlog.WriteLogger(stream()),
         cache_logger_on_first_use=False,
     )
 

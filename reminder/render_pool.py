@@ -17,6 +17,9 @@ worker processes, so that the process that talks SMTP spends its time on the wir
   chunk renders (several chunks sliced side by side would hold the loop for a slice
   each, in one turn of the loop). The templates it needs are compiled first, in a
   thread: a compile takes tens of ms.
+- Workers die with the sending process, whatever ends it: each watches it (a pidfd), so
+  that a kill -9 of a session leaves no worker behind; multiprocessing's forkserver and
+  resource tracker then see their pipes close and exit too.
 - A worker that dies (killed, out of memory) breaks the pool: the chunk it held, and
   the rest of that run, are rendered in the sending process.
 - The workers exist only while there is a backlog: the pool starts when a chunk goes
@@ -31,7 +34,10 @@ import asyncio
 import datetime as dt
 import gc
 import multiprocessing
+import os
+import select
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -49,11 +55,29 @@ SLICE_S = 0.005  # rendering in the sending process holds the event loop at most
 
 
 def start_quiet_worker(
-    settings: Settings, contacts: Contacts, templates: Mapping[str, str] | None
+    settings: Settings, contacts: Contacts, templates: Mapping[str, str] | None, sender: int
 ) -> None:
-    """A worker process's initializer: SIGINT ignored (see the module docstring)."""
+    """A worker process's initializer: SIGINT ignored, and it dies with ``sender`` (see
+    the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with(sender)
     start_worker(settings, contacts, templates)
+
+
+def die_with(pid: int) -> None:
+    """Exit this process once process ``pid`` has ended, however it ended (kill -9
+    included): a thread waits on a pidfd of it (Linux 5.3 and later; elsewhere the
+    pool's own shutdown only)."""
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return
+
+    def wait() -> None:
+        select.select([handle], [], [])  # readable once the process has ended
+        os._exit(0)
+
+    threading.Thread(target=wait, name="die-with-sender", daemon=True).start()
 
 
 class RenderPool:
@@ -89,7 +113,7 @@ class RenderPool:
                 max_workers=workers,
                 mp_context=context,
                 initializer=start_quiet_worker,
-                initargs=(self.settings, self.contacts, self.templates),
+                initargs=(self.settings, self.contacts, self.templates, os.getpid()),
             )
         return self._pool
 

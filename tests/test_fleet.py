@@ -9,6 +9,7 @@ shipped lease is 20 s).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,7 +46,7 @@ def owed(url: str) -> int:
         store.dispose()
 
 
-def fleet(cwd: Path, url: str, port: int) -> list[Daemon]:
+def fleet(cwd: Path, url: str, port: int, **extra: str) -> list[Daemon]:
     env = daemon_env(
         REMINDER_DB=url,
         REMINDER_SMTP__HOST="127.0.0.1",
@@ -56,6 +57,7 @@ def fleet(cwd: Path, url: str, port: int) -> list[Daemon]:
         REMINDER_DELIVERY__MARK_EVERY=str(MARK_EVERY),
         REMINDER_DELIVERY__BATCH="100",
         REMINDER_DELIVERY__RENDER_WORKERS="0",
+        **extra,
     )
     return [Daemon(cwd, env, name=f"host-{i}") for i in range(DAEMONS)]
 
@@ -142,3 +144,46 @@ def test_a_daemon_killed_mid_batch_is_taken_over_within_its_lease(
     assert sum(received.values()) == MESSAGES + repeats
     # the rest, its held messages included, went out within lease + tick + the sending
     assert took < LEASE_S + TICK_S + 30, took
+
+
+def test_a_refusing_server_then_back_gets_each_message_once_after_backoff(
+    isolated_env: Path, pg_url: str, smtp: tuple[Handler, int], filled: list[str]
+) -> None:
+    """The SMTP server answers 451 to every message for 4 s, then takes them: the three
+    daemons retry with growing pauses (backoff 1 s, doubling), none goes dead, each
+    message arrives once."""
+    handler, port = smtp
+    handler.behaviour.data = "451 4.3.0 try again later"
+    daemons = fleet(isolated_env, pg_url, port, REMINDER_DELIVERY__BACKOFF_S="1")
+    try:
+        for daemon in daemons:
+            daemon.start()
+        time.sleep(4)
+        handler.behaviour.data = None
+        wait_sent(pg_url, daemons, timeout=120)
+        for daemon in daemons:
+            assert daemon.stop() == 0
+    finally:
+        for daemon in daemons:
+            if daemon.running():
+                daemon.kill()
+    received, expected = received_ids(handler, filled)
+    assert set(received) == expected and sum(received.values()) == MESSAGES
+    store = open_store(pg_url, schema="check")
+    with store.read() as session:
+        dead = session.execute(text("SELECT count(*) FROM outbox WHERE status = 'dead'"))
+        assert dead.scalar_one() == 0
+        tries = session.execute(
+            text(
+                "SELECT a.outbox_id, a.at, o.sent_at FROM attempt a JOIN outbox o"
+                " ON o.id = a.outbox_id WHERE a.outcome = 'retry' ORDER BY a.outbox_id, a.at"
+            )
+        ).all()
+    store.dispose()
+    by_message: dict[int, list[float]] = {}
+    for outbox_id, at, sent_at in tries:
+        times = by_message.setdefault(outbox_id, [sent_at.timestamp()])
+        times.insert(-1, at.timestamp())  # the refusals, then the send
+    assert len(by_message) >= MESSAGES // 10  # many were refused at least once
+    gaps = [b - a for times in by_message.values() for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.9  # never tried again before its backoff (1 s, then 2 s …)

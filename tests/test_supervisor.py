@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -145,6 +146,46 @@ def test_a_session_stops_when_its_supervisor_is_killed(
     with sqlite3.connect(db) as con:
         dead = con.execute(f"SELECT count(*) FROM outbox WHERE {FILLED} AND status = 'dead'")
         assert dead.fetchone()[0] == 0
+
+
+def test_a_session_killed_with_sigkill_leaves_no_helper_process(
+    cli: Cli, isolated_env: Path, notify: NotifySocket
+) -> None:
+    """kill -9 of a session while its render worker, forkserver and resource tracker run
+    (a backlog on a hung server): they exit too (the worker watches the session, the
+    others see their pipes close); the supervisor starts the next session."""
+    assert cli("import", str(SEED)).code == 0
+    fill_outbox(isolated_env / "ledger.db", 400)
+    with stalled_server() as stalled:
+        env = env_for(
+            stalled.port,
+            notify,
+            REMINDER_SMTP__TIMEOUT_S="60",
+            REMINDER_DELIVERY__RENDER_WORKERS="1",
+        )
+        with Daemon(isolated_env, env) as daemon:
+            assert stalled.wait_for(1), daemon.log_path.read_text()
+            deadline = time.monotonic() + 30
+            while len(children(daemon.pid)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the session, the tracker, the forkserver, a worker
+            [session, *helpers] = children(daemon.pid)
+            assert len(helpers) >= 3, helpers
+            os.kill(session, signal.SIGKILL)
+            deadline = time.monotonic() + 15
+            while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not [pid for pid in helpers if alive(pid)], "a helper outlived its session"
+            assert daemon.wait_event("session_failed")
+            assert daemon.stop() == 0
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_on_postgresql_a_write_by_another_process_wakes_a_session(
