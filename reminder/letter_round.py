@@ -48,6 +48,7 @@ from reminder.recipients import Item
 from reminder.rules import Rules
 from reminder.settings import Settings
 from reminder.store.db import execute_many, insert_new
+from reminder.store.meta import put_meta
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import ledger_facts, load_ledger
 from reminder.web.links import Links, save_links
@@ -116,7 +117,7 @@ def plan_agendas(
         return []
     items = agenda_items(_open_units(session), planning, first)
     new = set(enqueue_items(session, items, now))
-    session.merge(MetaRow(key=AGENDA_PLANNED, value=first.isoformat()))
+    put_meta(session, AGENDA_PLANNED, first.isoformat())
     return [item for item in items if item.key in new]
 
 

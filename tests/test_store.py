@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from sqlmodel import SQLModel, col, select
 
 from reminder.errors import StoreError
 from reminder.store.db import open_store
-from reminder.store.models import EventRow
+from reminder.store.models import EventRow, MetaRow
 from tests.conftest import SEED, Cli
 
 
@@ -268,3 +269,41 @@ def test_the_letters_migration_moves_each_reminder_into_an_item(
     }
     assert attempts == []  # those of messages that are gone go with them
     assert [tuple(row) for row in counters] == [("乙局", 0, False), ("甲局", 2, True)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_writers_setting_a_new_meta_key_side_by_side_both_succeed(
+    backend: str, isolated_env: Path, request: pytest.FixtureRequest
+) -> None:
+    """As the first ticks of daemons started together on a new store: both write the last
+    tick; the second waits for the first's commit and then overwrites it (a read, then
+    an insert, failed it with a unique violation on PostgreSQL)."""
+    from reminder.store.meta import LAST_TICK, last_tick, put_meta
+
+    url = f"sqlite:///{isolated_env / 'ledger.db'}"
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    store = open_store(url)
+    first_wrote = threading.Event()
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            first_wrote.wait(10)
+            with store.write() as session:
+                put_meta(session, LAST_TICK, '{"by": "second"}')
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with store.write() as session:
+        assert session.get(MetaRow, LAST_TICK) is None  # new: both would insert
+        put_meta(session, LAST_TICK, '{"by": "first"}')
+        first_wrote.set()
+        time.sleep(0.3)  # the second waits for this commit meanwhile
+    thread.join(15)
+    assert not errors, errors
+    with store.read() as session:
+        assert last_tick(session) == {"by": "second"}
+    store.dispose()

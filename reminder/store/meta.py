@@ -46,9 +46,35 @@ def worth_saving(record: Mapping[str, Any], saved: Mapping[str, Any] | None) -> 
 
 def save_last_tick(session: Session, record: Mapping[str, Any]) -> None:
     """Write a tick record (``tick_record``) for `reminder status`."""
-    row = session.get(MetaRow, LAST_TICK) or MetaRow(key=LAST_TICK, value="")
-    row.value = json.dumps(record)
-    session.add(row)
+    put_meta(session, LAST_TICK, json.dumps(record))
+
+
+def put_meta(session: Session, key: str, value: str) -> None:
+    """Set ``key`` to ``value`` in one statement (INSERT … ON CONFLICT DO UPDATE): daemons
+    writing it side by side on PostgreSQL never collide on the key, as a read then an
+    insert did (the second failed with a unique violation, on a new store's first
+    ticks). A row of it the session holds is expired: read again when next used."""
+    table = MetaRow.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
+    statement: Any
+    if connection.dialect.name == "postgresql":
+        # imported here: the package loads every PostgreSQL driver's module
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # noqa: PLC0415
+
+        statement = pg_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: PLC0415
+
+        statement = sqlite_insert(table)
+    statement = statement.values(key=key, value=value)
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[table.c.key], set_={"value": statement.excluded.value}
+        )
+    )
+    held = session.identity_map.get(session.identity_key(MetaRow, key))
+    if held is not None:
+        session.expire(held)
 
 
 def last_tick(session: Session) -> dict[str, Any] | None:

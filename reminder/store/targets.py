@@ -21,6 +21,7 @@ from reminder.ledger.model import Role, Section, Task, UnitKind
 from reminder.planner import Target, next_at
 from reminder.rules import Rules
 from reminder.store.db import execute_chunks, fetch_all, fetch_columns
+from reminder.store.meta import put_meta
 from reminder.store.models import MetaRow, SectionRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import latest_import, task_of
 
@@ -489,13 +490,7 @@ def replan_all(session: Session, planning: Rules) -> None:
 
 def remember_planning(session: Session, planning: Rules) -> None:
     """Record that the store is planned with ``planning`` (see ``ensure_planned``)."""
-    row = session.get(MetaRow, FINGERPRINT)
-    value = planning.fingerprint()
-    if row is None:
-        session.add(MetaRow(key=FINGERPRINT, value=value))
-    else:
-        row.value = value
-        session.add(row)
+    put_meta(session, FINGERPRINT, planning.fingerprint())
 
 
 def ensure_planned(session: Session, planning: Rules) -> bool:
