@@ -29,6 +29,7 @@ from reminder.records import (
     Escalation,
     Progress,
     Reminded,
+    StoredTask,
     UnitTally,
     escalated_units,
 )
@@ -36,7 +37,7 @@ from reminder.rules import HORIZON_DAYS, LISTED, Rules
 from reminder.store.lights import by_policy, counts_down, named_tasks, task_light
 from reminder.store.models import EventRow, TaskRow, TaskUnitRow, UnitTallyRow
 from reminder.store.overview import aware, undelivered
-from reminder.store.tasks import ledger_header, stored_tasks
+from reminder.store.tasks import ledger_header, tasks_by_id
 
 _T = TaskRow.__table__  # type: ignore[attr-defined]
 _U = TaskUnitRow.__table__  # type: ignore[attr-defined]
@@ -70,6 +71,7 @@ class DigestReader:
         self.sections = header.sections
         self.undelivered = undelivered(session)  # the same in every digest of the day
         self._tallies: _Tallies | None = None
+        self._tasks: dict[int, StoredTask] = {}  # the listed tasks read so far
 
     @classmethod
     def open(cls, session: Session, planning: Rules, day: dt.date) -> DigestReader | None:
@@ -99,7 +101,8 @@ class DigestReader:
             "done": int(self.session.execute(select(func.count()).where(done)).scalar() or 0),
         }
         red, yellow = self._first(scope, "red"), self._first(scope, "yellow")
-        tasks = stored_tasks(self.session, sorted([*red, *yellow, *self._done(done)], key=_no))
+        ids = [row.id for row in [*red, *yellow, *self._done(done)] if row.id is not None]
+        tasks = self._listed(ids)
         tallies = self._scoped(supervisor)
         counts = DigestCounts(
             lights=lights,
@@ -170,6 +173,12 @@ class DigestReader:
     def _done(self, done: Any) -> list[TaskRow]:
         query = select_rows(TaskRow).where(done).order_by(col(TaskRow.no)).limit(LISTED)
         return list(self.session.exec(query))
+
+    def _listed(self, ids: Sequence[int]) -> tuple[StoredTask, ...]:
+        """The tasks of these ids with their units, in the ledger's order (each read once
+        for the day's digests)."""
+        self._tasks |= tasks_by_id(self.session, [i for i in ids if i not in self._tasks])
+        return tuple(sorted((self._tasks[i] for i in ids), key=lambda t: t.task.no))
 
     def tallies(self) -> _Tallies:
         """Every unit's part in the tasks of each section, shared by the day's digests:
@@ -341,10 +350,6 @@ class DigestReader:
             if event.task_id is not None:
                 progress[event.task_id] = Progress(event.unit or "", event.note, event.at)
         return progress
-
-
-def _no(row: TaskRow) -> int:
-    return row.no
 
 
 def _undone(units: Any) -> Any:

@@ -167,6 +167,25 @@ def stored_tasks(session: Session, rows: Sequence[TaskRow]) -> tuple[StoredTask,
     return _assembled(rows, units)
 
 
+def tasks_by_id(session: Session, ids: Sequence[int]) -> dict[int, StoredTask]:
+    """Some tasks with their units, by id, read as plain rows (as ``load_ledger``: no
+    ORM object for each of a wide task's hundred units)."""
+    if not ids:
+        return {}
+    tasks = TaskRow.__table__  # type: ignore[attr-defined]
+    units = TaskUnitRow.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
+    rows = connection.execute(
+        sa_select(*(tasks.c[name] for name in TASK_COLUMNS)).where(tasks.c.id.in_(ids))
+    ).all()
+    grouped: dict[int, list[Row[Any]]] = defaultdict(list)
+    for unit in connection.execute(
+        sa_select(*(units.c[name] for name in UNIT_COLUMNS)).where(units.c.task_id.in_(ids))
+    ):
+        grouped[unit.task_id].append(unit)
+    return {stored.id: stored for stored in _assembled(rows, grouped)}
+
+
 def _assembled(
     rows: Sequence[TaskRow | Row[Any]], units: Mapping[int, Sequence[TaskUnitRow | Row[Any]]]
 ) -> tuple[StoredTask, ...]:
