@@ -34,8 +34,8 @@ from reminder.records import (
     escalated_units,
 )
 from reminder.rules import HORIZON_DAYS, LISTED, Rules
-from reminder.store.lights import by_policy, counts_down, named_tasks, task_light
-from reminder.store.models import EventRow, TaskRow, TaskUnitRow, UnitTallyRow
+from reminder.store.lights import Tallies, by_policy, counts_down, task_light, unit_tallies
+from reminder.store.models import EventRow, TaskRow, TaskUnitRow
 from reminder.store.overview import aware, undelivered
 from reminder.store.tasks import ledger_header, tasks_by_id
 
@@ -45,8 +45,6 @@ _U = TaskUnitRow.__table__  # type: ignore[attr-defined]
 _CHUNK = 1000
 # a unit's 催办次数, as the digest counts it (none before its first reminder)
 _TOLD = case((_U.c.last_reminded_at.is_(None), 0), else_=_U.c.reminded)
-# (section, unit, role) → red, yellow, escalated, first due
-_Tallies = dict[tuple[int, str, str], tuple[int, int, int, dt.date | None]]
 
 
 class DigestReader:
@@ -70,7 +68,7 @@ class DigestReader:
         self.header = header  # the ledger's title, year and sections: the same every digest
         self.sections = header.sections
         self.undelivered = undelivered(session)  # the same in every digest of the day
-        self._tallies: _Tallies | None = None
+        self._tallies: Tallies | None = None
         self._tasks: dict[int, StoredTask] = {}  # the listed tasks read so far
 
     @classmethod
@@ -180,69 +178,11 @@ class DigestReader:
         self._tasks |= tasks_by_id(self.session, [i for i in ids if i not in self._tasks])
         return tuple(sorted((self._tasks[i] for i in ids), key=lambda t: t.task.no))
 
-    def tallies(self) -> _Tallies:
-        """Every unit's part in the tasks of each section, shared by the day's digests:
-        read from ``unit_tally`` (a few thousand rows where the ledger has a million),
-        by each section's policy; the tasks a policy override names are then counted
-        again from their rows, out by their section's policy and in by their own."""
+    def tallies(self) -> Tallies:
+        """Every unit's part in the tasks of each section, shared by the day's digests."""
         if self._tallies is None:
-            tally = UnitTallyRow.__table__  # type: ignore[attr-defined]
-            late = and_(
-                tally.c.unit_done.is_(False),
-                tally.c.unit_reported.is_(False),
-                tally.c.unit_due < self.day,
-            )
-            counts = self._counts(tally, late, tally.c.n, overrides=False)
-            found: dict[tuple[int, str, str, dt.date], list[int]] = defaultdict(
-                lambda: [0, 0, 0, 0]
-            )
-            _add(found, self.session.execute(counts.where(tally.c.n != 0)), 1)
-            named = named_tasks(self.planning)
-            if named:
-                rows = _U.join(_T, _T.c.id == _U.c.task_id)
-                where = (_T.c.removed_at.is_(None), _U.c.is_target.is_(True), _T.c.no.in_(named))
-                for overrides, sign in ((False, -1), (True, 1)):
-                    query = self._counts(_T, self.late, literal(0), overrides=overrides)
-                    _add(found, self.session.execute(query.select_from(rows).where(*where)), sign)
-            tallies: _Tallies = {}
-            for (no, unit, role, due), (red, yellow, escalated, rows_left) in found.items():
-                if not rows_left:
-                    continue
-                r, y, e, first = tallies.get((no, unit, role), (0, 0, 0, None))
-                if escalated and (first is None or due < first):
-                    first = due
-                tallies[(no, unit, role)] = (r + red, y + yellow, e + escalated, first)
-            self._tallies = tallies
+            self._tallies = unit_tallies(self.session, self.planning, self.day, self._late_enough)
         return self._tallies
-
-    def _counts(self, table: Any, late: Any, rows: Any, *, overrides: bool) -> Any:
-        """red, yellow, escalated and rows of each unit, role and due date by section, in
-        ``table`` (``unit_tally`` or the tasks joined to their rows; ``rows``: the number
-        of rows one of its rows stands for)."""
-        units = table if table is not _T else _U
-        weight = table.c.n if table is not _T else literal(1)
-        light = task_light(
-            counts_down(self.session, self.planning, table, overrides=overrides), self.day, table
-        )
-        escalates = by_policy(
-            self.session,
-            self.planning,
-            lambda policy: self._late_enough(policy, table),
-            table,
-            overrides=overrides,
-        )
-        red = and_(light == "red", late)
-        yellow = and_(light == "yellow", _undone(units))
-        return select(
-            table.c.section_no,
-            units.c.unit,
-            units.c.role,
-            table.c.deadline_due,
-            func.sum(case((red, weight), else_=0)),
-            func.sum(case((yellow, weight), else_=0)),
-            func.sum(case((and_(red, escalates), weight), else_=0)),
-            func.sum(rows),
-        ).group_by(table.c.section_no, units.c.unit, units.c.role, table.c.deadline_due)
 
     def _scoped(self, supervisor: Supervisor | None) -> tuple[UnitTally, ...]:
         """The tallies of the units a supervisor watches, in its sections, itself left
@@ -350,15 +290,3 @@ class DigestReader:
             if event.task_id is not None:
                 progress[event.task_id] = Progress(event.unit or "", event.note, event.at)
         return progress
-
-
-def _undone(units: Any) -> Any:
-    """A unit's part is not done (in task_unit or in unit_tally)."""
-    return units.c.unit_done.is_(False) if units is not _U else units.c.done_at.is_(None)
-
-
-def _add(found: dict[tuple[int, str, str, dt.date], list[int]], rows: Any, sign: int) -> None:
-    for no, unit, role, due, *counts in rows:
-        into = found[(int(no), str(unit), str(role), due)]
-        for k, count in enumerate(counts):
-            into[k] += sign * int(count or 0)
