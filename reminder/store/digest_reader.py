@@ -16,12 +16,12 @@ counted by section, due date and light (``_all_groups``), every unit's tally
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlalchemy import and_, case, exists, func, literal, or_, select, tuple_
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
@@ -47,10 +47,14 @@ _T = TaskRow.__table__  # type: ignore[attr-defined]
 _U = TaskUnitRow.__table__  # type: ignore[attr-defined]
 # the units a task names, in a supervisor's scope (apart from the rows a query reads)
 _NAMING = _U.alias("naming")
-# tasks whose units are read at a time, when the escalated units' tasks are listed
-_CHUNK = 1000
+# tasks read at a time when the escalated units' tasks are listed: a unit's quota at
+# most, so that a unit with a part in every task meets it in one batch, and few of the
+# parts read are past the quotas (batches of 500 tasks read four times the parts listed)
+_BATCH = 100
 # a unit's 催办次数, as the digest counts it (none before its first reminder)
 _TOLD = case((_U.c.last_reminded_at.is_(None), 0), else_=_U.c.reminded)
+# where a task stands in the order of the overdue lists: (due date, number)
+_Place = tuple[dt.date, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +144,13 @@ class DigestReader:
             ledger, self._reminded(red), self._progress(red), found, counted, counts
         )
 
-    def _scope(self, supervisor: Supervisor | None) -> Any:
-        """A SQL condition: the active tasks a supervisor watches (as ``digest._scope``)."""
+    def _scope(self, supervisor: Supervisor | None, *, units: bool = True) -> Any:
+        """A SQL condition: the active tasks a supervisor watches (as ``digest._scope``);
+        without ``units``, of its sections only."""
         terms = [_T.c.removed_at.is_(None)]
         if supervisor is not None and supervisor.sections:
             terms.append(_T.c.section_no.in_(self._watched_sections(supervisor)))
-        if supervisor is not None and supervisor.units:
+        if units and supervisor is not None and supervisor.units:
             # a look-up in the (task, unit) index for each task, where ``id IN (the tasks
             # naming one)`` listed every such task first (SQLite: 60 ms a query at 10⁶ rows)
             naming = exists().where(
@@ -296,31 +301,100 @@ class DigestReader:
         self, supervisor: Supervisor | None, tallies: Sequence[UnitTally]
     ) -> list[Escalation]:
         """The first ``LISTED`` tasks of the first ``LISTED`` escalated units, the
-        longest overdue first: the tasks are read in that order, a chunk at a time, and
-        the parts of the units still short of theirs in each chunk, until none is."""
+        longest overdue first:
+
+        1. each unit's quota: its escalated parts (as tallied), at most ``LISTED``;
+        2. from the first place where a unit still short of its quota may have a part
+           (``_ahead``: the sections and due dates its tallies name), read the next
+           ``_BATCH`` escalated tasks where one of them has a late part, in the order of
+           their due dates and numbers (through the index on due dates), then those
+           parts;
+        3. give each unit its parts until its quota is met; go on after the last task
+           read, with the units still short, until none is or no task is left.
+
+        The places skipped are what made it fast: the old scan of every escalated task
+        in order, its units read a thousand tasks at a time, read 40,000 tasks of a 10⁶
+        row ledger for the last units (those of the later sections).
+        """
         wanted = {
             unit: min(count, LISTED) for unit, _, count, _ in escalated_units(tallies)[:LISTED]
         }
         found: dict[str, list[Escalation]] = {unit: [] for unit in wanted}
-        tasks = self.session.execute(
-            select(_T.c.id, _T.c.no, _T.c.text, _T.c.deadline_due)
-            .where(self._scope(supervisor), self._red, self.escalates)
-            .order_by(_T.c.deadline_due, _T.c.no)
-            .execution_options(yield_per=_CHUNK)
-        )
-        for chunk in tasks.partitions() if wanted else ():
-            short = [unit for unit, count in wanted.items() if len(found[unit]) < count]
-            if not short:
+        ahead = self._ahead(list(wanted), self._sections_of(supervisor))
+        # a part of a watched unit names it: its task is in scope, whatever the units
+        scope = self._scope(supervisor, units=False)
+        after: _Place | None = None
+        while short := [unit for unit, count in wanted.items() if len(found[unit]) < count]:
+            after = _start(short, ahead, after)
+            if after is None:
                 break
-            parts = self._late_parts([int(row[0]) for row in chunk], short)
-            for task_id, no, text, due in chunk:
+            tasks = self.session.execute(self._escalated_tasks(scope, short, after)).all()
+            parts = self._late_parts([int(row[0]) for row in tasks], short)
+            for task_id, no, text, due in tasks:
                 for unit, role, reminded in parts.get(int(task_id), ()):
                     if len(found[unit]) < wanted[unit]:
-                        found[unit].append(
-                            Escalation(unit, int(no), str(text), role, due, reminded)
-                        )
-        tasks.close()
+                        found[unit].append(Escalation(unit, int(no), text, role, due, reminded))
+            if len(tasks) < _BATCH:
+                break
+            after = (tasks[-1][3], int(tasks[-1][1]))
         return [escalation for listed in found.values() for escalation in listed]
+
+    def _ahead(
+        self, units: list[str], sections: set[int] | None
+    ) -> dict[str, deque[tuple[dt.date, int, int]]]:
+        """For each unit, the groups of overdue tasks (due date, first and last number,
+        in order) where its escalated parts may be: in the sections where it has some,
+        from the first due date of those."""
+        places = self._places()
+        firsts: dict[str, dict[int, dt.date]] = defaultdict(dict)
+        for (no, unit, _), (_, _, escalated, first) in self.tallies().items():
+            if escalated and first is not None and (sections is None or no in sections):
+                known = firsts[unit].get(no)
+                firsts[unit][no] = first if known is None else min(known, first)
+        return {
+            unit: deque(
+                sorted(
+                    (due, first, last)
+                    for no, since in firsts[unit].items()
+                    for due, (first, last) in places[no].items()
+                    if due >= since
+                )
+            )
+            for unit in units
+        }
+
+    def _places(self) -> dict[int, dict[dt.date, tuple[int, int]]]:
+        """The first and last numbers of the overdue tasks of each section and due date
+        (from the day's counts of the whole ledger: whatever their ``since``)."""
+        groups = next(iter(self._groups_since.values()), None)
+        if groups is None:
+            groups = self._all_groups(dt.datetime.combine(self.day, dt.time(), tzinfo=dt.UTC))
+        places: dict[int, dict[dt.date, tuple[int, int]]] = defaultdict(dict)
+        for group in groups:
+            if group.due is None or group.due >= self.day:
+                continue
+            first, last = places[group.section].get(group.due, (group.first, group.last))
+            places[group.section][group.due] = (min(first, group.first), max(last, group.last))
+        return places
+
+    def _escalated_tasks(self, scope: Any, units: list[str], after: _Place) -> Any:
+        """The next ``_BATCH`` escalated tasks after a place where one of these units' part
+        is late, in order: (id, number, text, due date)."""
+        late = exists().where(
+            _U.c.task_id == _T.c.id, _U.c.unit.in_(units), _U.c.is_target.is_(True), self.late
+        )
+        return (
+            select(_T.c.id, _T.c.no, _T.c.text, _T.c.deadline_due)
+            .where(
+                scope,
+                self._red,
+                self.escalates,
+                tuple_(_T.c.deadline_due, _T.c.no) > after,
+                late,
+            )
+            .order_by(_T.c.deadline_due, _T.c.no)
+            .limit(_BATCH)
+        )
 
     def _late_parts(
         self, task_ids: list[int], units: list[str]
@@ -353,3 +427,25 @@ class DigestReader:
             if event.task_id is not None:
                 progress[event.task_id] = Progress(event.unit or "", event.note, event.at)
         return progress
+
+
+def _start(
+    units: list[str], ahead: dict[str, deque[tuple[dt.date, int, int]]], after: _Place | None
+) -> _Place | None:
+    """The place after which the first part of one of these units may come: the start of
+    the first group of tasks one of them may have parts in, or ``after`` inside it; None
+    if none is left. The groups read past are dropped."""
+    best: _Place | None = None
+    for unit in units:
+        places = ahead[unit]
+        while places and after is not None and (places[0][0], places[0][2]) <= after:
+            places.popleft()
+        if not places:
+            continue
+        due, first, _ = places[0]
+        place = (due, first - 1)  # just before the group's first task
+        if after is not None and after > place:
+            place = after
+        if best is None or place < best:
+            best = place
+    return best
