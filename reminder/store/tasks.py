@@ -58,12 +58,17 @@ def unit_ref_of(row: TaskUnitRow | Row[Any]) -> UnitRef:
 
 
 def task_of(row: TaskRow | Row[Any], units: Sequence[TaskUnitRow | Row[Any]]) -> Task:
+    ordered = sorted(units, key=lambda u: u.position)
+    return _task_with(row, tuple(unit_ref_of(unit) for unit in ordered))
+
+
+def _task_with(row: TaskRow | Row[Any], units: tuple[UnitRef, ...]) -> Task:
     assert row.id is not None
     return Task(
         no=row.no,
         section_no=row.section_no,
         text=row.text,
-        units=tuple(unit_ref_of(unit) for unit in sorted(units, key=lambda u: u.position)),
+        units=units,
         deadline=deadline_of(row),
         remarks=row.remarks,
         line=row.source_line,
@@ -191,27 +196,35 @@ def _assembled(
 ) -> tuple[StoredTask, ...]:
     """Tasks with their units (ORM objects or plain rows of the same columns)."""
     tasks = []
+    # a unit's reference made once, for the tasks and the stored parts that name it in
+    # one role (made twice a row was a third of reading 100 tasks of 100 units)
+    refs: dict[tuple[str, str, str, str], UnitRef] = {}
     for row in rows:
         assert row.id is not None
         ordered = sorted(units[row.id], key=lambda u: u.position)
-        task_units = [unit for unit in ordered if unit.via is None]
+        stored = [_stored_unit(unit, refs) for unit in ordered]
+        listed = tuple(unit for unit in stored if unit.via is None)
         tasks.append(
             StoredTask(
                 id=row.id,
-                task=task_of(row, task_units),
+                task=_task_with(row, tuple(unit.ref for unit in listed)),
                 status=row.status,
                 done_at=row.done_at,
-                units=tuple(_stored_unit(unit) for unit in task_units),
-                members=tuple(_stored_unit(unit) for unit in ordered if unit.via is not None),
+                units=listed,
+                members=tuple(unit for unit in stored if unit.via is not None),
             )
         )
     return tuple(tasks)
 
 
-def _stored_unit(row: TaskUnitRow | Row[Any]) -> StoredUnit:
-    return StoredUnit(
-        unit_ref_of(row), row.done_at, row.done_note, row.via, row.reported_at, row.due
-    )
+def _stored_unit(
+    row: TaskUnitRow | Row[Any], refs: dict[tuple[str, str, str, str], UnitRef]
+) -> StoredUnit:
+    key = (row.unit, row.role, row.kind, row.raw)
+    ref = refs.get(key)
+    if ref is None:
+        ref = refs[key] = unit_ref_of(row)
+    return StoredUnit(ref, row.done_at, row.done_note, row.via, row.reported_at, row.due)
 
 
 def ledger_facts(ledger: StoredLedger) -> dict[int, TaskFacts]:
