@@ -136,7 +136,7 @@ class DigestReader:
             listed=listed,
             tallies=tallies,
             escalated=tuple(self._escalations(supervisor, tallies)),
-            names=self._names(supervisor, scope),
+            names=self._names(supervisor),
         )
         ledger = replace(self.header, tasks=self._listed(ids))
         found, counted = self.undelivered
@@ -280,7 +280,7 @@ class DigestReader:
             UnitTally(unit, role, *values) for (unit, role), values in sorted(summed.items())
         )
 
-    def _names(self, supervisor: Supervisor | None, scope: Any) -> tuple[str, ...]:
+    def _names(self, supervisor: Supervisor | None) -> tuple[str, ...]:
         """Every unit reminded of a task in scope."""
         if supervisor is None or not supervisor.units:
             sections = self._sections_of(supervisor)
@@ -290,10 +290,18 @@ class DigestReader:
                 if sections is None or no in sections
             }
             return tuple(sorted(names))
-        # the tasks first, then their rows (SQLite read every row of task_unit for a join)
-        tasks = select(_T.c.id).where(scope)
+        # the tasks naming a watched unit listed first (``IN``, not the scope's ``EXISTS``:
+        # a join looked that up for every row, 1.2 s on SQLite at 10⁶ rows)
+        naming = select(_U.c.task_id).where(_U.c.unit.in_(supervisor.units))
         query = (
-            select(_U.c.unit).distinct().where(_U.c.task_id.in_(tasks), _U.c.is_target.is_(True))
+            select(_U.c.unit)
+            .distinct()
+            .select_from(_U.join(_T, _T.c.id == _U.c.task_id))
+            .where(
+                self._scope(supervisor, units=False),
+                _T.c.id.in_(naming),
+                _U.c.is_target.is_(True),
+            )
         )
         return tuple(sorted(str(name) for name in self.session.execute(query).scalars()))
 
