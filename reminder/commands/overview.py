@@ -190,7 +190,7 @@ def print_digests(app: App, moment: dt.datetime) -> None:
         reader = DigestReader.open(session, app.planning, day)
         if reader is None:
             raise InputError("no ledger imported yet; run `reminder import FILE` first")
-        notices = calendar_notices(session, app.planning, day)
+        notices = calendar_notices(reader, app.planning, day)
         payloads = [
             (
                 supervisor,

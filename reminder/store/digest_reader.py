@@ -9,7 +9,7 @@ tasks of the first escalated units. Both follow one rule; the tests build every 
 of the seed both ways and compare them.
 
 What does not depend on the supervisor is read once for the day's digests: the tasks
-counted by section, due date and light (``_all_groups``), every unit's tally
+counted by section, due date and light (``_day_groups``), every unit's tally
 (``lights.unit_tallies``), the listed tasks already loaded.
 """
 
@@ -41,7 +41,7 @@ from reminder.rules import HORIZON_DAYS, LISTED, Rules
 from reminder.store.lights import Tallies, by_policy, counts_down, task_light, unit_tallies
 from reminder.store.models import EventRow, TaskRow, TaskUnitRow
 from reminder.store.overview import aware, undelivered
-from reminder.store.tasks import ledger_header, tasks_by_id
+from reminder.store.tasks import as_date, ledger_header, tasks_by_id
 
 _T = TaskRow.__table__  # type: ignore[attr-defined]
 _U = TaskUnitRow.__table__  # type: ignore[attr-defined]
@@ -67,7 +67,7 @@ class _Group:
     count: int
     first: int  # the lowest task number
     last: int  # the highest
-    done: int  # done since the digest before
+    starts: tuple[dt.date | None, dt.date | None]  # the earliest and latest start dates
 
 
 class DigestReader:
@@ -98,7 +98,8 @@ class DigestReader:
         self.sections = header.sections
         self.undelivered = undelivered(session)  # the same in every digest of the day
         self._tallies: Tallies | None = None
-        self._groups_since: dict[dt.datetime, list[_Group]] = {}
+        self._all_groups: list[_Group] | None = None
+        self._done_since: dict[dt.datetime, dict[int, int]] = {}
         self._tasks: dict[int, StoredTask] = {}  # the listed tasks read so far
 
     @classmethod
@@ -178,35 +179,46 @@ class DigestReader:
         """Tasks in scope by section and light, how many of the red fell due since the
         last digest (今日新增逾期), and how many were done since it. Of the whole ledger's
         counts, read once, unless the supervisor watches some units."""
+        sections = self._sections_of(supervisor)
         if supervisor is not None and supervisor.units:
-            groups = self._groups(scope, since)
+            groups = self._groups(scope)
         else:
-            sections = self._sections_of(supervisor)
-            groups = [
-                group
-                for group in self._all_groups(since)
-                if sections is None or group.section in sections
-            ]
+            groups = [g for g in self._day_groups() if sections is None or g.section in sections]
         since_day = since.astimezone(self.planning.zone).date()
         lights: dict[int, dict[str, int]] = defaultdict(dict)
-        new_overdue = done = 0
+        new_overdue = 0
         for group in groups:
             counted = lights[group.section]
             counted[group.light] = counted.get(group.light, 0) + group.count
             if group.light == "red" and group.due is not None and group.due >= since_day:
                 new_overdue += group.count
-            done += group.done
-        return dict(lights), new_overdue, done
+        if not any(group.light == "done" for group in groups):
+            return dict(lights), new_overdue, 0  # none was done, since or before
+        if supervisor is not None and supervisor.units:
+            done = self._done_count(scope, since)
+        else:  # of the whole ledger, once for the day's digests
+            if since not in self._done_since:
+                self._done_since[since] = self._done_count(self._scope(None), since)
+            done = self._done_since[since]
+        return (
+            dict(lights),
+            new_overdue,
+            sum(n for no, n in done.items() if sections is None or no in sections),
+        )
 
-    def _all_groups(self, since: dt.datetime) -> list[_Group]:
-        if since not in self._groups_since:
-            self._groups_since[since] = self._groups(self._scope(None), since)
-        return self._groups_since[since]
+    def _done_count(self, scope: Any, since: dt.datetime) -> dict[int, int]:
+        """The tasks in scope done since a moment, by section (a pass over the tasks: no
+        index on their status)."""
+        query = (
+            select(_T.c.section_no, func.count())
+            .where(scope, _T.c.status == "done", _T.c.done_at > since)
+            .group_by(_T.c.section_no)
+        )
+        return {int(no): int(n) for no, n in self.session.execute(query)}
 
-    def _groups(self, scope: Any, since: dt.datetime) -> list[_Group]:
+    def _groups(self, scope: Any) -> list[_Group]:
         """The tasks in scope by section, due date and light (one pass over them)."""
         light = self.light.label("light")
-        done = case((and_(_T.c.status == "done", _T.c.done_at > since), 1), else_=0)
         query = (
             select(
                 _T.c.section_no,
@@ -215,15 +227,35 @@ class DigestReader:
                 func.count(),
                 func.min(_T.c.no),
                 func.max(_T.c.no),
-                func.sum(done),
+                func.min(_T.c.deadline_start),
+                func.max(_T.c.deadline_start),
             )
             .where(scope)
             .group_by(_T.c.section_no, _T.c.deadline_due, light)
         )
         return [
-            _Group(int(no), due, str(name), int(count), int(first), int(last), int(done or 0))
-            for no, due, name, count, first, last, done in self.session.execute(query)
+            _Group(int(no), due, str(name), int(n), int(lo), int(hi), (start, end))
+            for no, due, name, n, lo, hi, start, end in self.session.execute(query)
         ]
+
+    def _day_groups(self) -> list[_Group]:
+        """The whole ledger's tasks by section, due date and light, read once a day."""
+        if self._all_groups is None:
+            self._all_groups = self._groups(self._scope(None))
+        return self._all_groups
+
+    def years(self) -> set[int]:
+        """The years the ledger touches: its own and those of its dates (``ledger_years``,
+        from the day's counts rather than from aggregates of their own: the start dates
+        have no index)."""
+        days = [
+            day
+            for group in self._day_groups()
+            for day in (group.due, *group.starts)
+            if day is not None
+        ]
+        years = [self.header.year, *(as_date(day).year for day in days)]
+        return set(range(min(years), max(years) + 1))
 
     def _first(self, scope: Any, light: str) -> list[int]:
         """The ids of the first ``LISTED`` tasks of a light, the soonest due first."""
@@ -374,11 +406,8 @@ class DigestReader:
     def _places(self) -> dict[int, dict[dt.date, tuple[int, int]]]:
         """The first and last numbers of the overdue tasks of each section and due date
         (from the day's counts of the whole ledger: whatever their ``since``)."""
-        groups = next(iter(self._groups_since.values()), None)
-        if groups is None:
-            groups = self._all_groups(dt.datetime.combine(self.day, dt.time(), tzinfo=dt.UTC))
         places: dict[int, dict[dt.date, tuple[int, int]]] = defaultdict(dict)
-        for group in groups:
+        for group in self._day_groups():
             if group.due is None or group.due >= self.day:
                 continue
             first, last = places[group.section].get(group.due, (group.first, group.last))

@@ -263,11 +263,11 @@ def ledger_years(session: Session) -> set[int]:
         ).where(active)
     ).one()
     days = [d for d in (first_start, last_start, first_due, last_due) if d is not None]
-    years = [run.year, *(_as_date(day).year for day in days)]
+    years = [run.year, *(as_date(day).year for day in days)]
     return set(range(min(years), max(years) + 1))
 
 
-def _as_date(value: dt.date | str) -> dt.date:
+def as_date(value: dt.date | str) -> dt.date:
     # SQLite's MIN/MAX over a DATE column come back as text
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
