@@ -142,8 +142,11 @@ def unit_tallies(
         tally.c.unit_done.is_(False), tally.c.unit_reported.is_(False), tally.c.unit_due < day
     )
     counter = _Counter(session, planning, day, late_enough)
-    keys = (tally.c.section_no, tally.c.unit, tally.c.role)
-    query = counter.counts(tally, late, overrides=False).where(tally.c.n != 0).group_by(*keys)
+    if session.connection().dialect.name == "sqlite":
+        query = counter.by_unit(late)
+    else:  # PostgreSQL joined the kinds of rows by sorting on disk: 40 ms more (wide, 10⁶)
+        keys = (tally.c.section_no, tally.c.unit, tally.c.role)
+        query = counter.counts(tally, late, overrides=False).where(tally.c.n != 0).group_by(*keys)
     tallies: Tallies = {}
     for no, unit, role, red, yellow, escalated, rows, first in session.execute(query):
         if rows:
@@ -207,6 +210,55 @@ class _Counter:
             _U.c.done_at.is_(None),
             _U.c.reported_at.is_(None),
             (_U.c.due.is_(None)) | (_U.c.due < day),
+        )
+
+    def by_unit(self, late: Any) -> Any:
+        """``counts`` of ``unit_tally`` by section, unit and role, the first escalated due
+        date last, each section's policy followed, for SQLite: the light and the
+        escalation of each section, kind, due date and status of its rows are worked out
+        once (a few hundred, ``MATERIALIZED``: else they are put back in place for each
+        row; SQLite 3.35 or later), not for each row (35 ms less for a wide ledger's
+        47,000 rows at 10⁶)."""
+        tally = _TALLY
+        names = ("section_no", "deadline_kind", "deadline_due", "status")
+        keys = select(*(tally.c[name] for name in names)).distinct().subquery()
+        light = task_light(
+            counts_down(self.session, self.planning, keys, overrides=False), self.day, keys
+        )
+        escalates = by_policy(
+            self.session,
+            self.planning,
+            lambda policy: self.late_enough(policy, keys),
+            keys,
+            overrides=False,
+        )
+        kinds = (
+            select(
+                *keys.c,
+                (light == "red").label("red"),
+                (light == "yellow").label("yellow"),
+                escalates.label("escalates"),
+            )
+            .cte("kinds")
+            .prefix_with("MATERIALIZED")
+        )
+        red = and_(kinds.c.red, late)
+        yellow = and_(kinds.c.yellow, tally.c.unit_done.is_(False))
+        escalated = and_(red, kinds.c.escalates)
+        return (
+            select(
+                tally.c.section_no,
+                tally.c.unit,
+                tally.c.role,
+                func.sum(case((red, tally.c.n), else_=0)),
+                func.sum(case((yellow, tally.c.n), else_=0)),
+                func.sum(case((escalated, tally.c.n), else_=0)),
+                func.sum(tally.c.n),
+                func.min(case((escalated, tally.c.deadline_due), else_=None)),
+            )
+            .select_from(kinds.join(tally, and_(*(tally.c[n] == kinds.c[n] for n in names))))
+            .where(tally.c.n != 0)
+            .group_by(tally.c.section_no, tally.c.unit, tally.c.role)
         )
 
     def counts(self, table: Any, late: Any, *, overrides: bool, by_due: bool = False) -> Any:
