@@ -16,8 +16,8 @@ counted by section, due date and light (``_day_groups``), every unit's tally
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,8 +49,11 @@ _U = TaskUnitRow.__table__  # type: ignore[attr-defined]
 _NAMING = _U.alias("naming")
 # tasks read at a time when the escalated units' tasks are listed: a unit's quota at
 # most, so that a unit with a part in every task meets it in one batch, and few of the
-# parts read are past the quotas (batches of 500 tasks read four times the parts listed)
+# parts read are past the quotas (batches of 500 tasks read four times the parts listed);
+# more where the parts of the units still short are sparse (a wide ledger: ten batches
+# of 100 became two)
 _BATCH = 100
+_MAX_BATCH = 2000
 # a unit's 催办次数, as the digest counts it (none before its first reminder)
 _TOLD = case((_U.c.last_reminded_at.is_(None), 0), else_=_U.c.reminded)
 # where a task stands in the order of the overdue lists: (due date, number)
@@ -346,9 +349,9 @@ class DigestReader:
         1. each unit's quota: its escalated parts (as tallied), at most ``LISTED``;
         2. from the first place where a unit still short of its quota may have a part
            (``_ahead``: the sections and due dates its tallies name), read the next
-           ``_BATCH`` escalated tasks where one of them has a late part, in the order of
-           their due dates and numbers (through the index on due dates), then those
-           parts;
+           escalated tasks where one of them has a late part (``_BATCH`` of them first,
+           then as many as ``_next_size`` says), in the order of their due dates and
+           numbers (through the index on due dates), then those parts;
         3. give each unit its parts until its quota is met; go on after the last task
            read, with the units still short, until none is or no task is left.
 
@@ -364,19 +367,22 @@ class DigestReader:
         # a part of a watched unit names it: its task is in scope, whatever the units
         scope = self._scope(supervisor, units=False)
         after: _Place | None = None
+        size = _BATCH
         while short := [unit for unit, count in wanted.items() if len(found[unit]) < count]:
             after = _start(short, ahead, after)
             if after is None:
                 break
-            tasks = self.session.execute(self._escalated_tasks(scope, short, after)).all()
+            tasks = self.session.execute(self._escalated_tasks(scope, short, after, size)).all()
             parts = self._late_parts([int(row[0]) for row in tasks], short)
             for task_id, no, text, due in tasks:
                 for unit, role, reminded in parts.get(int(task_id), ()):
                     if len(found[unit]) < wanted[unit]:
                         found[unit].append(Escalation(unit, int(no), text, role, due, reminded))
-            if len(tasks) < _BATCH:
+            if len(tasks) < size:
                 break
             after = (tasks[-1][3], int(tasks[-1][1]))
+            left = {unit: wanted[unit] - len(found[unit]) for unit in short}
+            size = _next_size(size, parts.values(), {u: n for u, n in left.items() if n > 0})
         return [escalation for listed in found.values() for escalation in listed]
 
     def _ahead(
@@ -414,8 +420,8 @@ class DigestReader:
             places[group.section][group.due] = (min(first, group.first), max(last, group.last))
         return places
 
-    def _escalated_tasks(self, scope: Any, units: list[str], after: _Place) -> Any:
-        """The next ``_BATCH`` escalated tasks after a place where one of these units' part
+    def _escalated_tasks(self, scope: Any, units: list[str], after: _Place, size: int) -> Any:
+        """The next ``size`` escalated tasks after a place where one of these units' part
         is late, in order: (id, number, text, due date)."""
         late = exists().where(
             _U.c.task_id == _T.c.id, _U.c.unit.in_(units), _U.c.is_target.is_(True), self.late
@@ -430,7 +436,7 @@ class DigestReader:
                 late,
             )
             .order_by(_T.c.deadline_due, _T.c.no)
-            .limit(_BATCH)
+            .limit(size)
         )
 
     def _late_parts(
@@ -464,6 +470,17 @@ class DigestReader:
             if event.task_id is not None:
                 progress[event.task_id] = Progress(event.unit or "", event.note, event.at)
         return progress
+
+
+def _next_size(size: int, parts: Iterable[list[tuple[str, str, int]]], left: dict[str, int]) -> int:
+    """How many tasks the next batch reads: as many as the unit that will meet its quota
+    first needs at the rate its parts came in the last batch of ``size`` tasks (a part
+    in every task for a unit that had none: the next section may be its), from
+    ``_BATCH`` to ``_MAX_BATCH``: few parts are read past the quotas, in few batches
+    where the parts left are few and far between."""
+    seen: Counter[str] = Counter(unit for found in parts for unit, _, _ in found)
+    needs = [count * size // seen[unit] if seen[unit] else count for unit, count in left.items()]
+    return max(_BATCH, min([*needs, _MAX_BATCH]))
 
 
 def _start(
