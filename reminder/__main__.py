@@ -10,7 +10,8 @@ Two costs of a short command that do nothing for it are left out:
 - Start-up (the imports, the command's modules) allocates much and frees almost nothing:
   the cyclic garbage collector only slows it down (by about a tenth). It is paused until
   the command's module is loaded (``reminder.cli.LazyGroup.get_command`` switches it
-  back on, before the command does any work).
+  back on, before the command does any work, once it has frozen what start-up made:
+  the collector never walks those objects again).
 - The interpreter's teardown (freeing every module and object one by one, a last
   collection): 0.15-0.25 s after every command. By the time the command returns it has
   closed what it opened (the store is disposed when its click context closes, files are

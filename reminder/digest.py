@@ -209,8 +209,9 @@ class _Digest:
                 continue
             units = self._open_units(stored, late=True)
             tasks.append(self._overdue_task(stored, units, due, late))
-            for name, row in self._escalations(stored, units, due, late):
-                escalated.setdefault(name, []).append(row)
+            if self.inputs.counts is None:  # else the store counted them (below)
+                for name, row in self._escalations(stored, units, due, late):
+                    escalated.setdefault(name, []).append(row)
         if self.inputs.counts is not None:  # the listed tasks are not all the red ones
             return tasks, self._counted_escalations()
         return tasks, self._escalated_units(escalated)
@@ -281,8 +282,11 @@ class _Digest:
         """The escalated units as the store counted them, with the tasks it listed."""
         assert self.inputs.counts is not None
         rows: dict[str, list[dict[str, Any]]] = {}
+        lates: dict[dt.date, Lateness | None] = {}  # a few due dates for 10,000 rows
         for found in self.inputs.counts.escalated:
-            late = lateness(found.due, self.day, self.planning.calendar)
+            if found.due not in lates:
+                lates[found.due] = lateness(found.due, self.day, self.planning.calendar)
+            late = lates[found.due]
             assert late is not None  # the store listed it as overdue
             rows.setdefault(found.unit, []).append(_escalation_row(found, late))
         return [

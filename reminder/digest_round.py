@@ -13,8 +13,6 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlmodel import Session
-
 from reminder.calendar import WorkCalendar
 from reminder.contacts import Supervisor
 from reminder.digest import ESCALATION_FIELDS, build_digest
@@ -29,7 +27,6 @@ from reminder.settings import Settings
 from reminder.store.db import Store
 from reminder.store.digest_reader import DigestReader
 from reminder.store.overview import last_sent_to
-from reminder.store.tasks import ledger_years
 from reminder.web.links import Link, Links, Scope, save_links
 
 # what a 逾期督办清单 holds of its supervisor's digest
@@ -60,9 +57,9 @@ def notices(calendar: WorkCalendar, years: set[int], day: dt.date) -> list[str]:
     return [warning] if warning else []
 
 
-def calendar_notices(session: Session, planning: Rules, day: dt.date) -> list[str]:
+def calendar_notices(reader: DigestReader, planning: Rules, day: dt.date) -> list[str]:
     """``notices`` for the ledger in the store."""
-    return notices(planning.calendar, ledger_years(session), day)
+    return notices(planning.calendar, reader.years(), day)
 
 
 def _messages(
@@ -159,7 +156,7 @@ def enqueue_reports(
         def last_digest(name: str) -> dt.datetime | None:
             return last_sent_to(session, Kind.DIGEST.value, name, digest_at)
 
-        notices = calendar_notices(session, planning, day)
+        notices = calendar_notices(reader, planning, day)
         messages = report_messages(reader.inputs, planning, digest_at, last_digest, notices)
         boards = _board_links(settings, messages)
         new = set(enqueue(session, messages, now))

@@ -44,7 +44,7 @@ from functools import wraps
 from typing import Any
 
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context, Macro
+from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum
 
@@ -55,6 +55,22 @@ MAX_PRODUCED = 10_000_000  # characters and items all checked values of one rend
 MAX_SECONDS = 2.0  # time of one render
 MAX_LIPSUM = 100  # paragraphs (and words in one) `lipsum` may produce
 MAX_INDENT = 100  # `tojson(indent=…)`
+# what a template reads of ``loop``: values, not its methods (``cycle``, ``changed``)
+_LOOP_COUNTERS = frozenset(
+    {
+        "index",
+        "index0",
+        "revindex",
+        "revindex0",
+        "first",
+        "last",
+        "length",
+        "depth",
+        "depth0",
+        "previtem",
+        "nextitem",
+    }
+)
 
 
 class Overrun(BaseException):
@@ -465,6 +481,10 @@ class LimitedSandbox(SandboxedEnvironment):
         # of a letter's rendering); a key of a plain dict is data, safe to hand out.
         if type(obj) is dict and attribute in obj:
             return obj[attribute]
+        # a loop's counters are data too (``loop.last`` between a wide digest's 17,000
+        # escalated tasks went through every check of the sandbox)
+        if type(obj) is LoopContext and attribute in _LOOP_COUNTERS:
+            return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
