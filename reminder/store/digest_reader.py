@@ -16,6 +16,7 @@ counted by section, due date and light (``_day_groups``), every unit's tally
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -54,10 +55,16 @@ _NAMING = _U.alias("naming")
 # of 100 became two)
 _BATCH = 100
 _MAX_BATCH = 2000
+# tasks where none of the units still short may have a part that a batch reads through
+# rather than end before them (PostgreSQL read the other sections' 29,000 tasks of one
+# due date to find a section's next 100; a batch each 300 tasks cost more than that)
+_GAP = 5000
 # a unit's 催办次数, as the digest counts it (none before its first reminder)
 _TOLD = case((_U.c.last_reminded_at.is_(None), 0), else_=_U.c.reminded)
 # where a task stands in the order of the overdue lists: (due date, number)
 _Place = tuple[dt.date, int]
+# a group of overdue tasks of one section and due date: (due date, first and last number)
+_Span = tuple[dt.date, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,12 +355,14 @@ class DigestReader:
 
         1. each unit's quota: its escalated parts (as tallied), at most ``LISTED``;
         2. from the first place where a unit still short of its quota may have a part
-           (``_ahead``: the sections and due dates its tallies name), read the next
-           escalated tasks where one of them has a late part (``_BATCH`` of them first,
-           then as many as ``_next_size`` says), in the order of their due dates and
-           numbers (through the index on due dates), then those parts;
+           to the end of the groups of tasks in a row where one of them may (``_Ahead``:
+           the sections and due dates their tallies name), read the next escalated tasks
+           where one of them has a late part (``_BATCH`` of them first, then as many as
+           ``_next_size`` says), in the order of their due dates and numbers (through
+           the index on due dates), then those parts;
         3. give each unit its parts until its quota is met; go on after the last task
-           read, with the units still short, until none is or no task is left.
+           read (or the end of those groups), with the units still short, until none is
+           or no group is left where one of them may have a part.
 
         The places skipped are what made it fast: the old scan of every escalated task
         in order, its units read a thousand tasks at a time, read 40,000 tasks of a 10⁶
@@ -369,35 +378,35 @@ class DigestReader:
         after: _Place | None = None
         size = _BATCH
         while short := [unit for unit, count in wanted.items() if len(found[unit]) < count]:
-            after = _start(short, ahead, after)
-            if after is None:
+            span = ahead.span(short, after)
+            if span is None:
                 break
-            tasks = self.session.execute(self._escalated_tasks(scope, short, after, size)).all()
+            after, end = span
+            query = self._escalated_tasks(scope, short, after, end, size)
+            tasks = self.session.execute(query).all()
             parts = self._late_parts([int(row[0]) for row in tasks], short)
             for task_id, no, text, due in tasks:
                 for unit, role, reminded in parts.get(int(task_id), ()):
                     if len(found[unit]) < wanted[unit]:
                         found[unit].append(Escalation(unit, int(no), text, role, due, reminded))
-            if len(tasks) < size:
-                break
+            if len(tasks) < size:  # that span is read: on to the next
+                after = end
+                continue
             after = (tasks[-1][3], int(tasks[-1][1]))
             left = {unit: wanted[unit] - len(found[unit]) for unit in short}
             size = _next_size(size, parts.values(), {u: n for u, n in left.items() if n > 0})
         return [escalation for listed in found.values() for escalation in listed]
 
-    def _ahead(
-        self, units: list[str], sections: set[int] | None
-    ) -> dict[str, deque[tuple[dt.date, int, int]]]:
-        """For each unit, the groups of overdue tasks (due date, first and last number,
-        in order) where its escalated parts may be: in the sections where it has some,
-        from the first due date of those."""
+    def _ahead(self, units: list[str], sections: set[int] | None) -> _Ahead:
+        """Where the escalated parts of these units may be: the groups of overdue tasks
+        of the sections where each has some, from the first due date of those."""
         places = self._places()
         firsts: dict[str, dict[int, dt.date]] = defaultdict(dict)
         for (no, unit, _), (_, _, escalated, first) in self.tallies().items():
             if escalated and first is not None and (sections is None or no in sections):
                 known = firsts[unit].get(no)
                 firsts[unit][no] = first if known is None else min(known, first)
-        return {
+        spans = {
             unit: deque(
                 sorted(
                     (due, first, last)
@@ -408,6 +417,10 @@ class DigestReader:
             )
             for unit in units
         }
+        every = sorted(
+            (due, lo, hi) for groups in places.values() for due, (lo, hi) in groups.items()
+        )
+        return _Ahead(spans, every)
 
     def _places(self) -> dict[int, dict[dt.date, tuple[int, int]]]:
         """The first and last numbers of the overdue tasks of each section and due date
@@ -420,9 +433,11 @@ class DigestReader:
             places[group.section][group.due] = (min(first, group.first), max(last, group.last))
         return places
 
-    def _escalated_tasks(self, scope: Any, units: list[str], after: _Place, size: int) -> Any:
-        """The next ``size`` escalated tasks after a place where one of these units' part
-        is late, in order: (id, number, text, due date)."""
+    def _escalated_tasks(
+        self, scope: Any, units: list[str], after: _Place, end: _Place, size: int
+    ) -> Any:
+        """The next ``size`` escalated tasks after a place, up to another, where one of
+        these units' part is late, in order: (id, number, text, due date)."""
         late = exists().where(
             _U.c.task_id == _T.c.id, _U.c.unit.in_(units), _U.c.is_target.is_(True), self.late
         )
@@ -433,6 +448,7 @@ class DigestReader:
                 self._red,
                 self.escalates,
                 tuple_(_T.c.deadline_due, _T.c.no) > after,
+                tuple_(_T.c.deadline_due, _T.c.no) <= end,
                 late,
             )
             .order_by(_T.c.deadline_due, _T.c.no)
@@ -483,23 +499,48 @@ def _next_size(size: int, parts: Iterable[list[tuple[str, str, int]]], left: dic
     return max(_BATCH, min([*needs, _MAX_BATCH]))
 
 
-def _start(
-    units: list[str], ahead: dict[str, deque[tuple[dt.date, int, int]]], after: _Place | None
-) -> _Place | None:
-    """The place after which the first part of one of these units may come: the start of
-    the first group of tasks one of them may have parts in, or ``after`` inside it; None
-    if none is left. The groups read past are dropped."""
-    best: _Place | None = None
-    for unit in units:
-        places = ahead[unit]
-        while places and after is not None and (places[0][0], places[0][2]) <= after:
-            places.popleft()
-        if not places:
-            continue
-        due, first, _ = places[0]
-        place = (due, first - 1)  # just before the group's first task
-        if after is not None and after > place:
-            place = after
-        if best is None or place < best:
-            best = place
-    return best
+class _Ahead:
+    """Where the escalated parts of some units may still be: for each, the groups of
+    overdue tasks (due date, first and last number) it may have parts in, in order; and
+    every group, to tell which follow one another in the order of the overdue lists."""
+
+    def __init__(self, units: dict[str, deque[_Span]], spans: list[_Span]) -> None:
+        self.units = units
+        self.following = dict(itertools.pairwise(spans))
+        self.holders: dict[_Span, list[str]] = defaultdict(list)  # who may have parts in it
+        for unit, places in units.items():
+            for place in places:
+                self.holders[place].append(unit)
+
+    def span(self, short: list[str], after: _Place | None) -> tuple[_Place, _Place] | None:
+        """Where the next parts of these units may be: after a place (just before the
+        first group one of them may have parts in, or ``after`` inside it) up to the end
+        of that group and of those after it where one of them may have parts too, up to
+        a gap of more than ``_GAP`` tasks where none may (a supervisor's sections: their
+        tasks alone, not the others' of the same due date); None if no group is left.
+        The groups read past are dropped."""
+        start: _Place | None = None
+        first: _Span | None = None
+        for unit in short:
+            places = self.units[unit]
+            while places and after is not None and (places[0][0], places[0][2]) <= after:
+                places.popleft()
+            if not places:
+                continue
+            place = (places[0][0], places[0][1] - 1)  # just before the group's first task
+            if after is not None and after > place:
+                place = after
+            if start is None or place < start:
+                start, first = place, places[0]
+        if start is None or first is None:
+            return None
+        still = set(short)
+        last, gap = first, 0
+        probe = self.following.get(first)
+        while probe is not None and gap <= _GAP:
+            if any(unit in still for unit in self.holders.get(probe, ())):
+                last, gap = probe, 0
+            else:
+                gap += probe[2] - probe[1] + 1
+            probe = self.following.get(probe)
+        return start, (last[0], last[2])
