@@ -36,16 +36,18 @@ MARK_EVERY = 20
 CONNECTIONS = 2
 
 
-def owed(url: str) -> int:
+def count(url: str, query: str) -> int:
+    """One count from the store, read by another connection than the daemons'."""
     store = open_store(url, schema="check")
     try:
         with store.read() as session:
-            found = session.execute(
-                text("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending', 'retry')")
-            )
-            return int(found.scalar_one())
+            return int(session.execute(text(query)).scalar_one())
     finally:
         store.dispose()
+
+
+def owed(url: str) -> int:
+    return count(url, "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending', 'retry')")
 
 
 def fleet(cwd: Path, url: str, port: int, **extra: str) -> list[Daemon]:
@@ -148,15 +150,7 @@ def test_a_daemon_killed_mid_batch_is_taken_over_within_its_lease(
 
 def refused(url: str) -> int:
     """The messages refused at least once so far."""
-    store = open_store(url, schema="check")
-    try:
-        with store.read() as session:
-            found = session.execute(
-                text("SELECT count(DISTINCT outbox_id) FROM attempt WHERE outcome = 'retry'")
-            )
-            return int(found.scalar_one())
-    finally:
-        store.dispose()
+    return count(url, "SELECT count(DISTINCT outbox_id) FROM attempt WHERE outcome = 'retry'")
 
 
 def test_a_refusing_server_then_back_gets_each_message_once_after_backoff(

@@ -212,6 +212,20 @@ class _Counter:
             (_U.c.due.is_(None)) | (_U.c.due < day),
         )
 
+    def light_and_escalation(self, table: Any, *, overrides: bool) -> tuple[Any, Any]:
+        """The light of ``table``'s rows today, and whether their policy escalates them."""
+        light = task_light(
+            counts_down(self.session, self.planning, table, overrides=overrides), self.day, table
+        )
+        escalates = by_policy(
+            self.session,
+            self.planning,
+            lambda policy: self.late_enough(policy, table),
+            table,
+            overrides=overrides,
+        )
+        return light, escalates
+
     def by_unit(self, late: Any) -> Any:
         """``counts`` of ``unit_tally`` by section, unit and role, the first escalated due
         date last, each section's policy followed, for SQLite: the light and the
@@ -222,16 +236,7 @@ class _Counter:
         tally = _TALLY
         names = ("section_no", "deadline_kind", "deadline_due", "status")
         keys = select(*(tally.c[name] for name in names)).distinct().subquery()
-        light = task_light(
-            counts_down(self.session, self.planning, keys, overrides=False), self.day, keys
-        )
-        escalates = by_policy(
-            self.session,
-            self.planning,
-            lambda policy: self.late_enough(policy, keys),
-            keys,
-            overrides=False,
-        )
+        light, escalates = self.light_and_escalation(keys, overrides=False)
         kinds = (
             select(
                 *keys.c,
@@ -267,16 +272,7 @@ class _Counter:
         (a row stands for ``n``) or the tasks joined to their rows (rows not counted)."""
         units = table if table is not _T else _U
         weight = table.c.n if table is not _T else literal(1)
-        light = task_light(
-            counts_down(self.session, self.planning, table, overrides=overrides), self.day, table
-        )
-        escalates = by_policy(
-            self.session,
-            self.planning,
-            lambda policy: self.late_enough(policy, table),
-            table,
-            overrides=overrides,
-        )
+        light, escalates = self.light_and_escalation(table, overrides=overrides)
         red = and_(light == "red", late)
         yellow = and_(light == "yellow", _undone(units))
         columns = [table.c.section_no, units.c.unit, units.c.role]
