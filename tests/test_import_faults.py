@@ -100,7 +100,7 @@ def test_kill_9_during_an_import_leaves_the_old_ledger_or_the_new(
 
 def test_cli_writers_beside_an_import_never_find_the_store_locked(isolated_env: Path) -> None:
     """4 writers (`done`, `progress`) in a loop while a 2,000-task re-import runs on
-    SQLite: each waits for the write lock (held ~1 s by the import, measured) and none
+    SQLite: each waits for the write lock while the import holds it, and none
     fails with "database is locked"."""
     url = f"sqlite:///{isolated_env / 'ledger.db'}"
     old, new = ledgers(isolated_env)
