@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser clean
+.PHONY: run test packages clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,17 +22,18 @@ run: $(STAMP)
 	trap 'kill $$web 2>/dev/null; wait $$web 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/reminder run
 
-## browser: headless Chromium, its driver and a Chinese font, for the tests that lay out
-## the HTML people read on a phone and drive the answers web (Debian's packages;
-## installed once, as root)
-browser:
+## packages: headless Chromium, its driver and a Chinese font, for the tests that lay
+## out the HTML people read on a phone and drive the answers web; libfaketime, for the
+## test that stops the daemon for three days (Debian's packages; installed once, as root)
+packages:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
-	  fc-list :lang=zh | grep -q . || \
+	  command -v faketime >/dev/null && fc-list :lang=zh | grep -q . || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends chromium chromium-driver fonts-wqy-microhei >/dev/null; }
+	    --no-install-recommends chromium chromium-driver fonts-wqy-microhei faketime \
+	    >/dev/null; }
 
 ## test: everything CI checks (ruff lint + format check, mypy, the systemd unit, pytest)
-test: $(STAMP) browser
+test: $(STAMP) packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -36,7 +36,7 @@ URL = re.compile(r"https?://127\.0\.0\.1:\d+/[ls]/[A-Za-z0-9_.\-]+")
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
     if not Path(CHROMEDRIVER).exists():
-        pytest.fail("chromedriver is missing: `make browser` installs chromium-driver")
+        pytest.fail("chromedriver is missing: `make packages` installs chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
