@@ -161,8 +161,9 @@ class Daemon:
         move on only in the transaction that enqueues), and claimed messages return to
         the queue when their lease ends.
         """
-        if isinstance(error, ReminderError):
-            self.log.error(event, error=str(error))
+        reason = str(error) if isinstance(error, ReminderError) else self.store.failure(error)
+        if reason is not None:  # the store failing (its disk full) is no bug: no traceback
+            self.log.error(event, error=reason)
         else:
             self.log.exception(event, error=f"{type(error).__name__}: {error}")
         notify(f"STATUS={event}: {type(error).__name__}")

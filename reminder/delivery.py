@@ -181,7 +181,7 @@ class Delivery:
                     await recorder.renew()
                     renewed = time.monotonic()
             except Exception as exc:  # the store went away for a moment: try again
-                self.log.error("delivery_record_failed", error=f"{type(exc).__name__}: {exc}")
+                recorder.failed(exc)
 
     async def run(
         self,
@@ -228,7 +228,8 @@ class Delivery:
             for task in chunks:
                 task.cancel()
             try:
-                report.cut = await recorder.close()  # what was learnt is kept, whatever happened
+                # what was learnt is kept, whatever happened (a full disk: until stopped)
+                report.cut = await recorder.close(stop)
             finally:
                 store_thread.shutdown(wait=False)  # its last transaction was awaited
                 gc.unfreeze()

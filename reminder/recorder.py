@@ -14,6 +14,10 @@
   ``mark_every`` plus what the senders have on the wire, as when commits ran on the
   loop (tests/test_crash.py). A commit starts once half the window is buffered, so the
   senders go on while it runs; they only wait when the store falls behind.
+- A store that refuses commits (its disk full) keeps the outcomes here: the window
+  stays shut, so nothing more goes on the wire, and the commit is tried again every
+  ``FLUSH_S`` (logged once a minute); a run that ends so goes on trying until stopped.
+  When space returns, what went out is recorded as sent, not sent again.
 - Commits run in the run's store thread (``store_thread``), one at a time and in order,
   never on the event loop: a commit can wait on the disk (a WAL checkpoint) or on
   another writer's lock. The recorder's own state is only touched on the loop.
@@ -22,7 +26,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -36,6 +42,8 @@ from reminder.settings import DeliverySettings
 from reminder.store.db import Store
 
 T = TypeVar("T")
+RETRY_S = 2.0  # a run that ends with outcomes the store refused tries again this often
+SAY_AGAIN_S = 60.0  # a store that keeps refusing is logged again this often
 
 
 class Recorder:
@@ -65,6 +73,8 @@ class Recorder:
         self._open = asyncio.Event()  # set while the window has room (see ``window``)
         self._open.set()
         self.closed = False  # a cut run: what comes in later is not recorded
+        self.failing_since: float | None = None  # the store refuses commits (disk full)
+        self._said_at = 0.0  # when that was last logged
         self.log = get_logger().bind()  # made once: a lazy logger is rebuilt on every call
 
     def track(self, rows: Sequence[Claimed], lease_until: dt.datetime) -> None:
@@ -130,8 +140,26 @@ class Recorder:
             try:
                 await self._record()
             except Exception as exc:  # kept in pending: the run's timer tries again
-                self.log.error("delivery_record_failed", error=f"{type(exc).__name__}: {exc}")
+                self.failed(exc)
                 return
+
+    def failed(self, error: Exception) -> None:
+        """The store refused a commit: logged on one line when it starts, then once a
+        minute while it lasts (a full disk may last hours; each retry would be a line)."""
+        moment = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = moment
+        elif moment - self._said_at < SAY_AGAIN_S:
+            return
+        self._said_at = moment
+        reason = self.store.failure(error) or f"{type(error).__name__}: {error}"
+        self.log.error("delivery_record_failed", error=reason, waiting=self.unrecorded)
+
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            seconds = round(time.monotonic() - self.failing_since, 1)
+            self.log.info("delivery_record_recovered", seconds=seconds)
+            self.failing_since = None
 
     async def flush(self) -> None:
         """Record everything reported so far; raises if the store fails (what was not
@@ -178,6 +206,7 @@ class Recorder:
         finally:
             self.committing -= len(results)
             self._reopen()
+        self._recovered()
         for result in results:
             self.attempts.pop(result.id, None)
             self.keys.pop(result.id, None)
@@ -199,11 +228,24 @@ class Recorder:
                 lines.append(("info", "reminder_retry", {"key": key, "error": result.detail}))
         return lines
 
-    async def close(self) -> int:
+    async def close(self, stop: asyncio.Event | None = None) -> int:
         """Record what was learnt and stop listening; how many messages are still held
-        (their leases run out and they are sent again)."""
+        (their leases run out and they are sent again). With ``stop``, a store that
+        refuses the commit is tried again every few seconds until ``stop`` is set: the
+        outcomes of what went out are kept, not sent again after their leases."""
         try:
-            await self.flush()
+            while True:
+                try:
+                    await self.flush()
+                    break
+                except Exception as exc:
+                    if stop is None or stop.is_set():
+                        raise
+                    self.failed(exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), RETRY_S)
+                    with contextlib.suppress(Exception):  # while it lasts, leases too
+                        await self.renew()
         finally:
             self.closed = True
             self._open.set()  # nothing more is recorded: no sender waits on it

@@ -20,7 +20,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
-from reminder.errors import AlreadyRunningError
+from reminder.errors import AlreadyRunningError, StoreError
 from reminder.logs import get_logger
 
 
@@ -60,6 +60,16 @@ class DaemonLock:
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
+        """Take the lock and write this process's id into its file; a file that cannot
+        be written (a full disk, a read-only folder) is a ``StoreError``, on one line."""
+        try:
+            self._acquire()
+        except OSError as exc:
+            raise StoreError(
+                f"{self.path}: cannot take the daemon's lock: {exc.strerror or exc}"
+            ) from None
+
+    def _acquire(self) -> None:
         while True:
             handle = self.path.open("a+", encoding="utf-8")
             try:
@@ -76,10 +86,14 @@ class DaemonLock:
             if self._still_there(handle):
                 break
             handle.close()  # locked a file its daemon removed as it stopped: open anew
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError:
+            handle.close()
+            raise
         self._handle = handle
 
     @classmethod

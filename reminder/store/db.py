@@ -22,7 +22,13 @@ from typing import Any, Literal
 
 from sqlalchemy import JSON, Connection, Engine, Table, bindparam, create_engine, event, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from sqlmodel import Session
 
@@ -109,6 +115,16 @@ class Store:
             if self.is_sqlite
             else self.engine
         )
+
+    def failure(self, error: BaseException) -> str | None:
+        """A database's error on one line, naming the store ("the store ledger.db:
+        database or disk is full"); None for any other error (a bug keeps its
+        traceback)."""
+        if not isinstance(error, DBAPIError):
+            return None
+        reason = str(error.orig or error).strip().splitlines()[0]
+        database = self.engine.url.database if self.is_sqlite else None
+        return f"the store {database or describe(self.url)}: {reason}"
 
     @contextmanager
     def read(self) -> Iterator[Session]:
