@@ -365,7 +365,11 @@ def due(
         after = target.planned_until
         # a clock that went back finds nothing due before what was already planned
         horizon_from = max(now, after) if after is not None else now
-        found = occasions(target, policy, calendar, zone, horizon_from, after)
+        # a first planning (nothing planned yet) sends the latest of each kind only:
+        # the open-ended series start near now, not at the deadline (a 2018 ledger in
+        # 2026 would list 400 weekly overdue reminders of each target to pick one)
+        since = after if after is not None else now
+        found = occasions(target, policy, calendar, zone, horizon_from, since)
         decide(target, found, [o.at for o in found], policy, calendar, zone, now, plan)
     return plan
 

@@ -309,6 +309,23 @@ def test_first_start_sends_the_latest_overdue_only() -> None:
     assert plan.superseded == []  # the stale upcoming/due-today reminders are not sent late
 
 
+def test_a_first_start_years_late_sends_this_weeks_overdue_and_this_months_check_in() -> None:
+    # a 2018 ledger first planned on Monday 2019-03-04: the weekly overdue of that week
+    # (its count of working days late as from 01-31), not one of 2018's
+    plan = plan_at(target("1月31日"), at("2019-03-04", "09:30"))
+    [overdue] = [r.occasion for r in plan.send]
+    assert (overdue.kind, overdue.day) == (Kind.OVERDUE, D(2019, 3, 4))
+    assert overdue.overdue_days == CAL.working_days_between(D(2018, 1, 31), D(2019, 3, 4))
+    # an ongoing task: February's check-in, not the year-end summary asked in December
+    plan = plan_at(target("持续开展"), at("2019-03-04", "09:30"))
+    assert [(r.occasion.kind, r.occasion.day) for r in plan.send] == [
+        (Kind.PROGRESS, D(2019, 2, 25))
+    ]
+    assert plan.superseded == []
+    # a 全年 task of 2018: its check-ins and summary ended with its year
+    assert plan_at(target("全年"), at("2019-03-04", "09:30")).send == []
+
+
 def test_a_stale_window_notice_is_dropped_a_recent_one_is_sent() -> None:
     assert plan_at(target("1月1日—12月31日"), at("2018-10-08")).send == []
     recent = plan_at(
