@@ -1,34 +1,47 @@
 """A large import against faults: killed in the middle, and beside other writers.
 
-Real `reminder import` processes (2,000-task ledgers of the seed's shape, from
-bench.import_large, and their revision: tasks changed, removed, added, renumbered) on a
-real SQLite file and on a fresh schema of the machine's PostgreSQL.
+Real `reminder import` processes (2,000- and 5,000-task ledgers of the seed's shape,
+from bench.import_large, and their revision: tasks changed, removed, added, renumbered)
+on a real SQLite file and on a fresh schema of the machine's PostgreSQL; beside them,
+the real daemon sending, the answers web and the command line writing.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
+import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from bench.import_large import ledger_text
 from reminder.store.db import open_store
-from tests.daemon_process import SCRIPT, daemon_env
+from tests.conftest import SEED, Cli
+from tests.daemon_process import SCRIPT, Daemon, daemon_env
+from tests.smtp_server import Handler
+from tests.test_crash import fill_outbox
+from tests.web_server import CSRF, bind, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TASKS = 2000
+WRITERS_TASKS = 5000
+TASK = re.compile(r'id="task-(\d+)"')
 State = tuple[frozenset[tuple[int, str]], int]
 
 
-def ledgers(folder: Path) -> tuple[Path, Path]:
+def ledgers(folder: Path, tasks: int = TASKS) -> tuple[Path, Path]:
     old, new = folder / "old.txt", folder / "new.txt"
-    old.write_text(ledger_text(TASKS), encoding="utf-8")
-    new.write_text(ledger_text(TASKS, revised=True), encoding="utf-8")
+    old.write_text(ledger_text(tasks), encoding="utf-8")
+    new.write_text(ledger_text(tasks, revised=True), encoding="utf-8")
     return old, new
 
 
@@ -98,46 +111,123 @@ def test_kill_9_during_an_import_leaves_the_old_ledger_or_the_new(
     assert False in seen  # at least one kill came before the commit
 
 
-def test_cli_writers_beside_an_import_never_find_the_store_locked(isolated_env: Path) -> None:
-    """4 writers (`done`, `progress`) in a loop while a 2,000-task re-import runs on
-    SQLite: each waits for the write lock while the import holds it, and none
-    fails with "database is locked"."""
-    url = f"sqlite:///{isolated_env / 'ledger.db'}"
-    old, new = ledgers(isolated_env)
-    imported(isolated_env, url, old)
-    env = daemon_env(REMINDER_DB=url)
+def links(db: Path) -> list[str]:
+    """The units' personal links, from the letters the outbox holds."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT payload FROM outbox WHERE kind = 'letter'").fetchall()
+    return sorted({json.loads(payload)["link"] for (payload,) in rows} - {None})
+
+
+def cli_writer(folder: Path, env: dict[str, str], number: int) -> Callable[[], str | None]:
+    """One `reminder done` or `reminder progress`: the error if the store was locked."""
+    command = (
+        ["done", str(number)]
+        if number % 2
+        else ["progress", str(number), "--unit", "环境保护局", "--note", "已完成"]
+    )
+
+    def write() -> str | None:
+        done = subprocess.run(
+            [str(SCRIPT), *command],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stderr if done.returncode != 0 and "locked" in done.stderr else None
+
+    return write
+
+
+def web_writer(client: httpx.Client, unit_links: list[str], start: int) -> Callable[[], str | None]:
+    """A unit answering through its link (its page, then a progress note on one of its
+    tasks), a unit after another: the error if the web failed (5xx)."""
+    turn = itertools.count(start)
+
+    def write() -> str | None:
+        link = "/" + unit_links[next(turn) % len(unit_links)].split("/", 3)[3]
+        page = client.get(link)
+        if page.status_code >= 500:
+            return f"GET {page.status_code}: {page.text[:200]}"
+        token, task = CSRF.search(page.text), TASK.search(page.text)
+        if token is None or task is None:
+            return None  # no open task of this unit in the ledger just imported
+        posted = client.post(
+            f"{link}/task/{task.group(1)}/progress", data={"csrf": token.group(1), "note": "进展"}
+        )
+        return (
+            f"POST {posted.status_code}: {posted.text[:200]}" if posted.status_code >= 500 else None
+        )
+
+    return write
+
+
+def test_writers_beside_the_daemon_and_an_import_never_find_the_store_locked(
+    cli: Cli, isolated_env: Path, smtp: tuple[Handler, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite, while the daemon sends 2,000 letters and 5,000-task re-imports run one
+    after another: 2 CLI writers (`done`, `progress`) and 2 units answering through the
+    web, each in a loop. Each waits for the write lock while another holds it; none fails
+    with "database is locked", the web answers no 5xx, the daemon logs no failure."""
+    port = bind(monkeypatch)
+    db = isolated_env / "ledger.db"
+    assert cli("import", str(SEED)).code == 0
+    assert cli("run", "--once", "--at", "2018-10-08 09:30").code == 0  # the units' links
+    unit_links = links(db)
+    assert len(unit_links) > 20
+    old, new = ledgers(isolated_env, WRITERS_TASKS)
+    imported(isolated_env, f"sqlite:///{db}", old)
+    fill_outbox(db, 2000)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE task SET status = 'open'")  # as it was: the writers answer on it
+    handler, smtp_port = smtp
+    handler.behaviour.delay_s = 0.005
+    env = daemon_env(
+        REMINDER_SMTP__HOST="127.0.0.1",
+        REMINDER_SMTP__PORT=str(smtp_port),
+        REMINDER_DAEMON__TICK_S="1",
+    )
     failures: list[str] = []
-    runs: list[int] = []
+    writes: list[int] = []
     stop = threading.Event()
 
-    def writer(number: int) -> None:
-        command = (
-            ["done", str(number)]
-            if number % 2
-            else ["progress", str(number), "--unit", "环境保护局", "--note", "已完成"]
-        )
+    def loop(number: int, write: Callable[[], str | None]) -> None:
         while not stop.is_set():
-            done = subprocess.run(
-                [str(SCRIPT), *command],
-                cwd=isolated_env,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            runs.append(number)
-            if done.returncode != 0 and "locked" in done.stderr:
-                failures.append(done.stderr)
+            failure = write()
+            writes.append(number)
+            if failure is not None:
+                failures.append(failure)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in (1, 2, 3, 4)]
-    for thread in threads:
-        thread.start()
-    try:
-        for ledger in (new, old, new):
-            imported(isolated_env, url, ledger)
-    finally:
-        stop.set()
+    with (
+        serving(port) as url,
+        httpx.Client(base_url=url, timeout=60) as one,
+        httpx.Client(base_url=url, timeout=60) as two,
+        Daemon(isolated_env, env) as daemon,
+    ):
+        workers = [cli_writer(isolated_env, env, n) for n in (1, 2)]
+        workers += [web_writer(client, unit_links, n * 17) for n, client in ((3, one), (4, two))]
+        threads = [threading.Thread(target=loop, args=(n, w)) for n, w in enumerate(workers, 1)]
         for thread in threads:
-            thread.join(timeout=60)
+            thread.start()
+        try:
+            assert handler.wait_for(100), daemon.log_path.read_text()  # it is sending
+            for ledger in (new, old, new):
+                imported(isolated_env, f"sqlite:///{db}", ledger)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        assert daemon.running()
+        errors = [e for e in daemon.events() if e["level"] == "error"]
+        assert daemon.stop(timeout=30) == 0  # what it has claimed goes out first
     assert not failures, failures[0]
-    assert len(runs) >= 8, runs  # the writers ran all along the imports
+    assert not errors, errors[0]
+    assert set(writes) == {1, 2, 3, 4}, "a writer never got through"
+    assert len(writes) >= 16, len(writes)  # they ran all along the imports
+    assert len(handler.received) > 100
+    with sqlite3.connect(db) as con:
+        answered = con.execute(
+            "SELECT count(*) FROM event WHERE kind = 'progress' AND origin != 'cli'"
+        ).fetchone()[0]
+    assert answered > 0
