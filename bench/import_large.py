@@ -10,7 +10,10 @@ and module imports excluded, one warm-up import first):
 
 - `reminder import` of the seed (99 tasks) into an empty store;
 - `reminder import` of the generated ledger into an empty store;
-- `reminder import` of the revised version over it.
+- `reminder import` of the revised version over it; on SQLite, another process takes
+  the write lock in a loop meanwhile (``BEGIN IMMEDIATE``, then ``ROLLBACK``, as a
+  `reminder done` would), and the longest it waited is printed: how long the import
+  held the lock in one go.
 
 Each time is the whole command as `reminder.cli.main` runs it: reading the file, parsing,
 opening (creating) the store, the transaction with the replanning, the summary. Prints
@@ -23,13 +26,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
 import os
 import platform
+import sqlite3
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine
 
@@ -143,6 +149,40 @@ def fresh(db: str | None, folder: Path, name: str) -> str:
     return db
 
 
+def _probe(path: str, stop: Any, longest: Any) -> None:
+    """Take the write lock of ``path`` again and again until ``stop``; the longest wait
+    (seconds) into ``longest``."""
+    connection = sqlite3.connect(path, timeout=120, isolation_level=None)
+    while not stop.is_set():
+        started = time.perf_counter()
+        connection.execute("BEGIN IMMEDIATE")
+        waited = time.perf_counter() - started
+        connection.execute("ROLLBACK")
+        longest.value = max(longest.value, waited)
+        time.sleep(0.01)
+    connection.close()
+
+
+@contextlib.contextmanager
+def lock_probe(db: str) -> Iterator[list[float]]:
+    """On SQLite, a writer in another process while the block runs; the list gets its
+    longest wait for the write lock when the block ends."""
+    found: list[float] = []
+    if not db.startswith("sqlite:///"):
+        yield found
+        return
+    context = multiprocessing.get_context("fork")
+    stop, longest = context.Event(), context.Value("d", 0.0)
+    process = context.Process(target=_probe, args=(db.removeprefix("sqlite:///"), stop, longest))
+    process.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        process.join(60)
+        found.append(longest.value)
+
+
 def median(runs: int, action: Callable[[int], float]) -> tuple[float, float]:
     """The median of ``runs`` wall times of ``action``, and of their last import's CPU."""
     walls, cpus = [], []
@@ -169,10 +209,15 @@ def main() -> None:
         seed = median(args.runs, lambda n: run_import(fresh(args.db, folder, f"s{n}.db"), SEED))
         empty = median(args.runs, lambda n: run_import(fresh(args.db, folder, f"e{n}.db"), large))
 
+        waits: list[float] = []
+
         def over(n: int) -> float:
             db = fresh(args.db, folder, f"o{n}.db")
             run_import(db, large)
-            return run_import(db, revised)
+            with lock_probe(db) as longest:
+                seconds = run_import(db, revised)
+            waits.extend(longest)
+            return seconds
 
         again = median(args.runs, over)
         size = large.stat().st_size / 1e6
@@ -188,6 +233,11 @@ def main() -> None:
         (f"revised {args.tasks} tasks over the imported ones", again),
     ):
         print(f"{label:<48} {wall:8.3f} s wall, {cpu:8.3f} s CPU")
+    if waits:
+        print(
+            f"{'  a writer beside it waited for the lock':<48} {statistics.median(waits):8.3f} s "
+            f"at most (median of {len(waits)}; longest {max(waits):.3f} s)"
+        )
 
 
 if __name__ == "__main__":
