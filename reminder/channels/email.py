@@ -11,6 +11,7 @@ command at a time through aiosmtplib's public ``sendmail`` (``OneByOne``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Sequence
 
@@ -88,6 +89,7 @@ class OneByOne:
 
     def __init__(self, client: aiosmtplib.SMTP) -> None:
         self.client = client
+        self._protocol = client.protocol  # aiosmtplib forgets it on close()
 
     @property
     def is_connected(self) -> bool:
@@ -120,8 +122,26 @@ class OneByOne:
     def close(self) -> None:
         self.client.close()
 
+    async def closed(self) -> None:
+        """Wait until the transport is closed (see ``settle``)."""
+        while self._protocol is not None and self._protocol.transport is not None:
+            await asyncio.sleep(0.005)
+
 
 Connection = Pipelined | OneByOne
+SETTLE_S = 1.0
+
+
+async def settle(connection: Connection) -> None:
+    """Wait (at most ``SETTLE_S``) until a closed connection's transport is gone. A TLS
+    transport closes a few turns of the loop after close() (its close_notify), and a
+    loop that ends before that fails to close (uvloop: EBUSY, after a `run --once` that
+    sent everything)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SETTLE_S):
+            await connection.closed()
+
+
 Job = tuple[Outgoing, Report, Window, asyncio.Future[None]]  # a message, and its outcome's way
 
 
@@ -317,6 +337,7 @@ class SmtpSender:
                     await connection.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     connection.close()
+                await settle(connection)
 
     async def send(
         self, items: Sequence[Outgoing], report: Report, window: Window = always_open

@@ -43,6 +43,7 @@ class Answers(asyncio.Protocol):
         self._answers: deque[SMTPResponse] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
+        self.gone = asyncio.Event()  # the transport is closed (connection_lost)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -61,6 +62,7 @@ class Answers(asyncio.Protocol):
         lost = aiosmtplib.SMTPServerDisconnected("Connection lost")
         lost.__cause__ = exc
         self._fail(lost)
+        self.gone.set()
 
     @property
     def failed(self) -> bool:
@@ -236,3 +238,7 @@ class Pipelined:
 
     def close(self) -> None:
         self._client.close()  # closes the transport and resets aiosmtplib's state
+
+    async def closed(self) -> None:
+        """Wait until the transport is closed (see ``email.settle``)."""
+        await self._answers.gone.wait()
