@@ -143,8 +143,9 @@ def letter_samples(
             }
             for light, standing in (("red", False), ("yellow", False), ("green", True))
         ]
-        samples.append((no, {**first, "agenda": agenda}))
-        samples.append((no, {**first, "groups": [], "counts": {}, "total": 0, "agenda": agenda}))
+        listed = {"agenda": agenda, "agenda_count": len(agenda)}
+        samples.append((no, {**first, **listed}))
+        samples.append((no, {**first, "groups": [], "counts": {}, "total": 0, **listed}))
     return samples
 
 

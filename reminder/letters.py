@@ -40,7 +40,7 @@ from reminder.planner import local_moment
 from reminder.policy import Kind
 from reminder.recipients import Item, unit_routes
 from reminder.rows import Message
-from reminder.rules import Rules
+from reminder.rules import LISTED, Rules
 from reminder.settings import OfficeSettings, Settings
 from reminder.wording import deadline_text, lateness
 
@@ -163,6 +163,26 @@ def _sort_key(entry: dict[str, Any]) -> tuple[int, str, int]:
     return (-late, entry["due"] or "9999-12-31", entry["no"])
 
 
+def _cap(groups: list[dict[str, Any]]) -> None:
+    """At most ``LISTED`` items in a letter, the most urgent first (the groups are in
+    order of urgency, their items too): each group keeps its whole ``count`` and says
+    how many it does not list (``more``). A unit owing a thousand items on a first start
+    gets a letter it can read (and that fits the render budget) instead of none."""
+    room = LISTED
+    for group in groups:
+        entries = group["items"]
+        group["count"] = len(entries)
+        group["items"] = entries[:room]
+        group["more"] = len(entries) - len(group["items"])
+        room -= len(group["items"])
+
+
+def _listed_agenda(agenda: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """The week's agenda as a letter lists it (as ``_cap``), its whole count, the cap."""
+    listed = list(agenda[:LISTED]) if agenda is not None else None
+    return {"agenda": listed, "agenda_count": len(agenda or ()), "listed": LISTED}
+
+
 def build_letter(
     context: LetterContext,
     unit: str,
@@ -196,6 +216,7 @@ def build_letter(
     nearest = min(dated, key=lambda e: (e["due"], e["no"])) if dated else None
     who = context.contacts.unit(unit)
     roles = {entry["role"] for group in groups for entry in group["items"]}
+    _cap(groups)  # after the nearest deadline and the roles: they are of every item
     return {
         "day": context.day.isoformat(),
         "seq": seq,
@@ -215,7 +236,7 @@ def build_letter(
         ),
         "has_lead": "lead" in roles,
         "has_cooperating": bool(roles - {"lead"}),
-        "agenda": list(agenda) if agenda is not None else None,
+        **_listed_agenda(agenda),
         "link": None,  # the unit's page, set when the letter is enqueued ([web] base_url)
         "mention": {
             "mobile": next(iter(valid_mobiles(who.mobile)), "") if who else "",

@@ -432,3 +432,35 @@ def test_work_done_before_its_letter_is_not_reminded(cli: Cli, isolated_env: Pat
     )
     assert states == [("superseded", "done before its letter")]
     store.dispose()
+
+
+def test_a_unit_owing_more_than_a_letter_lists_gets_the_most_urgent_and_the_count(
+    cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """150 overdue tasks and 30 due that day for one unit: its e-mail lists the 100 most
+    overdue (no room left for the rest), says how many more there are in each group, and
+    fits the render budget (before, such a letter went dead and the unit heard nothing)."""
+    late = [(f"完成第{n}批燃煤锅炉拆改", f"2018年{1 + n % 9}月{1 + n % 28}日") for n in range(150)]
+    today = [(f"开展第{n}轮扬尘专项检查", "2018年10月8日") for n in range(30)]
+    assert cli("import", str(one_unit_ledger(isolated_env, *late, *today))).code == 0
+    with smtp_server() as (handler, port):
+        monkeypatch.setenv("REMINDER_SMTP__HOST", "127.0.0.1")
+        monkeypatch.setenv("REMINDER_SMTP__PORT", str(port))
+        monkeypatch.setenv("REMINDER_DELIVERY__RENDER_WORKERS", "0")
+        result = cli("run", "--once", "--at", "2018-10-08 09:30")
+        assert result.code == 0, result.err
+    [letter] = [r.message for r in handler.received if r.rcpt_tos == ["hbj@example.org"]]
+    assert str(letter["Subject"]) == "【督办提醒】你单位今日待办180项（逾期150项、今日到期30项）"
+    plain = letter.get_body(("plain",))
+    html = letter.get_body(("html",))
+    assert plain is not None and html is not None
+    text = plain.get_content()
+    assert "一、逾期事项（150项）" in text and "二、今日到期（30项）" in text
+    listed = re.findall(r"^(\d+)\. 大气攻坚〔2018〕第(\d+)项　", text, re.M)
+    assert len(listed) == 100
+    assert [int(n) for n, _ in listed] == list(range(1, 101))  # all 100 in the overdue group
+    assert "……另有50项未列出（每封通知按紧急程度列出前100项）" in text
+    assert "……另有30项未列出（每封通知按紧急程度列出前100项）" in text
+    assert html.get_content().count("项未列出") == 2
+    statuses = rows(isolated_env / "ledger.db", "SELECT DISTINCT status FROM outbox")
+    assert statuses == [("sent",)]
