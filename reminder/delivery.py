@@ -183,6 +183,24 @@ class Delivery:
             except Exception as exc:  # the store went away for a moment: try again
                 recorder.failed(exc)
 
+    async def _claim(
+        self, recorder: Recorder, cutoff: dt.datetime, begun: dt.datetime
+    ) -> tuple[list[Claimed], dt.datetime]:
+        """Step 1 in the store thread. A retry is due by the run's start at the latest:
+        what fails in this run waits for a later one, even in a run for a moment ahead.
+        A store that refuses the claim (its disk full) ends the claiming, not the run:
+        what is on the wire is answered and recorded first (``Recorder.close``)."""
+        try:
+            return await recorder.in_store_thread(
+                functools.partial(self.claim, cutoff, retry_by=begun)
+            )
+        except Exception as exc:
+            reason = self.store.failure(exc)
+            if reason is None:
+                raise
+            self.log.error("delivery_claim_failed", error=reason)
+            return [], begun
+
     async def run(
         self,
         due_by: dt.datetime | None = None,
@@ -204,11 +222,7 @@ class Delivery:
             async with asyncio.timeout(deadline_s):
                 while stop is None or not stop.is_set():
                     await recorder.room.wait()  # step 1 waits while a batch is unanswered
-                    # a retry is due by the run's start at the latest: what fails in this
-                    # run waits for a later one, even in a run for a moment ahead
-                    rows, lease_until = await recorder.in_store_thread(
-                        functools.partial(self.claim, cutoff, retry_by=begun)
-                    )
+                    rows, lease_until = await self._claim(recorder, cutoff, begun)
                     if not rows:
                         break
                     report.claimed += len(rows)

@@ -231,16 +231,17 @@ class Recorder:
     async def close(self, stop: asyncio.Event | None = None) -> int:
         """Record what was learnt and stop listening; how many messages are still held
         (their leases run out and they are sent again). With ``stop``, a store that
-        refuses the commit is tried again every few seconds until ``stop`` is set: the
-        outcomes of what went out are kept, not sent again after their leases."""
+        refuses the commit (a database error) is tried again every few seconds until ``stop``
+        is set: the outcomes of what went out are kept, not sent again after their
+        leases."""
         try:
             while True:
                 try:
                     await self.flush()
                     break
                 except Exception as exc:
-                    if stop is None or stop.is_set():
-                        raise
+                    if stop is None or stop.is_set() or self.store.failure(exc) is None:
+                        raise  # not the store refusing (a bug): as before, no retry
                     self.failed(exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), RETRY_S)
