@@ -159,6 +159,6 @@ def _database_error(exc: Exception) -> str | None:
         return None
     from sqlalchemy.exc import DBAPIError  # noqa: PLC0415 - see the docstring
 
-    if not isinstance(exc, DBAPIError):
-        return None
-    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    from reminder.store.db import driver_error  # noqa: PLC0415 - loaded with SQLAlchemy
+
+    return driver_error(exc) if isinstance(exc, DBAPIError) else None

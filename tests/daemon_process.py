@@ -158,6 +158,22 @@ class Daemon:
             self.kill()
 
 
+def run_until_exit(
+    folder: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`reminder ARGS` (default: `reminder run`, expected to refuse to start) in
+    ``folder`` with ``env``, run to its end; its output captured."""
+    return subprocess.run(
+        [str(SCRIPT), *(args or ("run",))],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def daemon_env(**extra: str) -> dict[str, str]:
     """The test's environment (REMINDER_* from the fixtures) plus ``extra``."""
     return dict(os.environ) | extra

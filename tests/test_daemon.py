@@ -20,7 +20,14 @@ import pytest
 
 from reminder.channels.mime import message_id
 from tests.conftest import SEED, Cli, downgrade, revision_at
-from tests.daemon_process import SCRIPT, Daemon, NotifySocket, daemon_env, full_socket
+from tests.daemon_process import (
+    SCRIPT,
+    Daemon,
+    NotifySocket,
+    daemon_env,
+    full_socket,
+    run_until_exit,
+)
 from tests.known_ledger import MIDNIGHT, OVERDUE_DAYS, UNREACHABLE, import_known, known_config
 from tests.smtp_server import Handler, Received
 from tests.stalled_smtp import stalled_server
@@ -48,19 +55,6 @@ def env_for(port: int, notify: NotifySocket, **extra: str) -> dict[str, str]:
         REMINDER_SMTP__PORT=str(port),
         REMINDER_DAEMON__TICK_S="1",
         **extra,
-    )
-
-
-def run_until_exit(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`reminder run` that is expected to exit by itself (it refuses to start)."""
-    return subprocess.run(
-        [str(SCRIPT), "run"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
     )
 
 

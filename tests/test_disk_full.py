@@ -21,7 +21,7 @@ import pytest
 
 from reminder.channels.mime import message_id
 from tests.conftest import SEED, Cli
-from tests.daemon_process import SCRIPT, Daemon, daemon_env
+from tests.daemon_process import Daemon, daemon_env, run_until_exit
 from tests.smtp_server import Handler
 from tests.test_crash import fill_outbox
 
@@ -153,15 +153,7 @@ def test_on_a_full_disk_the_daemon_will_not_start_and_says_why_on_one_line(
     monkeypatch.setenv("REMINDER_DB", f"sqlite:///{db}")
     assert cli("import", str(SEED)).code == 0
     filler = fill(small_disk)
-    started = subprocess.run(
-        [str(SCRIPT), "run"],
-        cwd=small_disk.parent,
-        env=daemon_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    started = run_until_exit(small_disk.parent, daemon_env())
     assert started.returncode == 74  # EX_IOERR: systemd restarts it later
     assert started.stderr.splitlines() == [
         f"错误/Error: {db}.lock: cannot take the daemon's lock: No space left on device"

@@ -15,7 +15,6 @@ import datetime as dt
 import glob
 import shutil
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.conftest import CONFIG, SEED
-from tests.daemon_process import SCRIPT, Daemon, daemon_env
+from tests.daemon_process import Daemon, daemon_env, run_until_exit
 from tests.http_server import Gateway, http_gateway
 from tests.smtp_server import Handler, Received
 
@@ -141,15 +140,7 @@ def test_three_days_down_give_one_letter_per_unit_and_channel_and_one_digest(
         pytest.fail("libfaketime is missing: `make packages` installs Debian's faketime")
     handler, port = smtp
     thursday_env = environment(config, port, gateway, THURSDAY)
-    imported = subprocess.run(
-        [str(SCRIPT), "import", str(SEED)],
-        cwd=isolated_env,
-        env=thursday_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    imported = run_until_exit(isolated_env, thursday_env, "import", str(SEED))
     assert imported.returncode == 0, imported.stderr
 
     run_day(isolated_env, thursday_env, "thursday")

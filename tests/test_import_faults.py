@@ -9,7 +9,6 @@ the real daemon sending, the answers web and the command line writing.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import sqlite3
 import subprocess
@@ -28,6 +27,7 @@ from tests.conftest import SEED, Cli
 from tests.daemon_process import SCRIPT, Daemon, daemon_env
 from tests.smtp_server import Handler
 from tests.test_crash import fill_outbox
+from tests.test_web_security import letter_links
 from tests.web_server import CSRF, bind, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -111,13 +111,6 @@ def test_kill_9_during_an_import_leaves_the_old_ledger_or_the_new(
     assert False in seen  # at least one kill came before the commit
 
 
-def links(db: Path) -> list[str]:
-    """The units' personal links, from the letters the outbox holds."""
-    with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT payload FROM outbox WHERE kind = 'letter'").fetchall()
-    return sorted({json.loads(payload)["link"] for (payload,) in rows} - {None})
-
-
 def cli_writer(folder: Path, env: dict[str, str], number: int) -> Callable[[], str | None]:
     """One `reminder done` or `reminder progress`: the error if the store was locked."""
     command = (
@@ -174,7 +167,7 @@ def test_writers_beside_the_daemon_and_an_import_never_find_the_store_locked(
     db = isolated_env / "ledger.db"
     assert cli("import", str(SEED)).code == 0
     assert cli("run", "--once", "--at", "2018-10-08 09:30").code == 0  # the units' links
-    unit_links = links(db)
+    unit_links = sorted(letter_links(db)[0].values())
     assert len(unit_links) > 20
     old, new = ledgers(isolated_env, WRITERS_TASKS)
     imported(isolated_env, f"sqlite:///{db}", old)

@@ -36,7 +36,9 @@ class Site:
         return httpx.Client(base_url=self.url, follow_redirects=False, timeout=10)
 
 
-def _links(db: Path) -> tuple[dict[str, str], dict[str, str]]:
+def letter_links(db: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Each unit's personal link (from its e-mail letters) and each supervisor's board
+    (from the digests), as the outbox holds them."""
     with sqlite3.connect(db) as con:
         rows = con.execute(
             "SELECT kind, unit, channel, recipient_name, payload FROM outbox"
@@ -60,7 +62,7 @@ def site(cli: Cli, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     assert cli("digest", "--at", "2018-10-08 08:45").code == 0
     assert cli("run", "--once", "--at", "2018-10-08 09:30").code == 0
     db = isolated_env / "ledger.db"
-    links, boards = _links(db)
+    links, boards = letter_links(db)
     assert UNIT in links and OTHER in links and WHOLE in boards
     with serving(port) as url:
         yield Site(url, links, boards[WHOLE], boards, db, isolated_env)

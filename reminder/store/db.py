@@ -122,9 +122,8 @@ class Store:
         traceback)."""
         if not isinstance(error, DBAPIError):
             return None
-        reason = str(error.orig or error).strip().splitlines()[0]
         database = self.engine.url.database if self.is_sqlite else None
-        return f"the store {database or describe(self.url)}: {reason}"
+        return f"the store {database or describe(self.url)}: {driver_error(error)}"
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -140,6 +139,12 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def driver_error(error: DBAPIError) -> str:
+    """The first line of what the database driver said (SQLAlchemy's wrapper adds the
+    statement and a link on further lines)."""
+    return str(error.orig or error).strip().splitlines()[0]
 
 
 def describe(url: str) -> str:
