@@ -555,3 +555,29 @@ def test_the_override_folder_is_read_once(tmp_path: Path, contacts: Contacts) ->
     assert renderer.sources == {"letter.subject.j2": "旧标题"}
     worker = Renderer(renderer.sources)
     assert worker.part("letter", "subject", values(payload)) == "旧标题"
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "wecom"])
+def test_a_letter_queued_by_the_previous_version_still_renders(
+    contacts: Contacts, channel: str
+) -> None:
+    """A payload enqueued before letters were capped (no count, more, listed or
+    agenda_count: still pending or retrying in the outbox at the upgrade) renders as it
+    did, instead of going dead on the templates' strict undefined values."""
+    agenda = [
+        {"no": 2, "number": "第2项", "text": "任务", "role_label": "牵头", "deadline": "全年",
+         "light": "green", "standing": True, "next": None}
+    ]  # fmt: skip
+    payload = letter(contacts, EVERY_KIND, agenda=agenda)
+    old = {k: v for k, v in payload.items() if k not in ("listed", "agenda_count")}
+    old["groups"] = [
+        {k: v for k, v in group.items() if k not in ("count", "more")} for group in old["groups"]
+    ]
+    rendered = Renderer().render("letter", values(old, channel), PARTS)
+    now = Renderer().render("letter", values(payload, channel), PARTS)
+    assert (rendered.text, rendered.html, rendered.sms, rendered.md) == (
+        now.text,
+        now.html,
+        now.sms,
+        now.md,
+    )
