@@ -45,7 +45,7 @@ from reminder.ledger.formats import RawRow, read_text
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "data" / "jiyuan-2018-ledger.txt"
 CONFIG = ROOT / "config"
-TITLE = "济源市2018年大气污染防治攻坚战任务分解台账（扩展）"
+TITLE = "济源市{year}年大气污染防治攻坚战任务分解台账（扩展）"
 
 
 def _seed_sections() -> list[tuple[RawRow, list[RawRow]]]:
@@ -60,11 +60,12 @@ def _seed_sections() -> list[tuple[RawRow, list[RawRow]]]:
     return sections
 
 
-def ledger_text(tasks: int, *, revised: bool = False) -> str:
-    """A ledger of ``tasks`` tasks in the seed's layout; ``revised``: the changed version."""
+def ledger_text(tasks: int, *, revised: bool = False, year: int = 2018) -> str:
+    """A ledger of ``tasks`` tasks in the seed's layout; ``revised``: the changed version;
+    ``year``: the year in its title (its deadlines' year)."""
     sections = _seed_sections()
     seed_tasks = sum(len(rows) for _, rows in sections)
-    out = [TITLE, "\t序号\n\t工作任务\n\t责任单位\n\t完成时限\n\t备注\n"]
+    out = [TITLE.format(year=year), "\t序号\n\t工作任务\n\t责任单位\n\t完成时限\n\t备注\n"]
     entries: list[tuple[int, list[str]]] = []  # (section index, cells)
     no = 0
     for index, (_section, rows) in enumerate(sections):

@@ -107,7 +107,7 @@ def wide_text(tasks: int) -> str:
     """``tasks`` tasks in the seed's sections and texts, each naming 100 distinct units."""
     sections = _seed_sections()
     per_section = -(-tasks // len(sections))
-    out, no = [TITLE, HEADER], 0
+    out, no = [TITLE.format(year=2018), HEADER], 0
     for section, rows in sections:
         count = min(per_section, tasks - no)
         if count <= 0:
