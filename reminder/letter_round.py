@@ -1,7 +1,11 @@
 """One letter round: the items due, from the store into letters in the outbox, around
 the pure ``reminder.letters``.
 
-``compose_letters`` runs at the end of every tick, in one transaction:
+``compose_letters`` runs at the end of every tick, in rounds of about ``ROUND_ITEMS``
+items (``compose_rounds``: a recipient's items in one round), each in one transaction,
+so that a catch-up of tens of thousands of items never holds SQLite's write lock for
+long. The ledger is read once, before the rounds: a task removed or done since is seen
+by step 2 in the round's transaction; a task imported since waits for the next tick.
 
 1. Nothing is composed while sending is closed (a day off, before the send hour): the
    items wait, like the planner's catch-up.
@@ -45,14 +49,17 @@ from reminder.outbox import enqueue
 from reminder.planner import local_midnight, sending_opens
 from reminder.policy import Kind
 from reminder.recipients import Item
+from reminder.records import StoredLedger
 from reminder.rules import Rules
 from reminder.settings import Settings
-from reminder.store.db import execute_many, insert_new
+from reminder.store.db import Store, execute_many, insert_new
 from reminder.store.meta import put_meta
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import ledger_facts, load_ledger
 from reminder.web.links import Links, save_links
 
+ROUND_ITEMS = 5_000  # items composed per transaction: a round holds SQLite's lock ~1 s
+ROUND_RECIPIENTS = 500  # and at most so many recipients (an IN (…) of their names)
 AGENDA_PLANNED = "agenda_planned"  # meta: the week whose agenda items are planned
 _LOCK_ID = 0x6C657474  # "lett": the advisory lock of letter composition on PostgreSQL
 
@@ -141,29 +148,99 @@ def _sequences(
     }
 
 
-def compose_letters(
-    session: Session, planning: Rules, settings: Settings, now: dt.datetime
+class LedgerRead:
+    """The ledger as the rounds of one tick read it: once, and its agendas only if an
+    agenda item is waiting."""
+
+    def __init__(self, ledger: StoredLedger, planning: Rules, settings: Settings) -> None:
+        self.ledger = ledger
+        self.facts = ledger_facts(ledger)
+        self._planning = planning
+        self._office = settings.office
+        self._agendas: dict[dt.date, dict[str, list[dict[str, Any]]]] = {}
+
+    def agendas(self, today: dt.date) -> dict[str, list[dict[str, Any]]]:
+        if today not in self._agendas:
+            self._agendas[today] = build_agendas(self.ledger, today, self._planning, self._office)
+        return self._agendas[today]
+
+
+def sending_closed(planning: Rules, now: dt.datetime) -> bool:
+    """Step 1: a day off, or before the send hour."""
+    return sending_opens(now, planning.policy.send_at, planning.calendar, planning.zone) is not None
+
+
+def compose_rounds(
+    store: Store, planning: Rules, settings: Settings, now: dt.datetime
 ) -> list[Letter]:
-    """Steps 1 to 4 of the module docstring, inside the caller's transaction."""
-    zone = planning.zone
-    if sending_opens(now, planning.policy.send_at, planning.calendar, zone) is not None:
+    """Steps 1 to 4 for everything waiting at ``now``, a round per transaction."""
+    if sending_closed(planning, now):
+        return []
+    with store.read() as session:
+        rounds = recipient_rounds(session, now, ROUND_ITEMS)
+        ledger = load_ledger(session) if rounds else None
+    if ledger is None:
+        return []
+    read = LedgerRead(ledger, planning, settings)
+    letters: list[Letter] = []
+    for recipients in rounds:
+        with store.write() as session:
+            letters += compose_letters(session, planning, settings, now, recipients, read)
+        store.let_writers_in()
+    return letters
+
+
+def recipient_rounds(session: Session, now: dt.datetime, size: int) -> list[list[str]]:
+    """The recipients with items waiting at ``now``, in rounds of about ``size`` items
+    (a recipient with more is a round of its own) and ``ROUND_RECIPIENTS`` at most."""
+    item = ItemRow.__table__  # type: ignore[attr-defined]
+    statement = (
+        select(item.c.recipient_name, func.count())
+        .where(item.c.status == "pending", item.c.scheduled_for <= now)
+        .group_by(item.c.recipient_name)
+        .order_by(func.min(item.c.scheduled_for), item.c.recipient_name)
+    )
+    rounds: list[list[str]] = []
+    count = 0
+    for name, items in session.connection().execute(statement):
+        if not rounds or count + items > size or len(rounds[-1]) >= ROUND_RECIPIENTS:
+            rounds.append([])
+            count = 0
+        rounds[-1].append(str(name))
+        count += int(items)
+    return rounds
+
+
+def compose_letters(
+    session: Session,
+    planning: Rules,
+    settings: Settings,
+    now: dt.datetime,
+    recipients: Sequence[str] | None = None,
+    read: LedgerRead | None = None,
+) -> list[Letter]:
+    """Steps 1 to 4 of the module docstring, inside the caller's transaction, for the
+    items of ``recipients`` (all when None); ``read``: the ledger, read once per tick
+    (read here when None)."""
+    if sending_closed(planning, now):
         return []
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-    waiting = _waiting(connection, now)
+    waiting = _waiting(connection, now, recipients)
     if not waiting:
         return []
-    ledger = load_ledger(session)
-    if ledger is None:
-        return []
+    if read is None:
+        ledger = load_ledger(session)
+        if ledger is None:
+            return []
+        read = LedgerRead(ledger, planning, settings)
     waiting, parts = _still_owed(session, waiting)
-    today = now.astimezone(zone).date()
-    # the ledger's active tasks: those of the items still owed are among them
-    facts = ledger_facts(ledger)
+    today = now.astimezone(planning.zone).date()
+    ledger, facts = read.ledger, read.facts
     agendas: dict[str, list[dict[str, Any]]] = {}
     if any(i.kind is Kind.AGENDA for i in waiting):
-        agendas = build_agendas(ledger, today, planning, settings.office)
+        agendas = read.agendas(today)
     context = LetterContext(
         day=today,
         title=ledger.title,
@@ -171,10 +248,14 @@ def compose_letters(
         office=settings.office,
         contacts=planning.contacts,
         calendar=planning.calendar,
-        reminded={(facts[task].no, unit): n for (task, unit), (n, _) in parts.items()},
-        returned={(facts[task].no, unit): why for (task, unit), (_, why) in parts.items() if why},
+        # a task imported after the ledger was read: its items wait for the next tick
+        reminded={(facts[t].no, unit): n for (t, unit), (n, _) in parts.items() if t in facts},
+        returned={
+            (facts[t].no, unit): why for (t, unit), (_, why) in parts.items() if why and t in facts
+        },
     )
     tomorrow = today + dt.timedelta(days=1)
+    zone = planning.zone
     sequences = _sequences(session, local_midnight(today, zone), local_midnight(tomorrow, zone))
     result = compose(waiting, facts, agendas, context, sequences, now)
     maker = Links(settings.web)
@@ -186,9 +267,19 @@ def compose_letters(
     return sent
 
 
-def _waiting(connection: Connection, now: dt.datetime) -> list[Waiting]:
-    """The items due by ``now`` and not yet in a letter, oldest first."""
+def _waiting(
+    connection: Connection, now: dt.datetime, recipients: Sequence[str] | None
+) -> list[Waiting]:
+    """The items due by ``now`` and not yet in a letter, of ``recipients`` (all when
+    None), oldest first."""
     item = ItemRow.__table__  # type: ignore[attr-defined]
+    statement = (
+        select(item)
+        .where(item.c.status == "pending", item.c.scheduled_for <= now)
+        .order_by(item.c.scheduled_for, item.c.id)
+    )
+    if recipients is not None:
+        statement = statement.where(item.c.recipient_name.in_(recipients))
     return [
         Waiting(
             id=row.id,
@@ -203,11 +294,7 @@ def _waiting(connection: Connection, now: dt.datetime) -> list[Waiting]:
             recipient_name=row.recipient_name,
             payload=row.payload or {},
         )
-        for row in connection.execute(
-            select(item)
-            .where(item.c.status == "pending", item.c.scheduled_for <= now)
-            .order_by(item.c.scheduled_for, item.c.id)
-        )
+        for row in connection.execute(statement)
     ]
 
 
@@ -222,6 +309,8 @@ def _still_owed(
     units = TaskUnitRow.__table__  # type: ignore[attr-defined]
     tasks = TaskRow.__table__  # type: ignore[attr-defined]
     task_ids = sorted({i.task_id for i in waiting if i.task_id is not None})
+    # the parts of these items' units only: a round's tasks have parts of every unit
+    unit_names = sorted({i.unit for i in waiting if i.task_id is not None and i.unit})
     open_parts = {
         (row.task_id, row.unit): (int(row.reminded), str(row.returned_note or ""))
         for row in session.connection().execute(
@@ -229,6 +318,7 @@ def _still_owed(
             .join(tasks, tasks.c.id == units.c.task_id)
             .where(
                 units.c.task_id.in_(task_ids),
+                units.c.unit.in_(unit_names),
                 units.c.done_at.is_(None),
                 units.c.reported_at.is_(None),
                 tasks.c.status != "done",

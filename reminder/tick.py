@@ -12,7 +12,8 @@
    each target's ``planned_until`` and ``next_at`` on, in the same transaction.
 4. Repeat until a batch comes back short.
 5. Plan the week's agenda items when their day has come, and compose the pending items
-   into letters (``reminder.letter_round``): one per recipient, channel and moment.
+   into letters (``reminder.letter_round``): one per recipient, channel and moment, in
+   rounds of a few thousand items, each in its own transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, select, update
 from sqlmodel import Session
 
-from reminder.letter_round import compose_letters, enqueue_items, plan_agendas
+from reminder.letter_round import compose_letters, compose_rounds, enqueue_items, plan_agendas
 from reminder.letters import Letter
 from reminder.planner import Plan, Target, due
 from reminder.policy import Kind
@@ -193,14 +194,15 @@ def run_tick(store: Store, planning: Rules, settings: Settings, now: dt.datetime
     for _ in range(1_000_000):  # bounded: every batch moves its targets' next_at past now
         with store.write() as session:
             batch = plan_batch(session, planning, now, BATCH, lock=not store.is_sqlite)
+        store.let_writers_in()
         total.add(batch)
         if batch.targets < BATCH:
             break
     with store.write() as session:
         agendas = plan_agendas(session, planning, settings, now)
-        total.items += agendas
-        total.enqueued += len(agendas)
-        total.letters = compose_letters(session, planning, settings, now)
+    total.items += agendas
+    total.enqueued += len(agendas)
+    total.letters = compose_rounds(store, planning, settings, now)
     return total
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -17,6 +19,7 @@ from sqlalchemy.exc import StatementError
 from sqlmodel import SQLModel, col, select
 
 from reminder.errors import StoreError
+from reminder.store import db
 from reminder.store.db import open_store
 from reminder.store.models import EventRow, MetaRow
 from tests.conftest import SEED, Cli
@@ -306,4 +309,67 @@ def test_two_writers_setting_a_new_meta_key_side_by_side_both_succeed(
     assert not errors, errors
     with store.read() as session:
         assert last_tick(session) == {"by": "second"}
+    store.dispose()
+
+
+def test_a_long_job_lets_a_waiting_writer_in(isolated_env: Path, cli: Cli) -> None:
+    """A job of short write transactions one after another (a catch-up's batches) for
+    4 s, calling ``let_writers_in`` between them, and a `reminder done` that asks for
+    the lock while the job holds it and waits up to 2 s: it gets in (without the pauses
+    SQLite gives the lock back to the job nearly every time: bench.catch_up)."""
+    assert cli("import", str(SEED)).code == 0
+    store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
+    outcome: list[str] = []
+
+    def writer() -> None:
+        connection = sqlite3.connect(isolated_env / "ledger.db", timeout=2)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+            outcome.append("in")
+        except sqlite3.OperationalError as error:
+            outcome.append(str(error))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    end = time.monotonic() + 4
+    while time.monotonic() < end:
+        with store.write() as session:
+            session.exec(text("UPDATE meta SET value = value WHERE key = 'none'"))  # type: ignore[call-overload]
+            time.sleep(0.03)  # the transaction's work
+            if not outcome and not thread.is_alive():
+                thread.start()  # it asks while the job holds the lock
+        store.let_writers_in()
+    thread.join()
+    store.dispose()
+    assert outcome == ["in"]
+
+
+def test_a_long_job_pauses_after_each_second_of_writes(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``let_writers_in`` on a clock of its own (the one seam faked): a job of 0.25 s
+    transactions pauses 0.12 s after each second of them, not at its start, and a job
+    that comes after an idle moment starts a new second."""
+    store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
+    clock = [100.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(clock[0])
+        clock[0] += seconds
+
+    monkeypatch.setattr(db, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep))
+    for _ in range(13):  # 3.25 s of transactions
+        clock[0] += 0.25
+        store.let_writers_in()
+    assert len(pauses) == 3, pauses
+    assert pauses[0] - 100.25 == pytest.approx(1.0, abs=0.26)  # a second after its start
+    assert all(1.0 <= b - a - 0.12 <= 1.26 for a, b in itertools.pairwise(pauses)), pauses
+    clock[0] += 5  # idle
+    store.let_writers_in()
+    clock[0] += 0.25
+    store.let_writers_in()
+    assert len(pauses) == 3, "a new job paused at its start"
     store.dispose()

@@ -14,11 +14,15 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 
+from bench.import_large import ledger_text
+from reminder import letter_round
 from reminder.contacts import load_contacts
+from reminder.records import StoredLedger
 from reminder.rules import Rules
 from reminder.settings import load_config
 from reminder.store.db import Store, open_store
-from reminder.tick import TickResult, run_tick
+from reminder.store.tasks import load_ledger
+from reminder.tick import TickResult, plan_batch, run_tick
 from tests.conftest import SEED, Cli
 from tests.test_bad_input import config_copy
 from tests.test_import import dump
@@ -299,3 +303,83 @@ def test_simulate_a_month_on_a_copy(cli: Cli, isolated_env: Path) -> None:
     )
     busiest = Counter(line["sent_at"][:10] for line in lines).most_common(1)[0]
     assert f"busiest day: {busiest[0]} ({busiest[1]} messages)" in result.out
+
+
+def test_a_catch_up_composed_in_rounds_gives_the_letters_of_one_round(
+    isolated_env: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Letters are composed a few recipients at a time, each round in its own write
+    transaction (SQLite's lock is held ~1 s, not the whole catch-up). Rounds of 40 items
+    give the same letters, items and 催办 counts as one round, and more than one round
+    ran."""
+    assert cli("import", str(SEED)).code == 0
+    one, rounds = isolated_env / "one.db", isolated_env / "rounds.db"
+    for copy in (one, rounds):
+        with sqlite3.connect(isolated_env / "ledger.db") as source, sqlite3.connect(copy) as to:
+            source.backup(to)
+    moment = at("2018-10-08 09:30")
+    whole = tick(open_store(f"sqlite:///{one}"), moment)
+    ran: list[list[str]] = []
+    real = letter_round.recipient_rounds
+
+    def spy(*args: Any) -> list[list[str]]:
+        ran.extend(real(*args))
+        return ran
+
+    monkeypatch.setattr(letter_round, "ROUND_ITEMS", 40)
+    monkeypatch.setattr(letter_round, "recipient_rounds", spy)
+    parts = tick(open_store(f"sqlite:///{rounds}"), moment)
+    assert len(ran) > 3, ran
+    assert len(whole.letters) > 20
+    assert sorted(m.message.key for m in parts.letters) == sorted(
+        m.message.key for m in whole.letters
+    )
+    letters = "SELECT key, recipient, payload FROM outbox ORDER BY key"
+    with sqlite3.connect(one) as a, sqlite3.connect(rounds) as b:
+        # each letter's link is a token of its own
+        assert [(k, r, {**json.loads(p), "link": ""}) for k, r, p in a.execute(letters)] == [
+            (k, r, {**json.loads(p), "link": ""}) for k, r, p in b.execute(letters)
+        ]
+    for table in (
+        "SELECT i.key, i.status, o.key FROM item i LEFT JOIN outbox o ON o.id = i.letter_id "
+        "ORDER BY i.key",
+        "SELECT task_id, unit, reminded FROM task_unit ORDER BY task_id, unit",
+    ):
+        with sqlite3.connect(one) as a, sqlite3.connect(rounds) as b:
+            assert a.execute(table).fetchall() == b.execute(table).fetchall(), table
+
+
+def test_an_item_of_a_task_imported_after_the_ledger_was_read_waits(
+    isolated_env: Path, cli: Cli
+) -> None:
+    """The rounds of a tick read the ledger once, before them. An item of a task that a
+    re-import added since (planned by another daemon on PostgreSQL) waits for the next
+    tick; the others go in their letters; nothing fails."""
+    old, new = isolated_env / "old.txt", isolated_env / "new.txt"
+    old.write_text(ledger_text(200), encoding="utf-8")
+    new.write_text(ledger_text(200, revised=True), encoding="utf-8")  # 2 tasks replaced
+    assert cli("import", str(old)).code == 0
+    store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
+    rules, settings, moment = planning(), load_config().settings, at("2018-07-02 09:30")
+    read = letter_round.LedgerRead(load_stored(store), rules, settings)
+    assert cli("import", str(new)).code == 0
+    with store.write() as session:
+        plan_batch(session, rules, moment, None, lock=False)
+    with store.write() as session:
+        letters = letter_round.compose_letters(session, rules, settings, moment, None, read)
+    assert letters
+    added = {t.id for t in load_stored(store).tasks} - set(read.facts)
+    assert len(added) == 2
+    with sqlite3.connect(isolated_env / "ledger.db") as con:
+        rows = con.execute("SELECT task_id, status FROM item").fetchall()
+    found = Counter((task in added, status) for task, status in rows)
+    assert found[(True, "pending")] > 0 and not found[(True, "lettered")], found
+    assert found[(False, "lettered")] > 0, found
+    store.dispose()
+
+
+def load_stored(store: Store) -> StoredLedger:
+    with store.read() as session:
+        ledger = load_ledger(session)
+    assert ledger is not None
+    return ledger

@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,8 @@ BUSY_TIMEOUT_MS = 30_000
 CHUNK_ROWS = 20_000  # rows of one executemany in ``execute_chunks``
 _IN_LIMIT = 900  # values of one IN (…): under SQLite's oldest limit on parameters (999)
 _BEGIN_OPTION = "reminder_sqlite_begin"
+_TURN_S = 1.0  # a long job's write transactions in a row before it lets others write
+_PAUSE_S = 0.12  # longer than the 100 ms a waiting SQLite writer sleeps between tries
 
 
 def _sqlite_events(engine: Engine) -> None:
@@ -115,6 +118,7 @@ class Store:
             if self.is_sqlite
             else self.engine
         )
+        self._turn_since = self._last_turn = 0.0  # see let_writers_in
 
     def failure(self, error: BaseException) -> str | None:
         """A database's error on one line, naming the store ("the store ledger.db:
@@ -136,6 +140,23 @@ class Store:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with Session(self._writer, expire_on_commit=False) as session, session.begin():
             yield session
+
+    def let_writers_in(self) -> None:
+        """Between the write transactions of a long job (a catch-up's planning batches
+        and letter rounds). SQLite gives the lock to whoever asks first when it is free,
+        and a waiting writer asks again only every 100 ms: a job whose transactions follow
+        each other closely would keep it the whole job. So on SQLite, after each second
+        of such transactions, a pause longer than that: `reminder done` or a unit's
+        answer waits about a second, not the whole catch-up."""
+        if not self.is_sqlite:
+            return
+        now = time.monotonic()
+        if now - self._last_turn > _TURN_S + _PAUSE_S:  # a new job: its first transaction
+            self._turn_since = now
+        elif now - self._turn_since >= _TURN_S:
+            time.sleep(_PAUSE_S)
+            now = self._turn_since = time.monotonic()
+        self._last_turn = now
 
     def dispose(self) -> None:
         self.engine.dispose()
