@@ -2,10 +2,13 @@
 the pure ``reminder.letters``.
 
 ``compose_letters`` runs at the end of every tick, in rounds of about ``ROUND_ITEMS``
-items (``compose_rounds``: a recipient's items in one round), each in one transaction,
-so that a catch-up of tens of thousands of items never holds SQLite's write lock for
-long. The ledger is read once, before the rounds: a task removed or done since is seen
-by step 2 in the round's transaction; a task imported since waits for the next tick.
+items (``compose_rounds``), each in one transaction, so that a catch-up of tens of
+thousands of items holds SQLite's write lock a second or so at a time. A recipient's
+items are one round however many there are (its letters are composed in one go). The
+ledger is read once, before the rounds: a task removed or done since is seen by step 2
+in the round's transaction; the items of a task imported since wait for the next tick.
+A round that fails leaves the rounds before it done (their letters go out); the rest
+is composed by the next tick.
 
 1. Nothing is composed while sending is closed (a day off, before the send hour): the
    items wait, like the planner's catch-up.
@@ -52,7 +55,7 @@ from reminder.recipients import Item
 from reminder.records import StoredLedger
 from reminder.rules import Rules
 from reminder.settings import Settings
-from reminder.store.db import Store, execute_many, insert_new
+from reminder.store.db import Store, Turns, execute_many, insert_new
 from reminder.store.meta import put_meta
 from reminder.store.models import ItemRow, MetaRow, OutboxRow, TaskRow, TaskUnitRow
 from reminder.store.tasks import ledger_facts, load_ledger
@@ -171,9 +174,10 @@ def sending_closed(planning: Rules, now: dt.datetime) -> bool:
 
 
 def compose_rounds(
-    store: Store, planning: Rules, settings: Settings, now: dt.datetime
+    store: Store, planning: Rules, settings: Settings, now: dt.datetime, turns: Turns
 ) -> list[Letter]:
-    """Steps 1 to 4 for everything waiting at ``now``, a round per transaction."""
+    """Steps 1 to 4 for everything waiting at ``now``, a round per transaction, taking
+    ``turns`` with other writers between them."""
     if sending_closed(planning, now):
         return []
     with store.read() as session:
@@ -184,9 +188,9 @@ def compose_rounds(
     read = LedgerRead(ledger, planning, settings)
     letters: list[Letter] = []
     for recipients in rounds:
+        turns.before_write()
         with store.write() as session:
             letters += compose_letters(session, planning, settings, now, recipients, read)
-        store.let_writers_in()
     return letters
 
 

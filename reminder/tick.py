@@ -189,20 +189,22 @@ def _move_on(session: Session, due_rows: Sequence[Row[Any]], planned: Planned) -
 def run_tick(store: Store, planning: Rules, settings: Settings, now: dt.datetime) -> TickResult:
     """Plan everything due at ``now`` and compose it into letters, in short transactions."""
     total = TickResult()
+    turns = store.turns()  # other writers get the lock every second or so
     with store.write() as session:
         ensure_planned(session, planning)
     for _ in range(1_000_000):  # bounded: every batch moves its targets' next_at past now
+        turns.before_write()
         with store.write() as session:
             batch = plan_batch(session, planning, now, BATCH, lock=not store.is_sqlite)
-        store.let_writers_in()
         total.add(batch)
         if batch.targets < BATCH:
             break
+    turns.before_write()
     with store.write() as session:
         agendas = plan_agendas(session, planning, settings, now)
     total.items += agendas
     total.enqueued += len(agendas)
-    total.letters = compose_rounds(store, planning, settings, now)
+    total.letters = compose_rounds(store, planning, settings, now, turns)
     return total
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import sqlite3
 import threading
@@ -314,8 +313,8 @@ def test_two_writers_setting_a_new_meta_key_side_by_side_both_succeed(
 
 def test_a_long_job_lets_a_waiting_writer_in(isolated_env: Path, cli: Cli) -> None:
     """A job of short write transactions one after another (a catch-up's batches) for
-    up to 4 s, calling ``let_writers_in`` between them, and a `reminder done` that asks for
-    the lock while the job holds it and waits up to 2 s: it gets in (without the pauses
+    up to 4 s, taking ``turns`` between them, and a `reminder done` that asks for the
+    lock while the job holds it and waits up to 2 s: it gets in (without the pauses
     SQLite gives the lock back to the job nearly every time: bench.catch_up)."""
     assert cli("import", str(SEED)).code == 0
     store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
@@ -333,27 +332,34 @@ def test_a_long_job_lets_a_waiting_writer_in(isolated_env: Path, cli: Cli) -> No
             connection.close()
 
     thread = threading.Thread(target=writer)
+    turns = store.turns()
     end = time.monotonic() + 4
     while time.monotonic() < end and not outcome:  # until the writer got in or gave up
+        turns.before_write()
         with store.write() as session:
             session.exec(text("UPDATE meta SET value = value WHERE key = 'none'"))  # type: ignore[call-overload]
             time.sleep(0.03)  # the transaction's work
             if not outcome and not thread.is_alive():
                 thread.start()  # it asks while the job holds the lock
-        store.let_writers_in()
     thread.join()
     store.dispose()
     assert outcome == ["in"]
 
 
+@pytest.mark.parametrize(
+    ("work", "count", "expected"),
+    [(0.3, 13, [1.2, 2.52, 3.84]), (1.5, 4, [1.5, 3.12, 4.74])],
+    ids=["short-transactions", "long-transactions"],
+)
 def test_a_long_job_pauses_after_each_second_of_writes(
-    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch, work: float, count: int, expected: list[float]
 ) -> None:
-    """``let_writers_in`` on a clock of its own (the one seam faked): a job of 0.25 s
-    transactions pauses 0.12 s after each second of them, not at its start, and a job
-    that comes after an idle moment starts a new second."""
-    store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
-    clock = [100.0]
+    """``Turns`` on a clock of its own (the one seam faked): a job of ``count``
+    transactions of ``work`` seconds each pauses 0.12 s before the first transaction
+    that would begin a second or more after its start or its last pause (after each
+    one, when each takes longer than that); the first never waits, and on PostgreSQL
+    nothing pauses."""
+    clock = [0.0]
     pauses: list[float] = []
 
     def sleep(seconds: float) -> None:
@@ -361,15 +367,12 @@ def test_a_long_job_pauses_after_each_second_of_writes(
         clock[0] += seconds
 
     monkeypatch.setattr(db, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep))
-    for _ in range(13):  # 3.25 s of transactions
-        clock[0] += 0.25
-        store.let_writers_in()
-    assert len(pauses) == 3, pauses
-    assert pauses[0] - 100.25 == pytest.approx(1.0, abs=0.26)  # a second after its start
-    assert all(1.0 <= b - a - 0.12 <= 1.26 for a, b in itertools.pairwise(pauses)), pauses
-    clock[0] += 5  # idle
-    store.let_writers_in()
-    clock[0] += 0.25
-    store.let_writers_in()
-    assert len(pauses) == 3, "a new job paused at its start"
-    store.dispose()
+    sqlite_job, postgres_job = db.Turns(pausing=True), db.Turns(pausing=False)
+    for job in (sqlite_job, postgres_job):
+        clock[0] = job.since = 0.0
+        for number in range(count):
+            if number:
+                job.before_write()
+            clock[0] += work  # the transaction
+    assert pauses == pytest.approx(expected)
+    assert (sqlite_job.pauses, postgres_job.pauses) == (3, 0)

@@ -118,7 +118,6 @@ class Store:
             if self.is_sqlite
             else self.engine
         )
-        self._turn_since = self._last_turn = 0.0  # see let_writers_in
 
     def failure(self, error: BaseException) -> str | None:
         """A database's error on one line, naming the store ("the store ledger.db:
@@ -141,25 +140,35 @@ class Store:
         with Session(self._writer, expire_on_commit=False) as session, session.begin():
             yield session
 
-    def let_writers_in(self) -> None:
-        """Between the write transactions of a long job (a catch-up's planning batches
-        and letter rounds). SQLite gives the lock to whoever asks first when it is free,
-        and a waiting writer asks again only every 100 ms: a job whose transactions follow
-        each other closely would keep it the whole job. So on SQLite, after each second
-        of such transactions, a pause longer than that: `reminder done` or a unit's
-        answer waits about a second, not the whole catch-up."""
-        if not self.is_sqlite:
-            return
-        now = time.monotonic()
-        if now - self._last_turn > _TURN_S + _PAUSE_S:  # a new job: its first transaction
-            self._turn_since = now
-        elif now - self._turn_since >= _TURN_S:
-            time.sleep(_PAUSE_S)
-            now = self._turn_since = time.monotonic()
-        self._last_turn = now
+    def turns(self) -> Turns:
+        """The pacing of one long job's write transactions (see ``Turns``)."""
+        return Turns(self.is_sqlite)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class Turns:
+    """A long job's write transactions (a catch-up's planning batches and letter rounds)
+    taking turns with other writers. SQLite gives its lock to whoever asks first when it
+    is free, and a waiting writer asks again only every 100 ms: a job whose transactions
+    follow each other closely would keep the lock the whole job. So on SQLite, before a
+    transaction that would begin a second or more after the job began or last paused,
+    the job pauses longer than that: `reminder done` or a unit's answer waits about a
+    second (plus the transaction under way), not the whole catch-up. PostgreSQL locks
+    rows: nothing pauses."""
+
+    def __init__(self, pausing: bool) -> None:
+        self.pausing = pausing
+        self.since = time.monotonic()  # the job's start, or its last pause
+        self.pauses = 0
+
+    def before_write(self) -> None:
+        """Call before each write transaction of the job but the first."""
+        if self.pausing and time.monotonic() - self.since >= _TURN_S:
+            time.sleep(_PAUSE_S)
+            self.pauses += 1
+            self.since = time.monotonic()
 
 
 def driver_error(error: DBAPIError) -> str:
