@@ -39,7 +39,7 @@ BUSY_TIMEOUT_MS = 30_000
 CHUNK_ROWS = 20_000  # rows of one executemany in ``execute_chunks``
 _IN_LIMIT = 900  # values of one IN (…): under SQLite's oldest limit on parameters (999)
 _BEGIN_OPTION = "reminder_sqlite_begin"
-_TURN_S = 1.0  # a long job's write transactions in a row before it lets others write
+_TURN_S = 1.0  # seconds a long job writes before it lets others write (``Turns``)
 _PAUSE_S = 0.12  # longer than the 100 ms a waiting SQLite writer sleeps between tries
 
 
