@@ -15,7 +15,6 @@ the tick held the lock in one go. Prints the median of ``--runs`` and the condit
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import shutil
@@ -25,30 +24,19 @@ import time
 from pathlib import Path
 
 from bench.import_large import environment, ledger_text, lock_probe, run_import
-from reminder.contacts import load_contacts
-from reminder.rules import Rules
-from reminder.settings import load_config
-from reminder.store.db import open_store
+from reminder.app import App, parse_moment
 from reminder.tick import TickResult, run_tick
-
-
-def moment(text: str, zone: dt.tzinfo) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=zone).astimezone(dt.UTC)
 
 
 def tick(db: str, at: str) -> tuple[TickResult, float]:
     """One in-process tick of ``db`` at ``at`` (local time), and its seconds."""
     with environment(db):
-        config = load_config()
-        settings = config.settings
-        planning = Rules(
-            settings.policy, config.calendar(), settings.zone, load_contacts(config.contacts_path)
-        )
-        store = open_store(db)
+        app = App()
+        moment = parse_moment(app, at, "--at")
         started = time.perf_counter()
-        result = run_tick(store, planning, settings, moment(at, settings.zone))
+        result = run_tick(app.store, app.planning, app.config.settings, moment)
         seconds = time.perf_counter() - started
-        store.dispose()
+        app.store.dispose()
     return result, seconds
 
 

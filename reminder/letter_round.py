@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, text, update
@@ -152,20 +153,21 @@ def _sequences(
 
 
 class LedgerRead:
-    """The ledger as the rounds of one tick read it: once, and its agendas only if an
-    agenda item is waiting."""
+    """The ledger as the rounds of one tick at ``today`` read it: once, and its agendas
+    only if an agenda item is waiting."""
 
-    def __init__(self, ledger: StoredLedger, planning: Rules, settings: Settings) -> None:
+    def __init__(
+        self, ledger: StoredLedger, today: dt.date, planning: Rules, settings: Settings
+    ) -> None:
         self.ledger = ledger
         self.facts = ledger_facts(ledger)
+        self.today = today
         self._planning = planning
         self._office = settings.office
-        self._agendas: dict[dt.date, dict[str, list[dict[str, Any]]]] = {}
 
-    def agendas(self, today: dt.date) -> dict[str, list[dict[str, Any]]]:
-        if today not in self._agendas:
-            self._agendas[today] = build_agendas(self.ledger, today, self._planning, self._office)
-        return self._agendas[today]
+    @cached_property
+    def agendas(self) -> dict[str, list[dict[str, Any]]]:
+        return build_agendas(self.ledger, self.today, self._planning, self._office)
 
 
 def sending_closed(planning: Rules, now: dt.datetime) -> bool:
@@ -185,7 +187,7 @@ def compose_rounds(
         ledger = load_ledger(session) if rounds else None
     if ledger is None:
         return []
-    read = LedgerRead(ledger, planning, settings)
+    read = LedgerRead(ledger, now.astimezone(planning.zone).date(), planning, settings)
     letters: list[Letter] = []
     for recipients in rounds:
         turns.before_write()
@@ -223,28 +225,26 @@ def compose_letters(
     recipients: Sequence[str] | None = None,
     read: LedgerRead | None = None,
 ) -> list[Letter]:
-    """Steps 1 to 4 of the module docstring, inside the caller's transaction, for the
-    items of ``recipients`` (all when None); ``read``: the ledger, read once per tick
-    (read here when None)."""
-    if sending_closed(planning, now):
-        return []
+    """Steps 2 to 4 of the module docstring (the caller checks step 1), inside the
+    caller's transaction, for the items of ``recipients`` (all when None); ``read``: the
+    ledger, read once per tick (read here when None)."""
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
     waiting = _waiting(connection, now, recipients)
     if not waiting:
         return []
+    today = now.astimezone(planning.zone).date()
     if read is None:
         ledger = load_ledger(session)
         if ledger is None:
             return []
-        read = LedgerRead(ledger, planning, settings)
+        read = LedgerRead(ledger, today, planning, settings)
     waiting, parts = _still_owed(session, waiting)
-    today = now.astimezone(planning.zone).date()
     ledger, facts = read.ledger, read.facts
     agendas: dict[str, list[dict[str, Any]]] = {}
     if any(i.kind is Kind.AGENDA for i in waiting):
-        agendas = read.agendas(today)
+        agendas = read.agendas
     context = LetterContext(
         day=today,
         title=ledger.title,

@@ -26,7 +26,13 @@ from typing import Any
 from sqlalchemy import Row, bindparam, select, update
 from sqlmodel import Session
 
-from reminder.letter_round import compose_letters, compose_rounds, enqueue_items, plan_agendas
+from reminder.letter_round import (
+    compose_letters,
+    compose_rounds,
+    enqueue_items,
+    plan_agendas,
+    sending_closed,
+)
 from reminder.letters import Letter
 from reminder.planner import Plan, Target, due
 from reminder.policy import Kind
@@ -222,7 +228,8 @@ def preview(store: Store, planning: Rules, settings: Settings, now: dt.datetime)
         ensure_planned(session, planning)
         result = plan_batch(session, planning, now, limit=None, lock=False)
         result.items += plan_agendas(session, planning, settings, now)
-        letters = compose_letters(session, planning, settings, now)
+        closed = sending_closed(planning, now)
+        letters = [] if closed else compose_letters(session, planning, settings, now)
         session.rollback()
     in_letter = {i.key: letter.message.key for letter in letters for i in letter.items}
     # an agenda in no letter (a week with nothing for the unit) does not go out

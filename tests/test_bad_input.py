@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CONFIG, SEED, Cli
+from tests.daemon_process import run_until_exit
 from tests.ledger_files import other_ledger
 from tests.test_import import dump
 
@@ -209,17 +208,7 @@ def test_a_file_that_is_not_a_database(
 
 def test_console_script_exit_code_and_stderr(isolated_env: Path) -> None:
     """The installed `reminder` script, as an administrator runs it."""
-    script = Path(sys.executable).with_name("reminder")
-    env = dict(os.environ)
-    completed = subprocess.run(
-        [str(script), "import", "missing.txt"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=isolated_env,
-        timeout=60,
-        check=False,
-    )
+    completed = run_until_exit(isolated_env, dict(os.environ), "import", "missing.txt")
     assert completed.returncode == 2
     assert completed.stdout == ""
     assert_one_line_error(completed.stderr, "missing.txt: no such file")

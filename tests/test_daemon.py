@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,6 @@ import pytest
 from reminder.channels.mime import message_id
 from tests.conftest import SEED, Cli, downgrade, revision_at
 from tests.daemon_process import (
-    SCRIPT,
     Daemon,
     NotifySocket,
     daemon_env,
@@ -684,15 +682,7 @@ def test_run_once_ends_by_its_deadline_and_leaves_the_rest_leased(
             REMINDER_DELIVERY__RUN_DEADLINE_S="2",
         )
         # the three messages would take 3 × 60 s; the run ends at its deadline
-        result = subprocess.run(
-            [str(SCRIPT), "run", "--once"],
-            cwd=isolated_env,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = run_until_exit(isolated_env, env, "run", "--once")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "deadline reached, 3 left to a later run" in result.stdout, result.stdout
         assert stalled.total() == 1

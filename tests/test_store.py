@@ -367,12 +367,14 @@ def test_a_long_job_pauses_after_each_second_of_writes(
         clock[0] += seconds
 
     monkeypatch.setattr(db, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep))
-    sqlite_job, postgres_job = db.Turns(pausing=True), db.Turns(pausing=False)
-    for job in (sqlite_job, postgres_job):
+    paused = {}  # pauses per job
+    for name, job in (("sqlite", db.Turns(pausing=True)), ("postgres", db.Turns(pausing=False))):
         clock[0] = job.since = 0.0
+        before = len(pauses)
         for number in range(count):
             if number:
                 job.before_write()
             clock[0] += work  # the transaction
+        paused[name] = len(pauses) - before
     assert pauses == pytest.approx(expected)
-    assert (sqlite_job.pauses, postgres_job.pauses) == (3, 0)
+    assert (paused["sqlite"], paused["postgres"]) == (3, 0)

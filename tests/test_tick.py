@@ -361,7 +361,9 @@ def test_an_item_of_a_task_imported_after_the_ledger_was_read_waits(
     assert cli("import", str(old)).code == 0
     store = open_store(f"sqlite:///{isolated_env / 'ledger.db'}")
     rules, settings, moment = planning(), load_config().settings, at("2018-07-02 09:30")
-    read = letter_round.LedgerRead(load_stored(store), rules, settings)
+    read = letter_round.LedgerRead(
+        load_stored(store), moment.astimezone(ZONE).date(), rules, settings
+    )
     assert cli("import", str(new)).code == 0
     with store.write() as session:
         plan_batch(session, rules, moment, None, lock=False)

@@ -161,13 +161,11 @@ class Turns:
     def __init__(self, pausing: bool) -> None:
         self.pausing = pausing
         self.since = time.monotonic()  # the job's start, or its last pause
-        self.pauses = 0
 
     def before_write(self) -> None:
         """Call before each write transaction of the job but the first."""
         if self.pausing and time.monotonic() - self.since >= _TURN_S:
             time.sleep(_PAUSE_S)
-            self.pauses += 1
             self.since = time.monotonic()
 
 
